@@ -1,0 +1,174 @@
+"""Validate custom field values by the type their definition declares."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils import timezone
+
+from contacts.models import CustomField
+from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, phone_to_e164
+from crm_hub.errors import FieldError
+
+TRUE_WORDS = {"true", "1", "yes", "y", "on", "sim"}
+FALSE_WORDS = {"false", "0", "no", "n", "off", "não", "nao"}
+MAX_TEXT = 1000
+MAX_LONG_TEXT = 20000
+
+
+class BadValue(ValueError):
+    def __init__(self, message: str, *, code: str = "invalid_value", allowed: list[str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.allowed = allowed
+
+
+def _choice(definition: CustomField, value: Any) -> str:
+    allowed = [str(c) for c in definition.choices or []]
+    text = str(value).strip()
+    for choice in allowed:
+        if choice.casefold() == text.casefold():
+            return choice
+    raise BadValue(f"{text!r} is not one of the allowed choices.", allowed=allowed)
+
+
+def clean_value(definition: CustomField, value: Any) -> Any:
+    """Return the JSON-storable value for ``definition`` or raise BadValue. None/"" clears."""
+    if value is None or (isinstance(value, str) and value.strip() == "") or value == []:
+        return None
+    kind = definition.type
+    T = CustomField.Type
+    if kind in (T.TEXT, T.LONG_TEXT):
+        if isinstance(value, (dict, list)):
+            raise BadValue("Expected text.")
+        text = str(value).strip()
+        limit = MAX_TEXT if kind == T.TEXT else MAX_LONG_TEXT
+        if len(text) > limit:
+            raise BadValue(f"At most {limit} characters.")
+        return text
+    if kind == T.NUMBER:
+        if isinstance(value, bool):
+            raise BadValue("Expected a number.")
+        if isinstance(value, (int, float)):
+            number = value
+        else:
+            try:
+                number = float(str(value).strip().replace(",", "."))
+            except ValueError:
+                raise BadValue("Expected a number, e.g. 42 or 0.75.") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise BadValue("Expected a finite number.")
+        return int(number) if float(number).is_integer() and not isinstance(value, float) else number
+    if kind == T.DECIMAL:
+        if isinstance(value, bool):
+            raise BadValue("Expected a decimal number.")
+        try:
+            number = Decimal(str(value).strip().replace(",", "."))
+        except InvalidOperation:
+            raise BadValue("Expected a decimal number, e.g. 1250.00.") from None
+        if not number.is_finite():
+            raise BadValue("Expected a finite decimal number.")
+        return str(number)
+    if kind == T.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise BadValue("Expected true or false.", allowed=["true", "false"])
+    if kind == T.DATE:
+        if isinstance(value, dt.datetime):
+            return value.date().isoformat()
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        parsed = parse_date(str(value).strip()) if isinstance(value, str) else None
+        if parsed is None:
+            raise BadValue("Expected a date as YYYY-MM-DD.")
+        return parsed.isoformat()
+    if kind == T.DATETIME:
+        parsed = value if isinstance(value, dt.datetime) else None
+        if parsed is None and isinstance(value, str):
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None
+        if parsed is None:
+            raise BadValue("Expected a date and time in ISO 8601, e.g. 2026-05-01T14:30:00Z.")
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed)
+        return parsed.isoformat()
+    if kind == T.SINGLE_CHOICE:
+        return _choice(definition, value)
+    if kind == T.MULTIPLE_CHOICE:
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        cleaned = []
+        for item in items:
+            if str(item).strip():
+                choice = _choice(definition, item)
+                if choice not in cleaned:
+                    cleaned.append(choice)
+        return cleaned or None
+    if kind == T.EMAIL:
+        try:
+            return email_normalize(str(value))
+        except InvalidEmail:
+            raise BadValue("Expected a valid email address.", code="invalid_email") from None
+    if kind == T.PHONE:
+        try:
+            return phone_to_e164(str(value))
+        except InvalidPhone:
+            raise BadValue("Expected a valid phone number.", code="invalid_phone") from None
+    if kind == T.URL:
+        text = str(value).strip()
+        try:
+            URLValidator(schemes=["http", "https"])(text)
+        except ValidationError:
+            raise BadValue("Expected an http(s) URL.") from None
+        return text
+    raise BadValue(f"Unsupported field type {kind!r}.")
+
+
+def clean_custom_values(
+    values: dict[str, Any] | None,
+    *,
+    definitions: dict[str, CustomField],
+    agent_write: bool,
+    prefix: str = "custom",
+) -> tuple[dict[str, Any], list[FieldError]]:
+    """Validate a ``{key: value}`` mapping; return the cleaned values and every error found."""
+    cleaned: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    if values is None:
+        return cleaned, errors
+    if not isinstance(values, dict):
+        return cleaned, [FieldError(prefix, "invalid_value", "Expected an object keyed by custom field key.")]
+    writable = sorted(k for k, d in definitions.items() if d.allow_for_ai or not agent_write)
+    for key, value in values.items():
+        path = f"{prefix}.{key}"
+        definition = definitions.get(key)
+        if definition is None:
+            errors.append(FieldError(path, "unknown_field", f"There is no custom field {key!r}.", writable))
+            continue
+        if agent_write and not definition.allow_for_ai:
+            errors.append(
+                FieldError(
+                    path,
+                    "field_not_allowed_for_ai",
+                    f"Custom field {key!r} is not open to agents (Allow for AI is off).",
+                    writable,
+                )
+            )
+            continue
+        try:
+            cleaned[key] = clean_value(definition, value)
+        except BadValue as exc:
+            errors.append(FieldError(path, exc.code, exc.message, exc.allowed))
+    return cleaned, errors

@@ -1,0 +1,451 @@
+"""Contacts and their parts. Invariants live here as database constraints."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.urls import reverse
+
+from contacts.normalize import format_phone
+
+
+class Source(models.TextChoices):
+    CHAT = "chat", "Chat"
+    FORM = "form", "Form"
+    MANUAL = "manual", "Manual"
+    IMPORT = "import", "Import"
+    API = "api", "API"
+
+
+class Tag(models.Model):
+    """An entry of the locked taxonomy: contacts only ever get tags that exist here."""
+
+    name = models.CharField(max_length=60, help_text="Shown to users and sent by agents; matched case-insensitively.")
+    color = models.CharField(max_length=7, default="#64748b", help_text="Hex colour, e.g. #2563eb.")
+    description = models.CharField(max_length=255, blank=True, help_text="When to use this tag (agents read it).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(Lower("name"), name="tag_unique_name_ci"),
+            models.CheckConstraint(condition=~Q(name=""), name="tag_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Pipeline(models.Model):
+    name = models.CharField(max_length=80)
+    description = models.CharField(max_length=255, blank=True)
+    position = models.PositiveIntegerField(default=0, help_text="Order among pipelines.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(Lower("name"), name="pipeline_unique_name_ci")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Stage(models.Model):
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="stages")
+    name = models.CharField(max_length=80)
+    position = models.PositiveIntegerField(default=0, help_text="Order within the pipeline, left to right.")
+    color = models.CharField(max_length=7, default="#94a3b8")
+
+    class Meta:
+        ordering = ["pipeline_id", "position", "id"]
+        constraints = [
+            models.UniqueConstraint("pipeline", Lower("name"), name="stage_unique_name_per_pipeline_ci"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline.name}: {self.name}"
+
+
+class CustomField(models.Model):
+    """A custom field definition; values live in ``Contact.custom`` keyed by ``key``."""
+
+    class Type(models.TextChoices):
+        TEXT = "text", "Text"
+        LONG_TEXT = "long_text", "Long text"
+        NUMBER = "number", "Number"
+        DECIMAL = "decimal", "Decimal"
+        BOOLEAN = "boolean", "Yes/No"
+        DATE = "date", "Date"
+        DATETIME = "datetime", "Date and time"
+        SINGLE_CHOICE = "single_choice", "Single choice"
+        MULTIPLE_CHOICE = "multiple_choice", "Multiple choice"
+        EMAIL = "email", "Email"
+        PHONE = "phone", "Phone"
+        URL = "url", "URL"
+
+    key = models.SlugField(
+        max_length=60,
+        unique=True,
+        help_text="Immutable machine key agents and imports use, e.g. budget. Cannot change after creation.",
+    )
+    label = models.CharField(max_length=120, help_text="Shown to people; can change at any time.")
+    type = models.CharField(max_length=20, choices=Type.choices, default=Type.TEXT)
+    choices = models.JSONField(default=list, blank=True, help_text="Allowed values for choice types.")
+    bands = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='For number/decimal: labelled ranges, e.g. [{"min": 0, "max": 0.4, "label": "Low intent"}].',
+    )
+    required = models.BooleanField(default=False, help_text="Staff must fill it when editing by hand.")
+    help_text = models.CharField(max_length=255, blank=True, help_text="Explains the field to people and agents.")
+    allow_for_ai = models.BooleanField(
+        default=False, help_text="Agents may write this field over the API. Off: agent writes are refused."
+    )
+    position = models.PositiveIntegerField(default=0, help_text="Display order.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.key})"
+
+    def band_label(self, value) -> str:
+        """Return the label of the band ``value`` falls in ("Warm"), or "".
+
+        Bands are half-open ([min, max)) so 0.4 is "Warm", not "Low intent"; the
+        highest band also takes its own max, so 1.0 is "High intent".
+        """
+        if value is None or isinstance(value, bool) or not self.bands:
+            return ""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return ""
+        top = max((float(b["max"]) for b in self.bands if b.get("max") is not None), default=None)
+        for band in self.bands:
+            low, high = band.get("min"), band.get("max")
+            above_low = low is None or number >= float(low)
+            below_high = high is None or number < float(high) or (float(high) == top and number == top)
+            if above_low and below_high:
+                return str(band.get("label", ""))
+        return ""
+
+
+class Contact(models.Model):
+    # Standard fields: the upsert field list agents send.
+    name = models.CharField(max_length=200, blank=True)
+    identity = models.CharField(
+        max_length=40, blank=True, help_text="Tax/ID number. Sensitive: only tokens with identity:read see it."
+    )
+    phone = models.CharField(max_length=64, blank=True, help_text="As entered.")
+    phone_e164 = models.CharField(max_length=20, blank=True, editable=False, help_text="Dedup key.")
+    phone_extension = models.CharField(max_length=12, blank=True, editable=False)
+    email = models.CharField(max_length=254, blank=True, help_text="As entered.")
+    email_normalized = models.CharField(max_length=254, blank=True, editable=False, help_text="Dedup key.")
+    company = models.CharField(max_length=200, blank=True)
+    position = models.CharField(max_length=120, blank=True)
+    birthday = models.DateField(null=True, blank=True)
+    zip_code = models.CharField(max_length=20, blank=True)
+    country = models.CharField(max_length=80, blank=True)
+    state = models.CharField(max_length=80, blank=True)
+    city = models.CharField(max_length=120, blank=True)
+    district = models.CharField(max_length=120, blank=True)
+    street = models.CharField(max_length=200, blank=True)
+    number = models.CharField(max_length=20, blank=True)
+    complement = models.CharField(max_length=120, blank=True)
+
+    source = models.CharField(max_length=10, choices=Source.choices, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_contacts"
+    )
+    tags = models.ManyToManyField(Tag, through="ContactTag", related_name="contacts", blank=True)
+    custom = models.JSONField(default=dict, blank=True, help_text="Custom field values keyed by field key.")
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["phone_e164"], condition=~Q(phone_e164=""), name="contact_unique_phone_e164"
+            ),
+            models.UniqueConstraint(
+                fields=["email_normalized"], condition=~Q(email_normalized=""), name="contact_unique_email"
+            ),
+            models.CheckConstraint(condition=Q(source__in=Source.values), name="contact_source_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="contact_owner_created_idx"),
+            models.Index(fields=["source", "-created_at"], name="contact_source_created_idx"),
+            models.Index(Lower("name"), name="contact_name_lower_idx"),
+            models.Index(Lower("company"), name="contact_company_lower_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.email or self.phone_display or f"Contact #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("contacts:detail", args=[self.pk])
+
+    @property
+    def phone_display(self) -> str:
+        return format_phone(self.phone_e164, self.phone_extension) if self.phone_e164 else self.phone
+
+    @property
+    def display_name(self) -> str:
+        return str(self)
+
+
+class ContactTag(models.Model):
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE)
+    tag = models.ForeignKey(Tag, on_delete=models.PROTECT)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["contact", "tag"], name="contact_tag_unique")]
+        indexes = [models.Index(fields=["tag", "contact"], name="contacttag_tag_contact_idx")]
+
+
+class ContactStage(models.Model):
+    """Where a contact stands in one pipeline: at most one stage per pipeline."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="stage_memberships")
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="memberships")
+    stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="memberships")
+    entered_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["contact", "pipeline"], name="contact_one_stage_per_pipeline")
+        ]
+        indexes = [models.Index(fields=["stage", "-entered_at"], name="contactstage_stage_entered_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} in {self.stage}"
+
+
+class StageChange(models.Model):
+    """Every stage move with its time, for history and time-in-stage figures."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="stage_changes")
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="+")
+    from_stage = models.ForeignKey(Stage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    to_stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="+")
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["contact", "-changed_at"], name="stagechange_contact_idx")]
+
+
+class Note(models.Model):
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="notes")
+    body = models.TextField(help_text="Sanitized HTML.")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    agent = models.ForeignKey("crm_hub.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    conversation = models.ForeignKey(
+        "conversations.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="notes"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["contact", "-created_at"], name="note_contact_created_idx")]
+
+    def __str__(self) -> str:
+        return f"Note #{self.pk} on {self.contact_id}"
+
+
+def contact_file_path(instance: ContactFile, filename: str) -> str:
+    return f"contacts/{instance.contact_id}/{filename}"
+
+
+class ContactFile(models.Model):
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="files")
+    file = models.FileField(upload_to=contact_file_path, max_length=255)
+    name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    content_type = models.CharField(max_length=120)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    agent = models.ForeignKey("crm_hub.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Task(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        DONE = "done", "Done"
+
+    class Priority(models.TextChoices):
+        LOW = "low", "Low"
+        NORMAL = "normal", "Normal"
+        HIGH = "high", "High"
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="tasks")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    due_at = models.DateTimeField()
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    agent = models.ForeignKey("crm_hub.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    conversation = models.ForeignKey(
+        "conversations.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["due_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=["open", "done"]), name="task_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status="open", completed_at__isnull=True) | Q(status="done", completed_at__isnull=False),
+                name="task_completed_at_matches_status",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["assignee", "status", "due_at"], name="task_assignee_status_due_idx"),
+            models.Index(fields=["contact", "status"], name="task_contact_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class PossibleDuplicate(models.Model):
+    """Two contacts that one write pointed at (phone matched one, email the other): for review, never merged silently."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        DISMISSED = "dismissed", "Not a duplicate"
+        RESOLVED = "resolved", "Resolved"
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="duplicate_flags")
+    other = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=255)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["contact", "other"], condition=Q(status="open"), name="possible_duplicate_open_unique"
+            ),
+            models.CheckConstraint(condition=~Q(contact=models.F("other")), name="possible_duplicate_not_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} ~ {self.other_id}"
+
+
+class ChangeRequest(models.Model):
+    """A pending overwrite of an identity field (phone, email, identity, owner) awaiting staff approval."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="change_requests")
+    field = models.CharField(max_length=40)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    requested_by_agent = models.ForeignKey(
+        "crm_hub.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_system = models.CharField(max_length=120, blank=True)
+    conversation = models.ForeignKey(
+        "conversations.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "-created_at"], name="changerequest_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.field} of contact {self.contact_id}: {self.old_value!r} -> {self.new_value!r}"
+
+
+class HistoryEntry(models.Model):
+    """One change to a contact or its parts: who, when, from where, and each field's before and after."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        UPDATED = "updated", "Updated"
+        TAG_ADDED = "tag_added", "Tag added"
+        TAG_REMOVED = "tag_removed", "Tag removed"
+        STAGE_CHANGED = "stage_changed", "Stage changed"
+        NOTE_ADDED = "note_added", "Note added"
+        TASK_CREATED = "task_created", "Task created"
+        TASK_COMPLETED = "task_completed", "Task completed"
+        TASK_REOPENED = "task_reopened", "Task reopened"
+        FILE_ADDED = "file_added", "File added"
+        CHANGE_REQUESTED = "change_requested", "Change requested"
+        CHANGE_APPROVED = "change_approved", "Change approved"
+        CHANGE_REJECTED = "change_rejected", "Change rejected"
+        POSSIBLE_DUPLICATE = "possible_duplicate", "Possible duplicate"
+        CONVERSATION = "conversation", "Conversation"
+        FORM_SUBMITTED = "form_submitted", "Form submitted"
+        AUTOMATION = "automation", "Automation"
+        IMPORTED = "imported", "Imported"
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="history")
+    action = models.CharField(max_length=24, choices=Action.choices)
+    # {"field": [before, after], ...}; custom fields as "custom.<key>".
+    changes = models.JSONField(default=dict, blank=True)
+    summary = models.CharField(max_length=255, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_agent = models.ForeignKey("crm_hub.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_label = models.CharField(max_length=160, help_text="Who, as it read at the time.")
+    conversation = models.ForeignKey(
+        "conversations.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "history entries"
+        indexes = [models.Index(fields=["contact", "-created_at"], name="history_contact_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} by {self.actor_label}"

@@ -1,0 +1,1127 @@
+"""Every write to a contact and its parts. API, forms, imports, admin and the web UI call these.
+
+Each function is keyword-only, validates everything before it writes, raises
+``InputRejected`` naming every bad field, and owns one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from contacts.custom_fields import clean_custom_values
+from contacts.models import (
+    ChangeRequest,
+    Contact,
+    ContactFile,
+    ContactStage,
+    ContactTag,
+    CustomField,
+    HistoryEntry,
+    Note,
+    Pipeline,
+    PossibleDuplicate,
+    Source,
+    Stage,
+    StageChange,
+    Tag,
+    Task,
+)
+from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
+from contacts.sanitize import clean_rich_text
+from crm_hub.actors import Actor
+from crm_hub.errors import FieldError, InputRejected
+
+logger = logging.getLogger(__name__)
+
+STANDARD_FIELDS: tuple[str, ...] = (
+    "name", "identity", "phone", "email", "company", "position", "birthday",
+    "zip_code", "country", "state", "city", "district", "street", "number", "complement",
+)
+# Overwriting these moves a person's identity, so only staff change them directly;
+# anyone else gets a ChangeRequest for staff to approve.
+PROTECTED_FIELDS: frozenset[str] = frozenset({"phone", "email", "identity", "owner"})
+WRITABLE_FIELDS: tuple[str, ...] = (*STANDARD_FIELDS, "owner")
+UPSERT_RETRIES = 3
+
+
+# --- Results --------------------------------------------------------------------------
+
+
+@dataclass
+class UpsertResult:
+    contact: Contact
+    created: bool
+    matched_by: str | None  # "phone", "email" or None when created
+    possible_duplicates: list[int] = field(default_factory=list)
+    pending_changes: list[ChangeRequest] = field(default_factory=list)
+    changes: dict[str, list[Any]] = field(default_factory=dict)
+    tags_added: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CleanContactInput:
+    """Validated, normalized input: only the keys that were sent with a value."""
+
+    values: dict[str, Any]
+    custom: dict[str, Any]
+    tags: list[Tag]
+    phone_e164: str = ""
+    phone_extension: str = ""
+    email_normalized: str = ""
+
+
+# --- Small shared helpers -------------------------------------------------------
+
+
+def _history(
+    contact: Contact,
+    *,
+    action: str,
+    actor: Actor,
+    source: str,
+    changes: dict | None = None,
+    summary: str = "",
+    conversation=None,
+) -> HistoryEntry:
+    return HistoryEntry(
+        contact=contact,
+        action=action,
+        changes=_jsonable(changes or {}),
+        summary=summary[:255],
+        source=source,
+        actor_user=actor.user,
+        actor_agent=actor.agent,
+        actor_label=actor.label[:160],
+        conversation=conversation,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if hasattr(value, "pk") and hasattr(value, "_meta"):
+        return str(value)
+    return value
+
+
+def _check_source(source: str) -> None:
+    if source not in Source.values:
+        raise InputRejected([FieldError("source", "invalid_value", "Unknown source.", list(Source.values))])
+
+
+def _touch(contact: Contact, when: dt.datetime | None = None) -> None:
+    when = when or timezone.now()
+    Contact.objects.filter(pk=contact.pk).update(last_activity_at=when, updated_at=when)
+    contact.last_activity_at = when
+    contact.updated_at = when
+
+
+def resolve_tags(names: Iterable[str], *, field_name: str = "tags") -> list[Tag]:
+    """Return the existing tags for ``names`` (case-insensitive) or raise unknown_tag with the allowed list."""
+    wanted: list[str] = []
+    errors: list[FieldError] = []
+    for index, raw in enumerate(names or []):
+        if not isinstance(raw, str) or not raw.strip():
+            errors.append(FieldError(f"{field_name}.{index}", "invalid_value", "A tag name must be non-empty text."))
+            continue
+        if raw.strip().casefold() not in [w.casefold() for w in wanted]:
+            wanted.append(raw.strip())
+    if not wanted and not errors:
+        return []
+    found = {
+        t.name.casefold(): t
+        for t in Tag.objects.annotate(lname=Lower("name")).filter(lname__in=[w.lower() for w in wanted])
+    }
+    unknown = [w for w in wanted if w.casefold() not in found]
+    if unknown:
+        allowed = list(Tag.objects.order_by(Lower("name")).values_list("name", flat=True))
+        for name in unknown:
+            errors.append(
+                FieldError(field_name, "unknown_tag", f"Tag {name!r} does not exist; use one of the allowed tags.", allowed)
+            )
+    if errors:
+        raise InputRejected(errors)
+    return [found[w.casefold()] for w in wanted]
+
+
+def resolve_stage(*, pipeline: Any, stage: Any) -> tuple[Pipeline, Stage]:
+    """Return the pipeline and stage named (by id or case-insensitive name) or raise with allowed values."""
+    if pipeline in (None, ""):
+        pipelines = list(Pipeline.objects.all())
+        if len(pipelines) == 1:
+            found_pipeline = pipelines[0]
+        else:
+            raise InputRejected(
+                [FieldError("pipeline", "required", "Name the pipeline.", [p.name for p in pipelines])]
+            )
+    else:
+        found_pipeline = _by_id_or_name(Pipeline.objects.all(), pipeline)
+        if found_pipeline is None:
+            allowed = list(Pipeline.objects.values_list("name", flat=True))
+            raise InputRejected(
+                [FieldError("pipeline", "unknown_pipeline", f"Pipeline {pipeline!r} does not exist.", allowed)]
+            )
+    if stage in (None, ""):
+        allowed = list(found_pipeline.stages.values_list("name", flat=True))
+        raise InputRejected([FieldError("stage", "required", "Name the stage.", allowed)])
+    found_stage = _by_id_or_name(found_pipeline.stages.all(), stage)
+    if found_stage is None:
+        allowed = list(found_pipeline.stages.values_list("name", flat=True))
+        raise InputRejected(
+            [
+                FieldError(
+                    "stage",
+                    "unknown_stage",
+                    f"Stage {stage!r} does not exist in pipeline {found_pipeline.name!r}.",
+                    allowed,
+                )
+            ]
+        )
+    return found_pipeline, found_stage
+
+
+def _by_id_or_name(queryset, value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return queryset.filter(pk=value).first()
+    text = str(value).strip()
+    if text.isdigit():
+        match = queryset.filter(pk=int(text)).first()
+        if match is not None:
+            return match
+    return queryset.annotate(lname=Lower("name")).filter(lname=text.lower()).first()
+
+
+def resolve_user(value: Any, *, field_name: str = "owner"):
+    """Return the active user named by id, username or email, or raise invalid_value."""
+    User = get_user_model()
+    if value in (None, ""):
+        return None
+    if isinstance(value, User):
+        return value
+    text = str(value).strip()
+    query = Q(username__iexact=text) | Q(email__iexact=text)
+    if text.isdigit():
+        query |= Q(pk=int(text))
+    user = User.objects.filter(query, is_active=True).order_by("pk").first()
+    if user is None:
+        raise InputRejected(
+            [FieldError(field_name, "invalid_value", f"No active user {text!r} (give an id, username or email).")]
+        )
+    return user
+
+
+# --- Validation of contact input -----------------------------------------------
+
+
+def clean_contact_input(
+    data: Mapping[str, Any] | None,
+    *,
+    custom: Mapping[str, Any] | None = None,
+    tags: Iterable[str] | None = None,
+    actor: Actor,
+    allow_owner: bool = True,
+) -> CleanContactInput:
+    """Validate and normalize contact input; raise InputRejected listing every bad field."""
+    data = dict(data or {})
+    errors: list[FieldError] = []
+    values: dict[str, Any] = {}
+    allowed_keys = WRITABLE_FIELDS if allow_owner else STANDARD_FIELDS
+    for key in data:
+        if key not in allowed_keys:
+            errors.append(FieldError(key, "unknown_field", f"{key!r} is not a contact field.", list(allowed_keys)))
+    result = CleanContactInput(values=values, custom={}, tags=[])
+    max_lengths = {f: Contact._meta.get_field(f).max_length for f in STANDARD_FIELDS if f != "birthday"}
+    for key in STANDARD_FIELDS:
+        if key not in data:
+            continue
+        raw = data[key]
+        if raw is None:
+            continue
+        if key == "birthday":
+            parsed = _parse_birthday(raw)
+            if parsed is None:
+                errors.append(FieldError("birthday", "invalid_value", "Expected a date as YYYY-MM-DD."))
+            else:
+                values["birthday"] = parsed
+            continue
+        if isinstance(raw, (dict, list, bool)):
+            errors.append(FieldError(key, "invalid_value", "Expected text."))
+            continue
+        text = str(raw).strip()
+        if text == "":
+            values[key] = ""
+            continue
+        if len(text) > max_lengths[key]:
+            errors.append(FieldError(key, "invalid_value", f"At most {max_lengths[key]} characters."))
+            continue
+        if key == "phone":
+            try:
+                phone = parse_phone(text)
+            except InvalidPhone:
+                errors.append(
+                    FieldError("phone", "invalid_phone", f"{text!r} is not a valid phone number (include the country code if it is not from {settings.CRM_DEFAULT_PHONE_REGION}).")
+                )
+                continue
+            result.phone_e164, result.phone_extension = phone.e164, phone.extension
+        elif key == "email":
+            try:
+                result.email_normalized = email_normalize(text)
+            except InvalidEmail:
+                errors.append(FieldError("email", "invalid_email", f"{text!r} is not a valid email address."))
+                continue
+        values[key] = text
+    if allow_owner and data.get("owner") not in (None, ""):
+        try:
+            values["owner"] = resolve_user(data["owner"])
+        except InputRejected as exc:
+            errors.extend(exc.errors)
+    if custom:
+        definitions = {d.key: d for d in CustomField.objects.all()}
+        result.custom, custom_errors = clean_custom_values(
+            dict(custom), definitions=definitions, agent_write=actor.is_agent
+        )
+        errors.extend(custom_errors)
+    if tags:
+        try:
+            result.tags = resolve_tags(tags)
+        except InputRejected as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InputRejected(errors)
+    return result
+
+
+def _parse_birthday(raw: Any) -> dt.date | None:
+    if isinstance(raw, dt.datetime):
+        return raw.date()
+    if isinstance(raw, dt.date):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return parse_date(raw.strip())
+        except ValueError:
+            return None
+    return None
+
+
+# --- Upsert -----------------------------------------------------------------------
+
+
+def _protected_policy(actor: Actor, explicit: str | None) -> str:
+    if explicit is not None:
+        return explicit
+    return "apply" if actor.is_staff_user else "request"
+
+
+def find_contact_by_keys(*, phone_e164: str = "", email_normalized: str = "", lock: bool = False) -> tuple[Contact | None, Contact | None]:
+    """Return (phone match, email match) in one query; either may be None."""
+    query = Q()
+    if phone_e164:
+        query |= Q(phone_e164=phone_e164)
+    if email_normalized:
+        query |= Q(email_normalized=email_normalized)
+    if not query:
+        return None, None
+    queryset = Contact.objects.filter(query).order_by("pk")
+    if lock:
+        queryset = queryset.select_for_update()
+    by_phone = by_email = None
+    for contact in queryset:
+        if phone_e164 and contact.phone_e164 == phone_e164:
+            by_phone = contact
+        if email_normalized and contact.email_normalized == email_normalized:
+            by_email = contact
+    return by_phone, by_email
+
+
+def upsert_contact(
+    *,
+    data: Mapping[str, Any],
+    actor: Actor,
+    source: str,
+    custom: Mapping[str, Any] | None = None,
+    tags: Iterable[str] | None = None,
+    conversation=None,
+    protected_changes: str | None = None,
+    create: bool = True,
+    update: bool = True,
+    cleaned: CleanContactInput | None = None,
+) -> UpsertResult:
+    """Create or update the contact matched by phone (first) or email; record every change.
+
+    On a conflict (phone matches A, email matches B) the write goes to A, B is
+    untouched and a PossibleDuplicate is recorded. Overwrites of protected fields
+    become ChangeRequests unless the actor is staff (or ``protected_changes="apply"``).
+    """
+    _check_source(source)
+    cleaned = cleaned or clean_contact_input(data, custom=custom, tags=tags, actor=actor)
+    policy = _protected_policy(actor, protected_changes)
+    last_error: IntegrityError | None = None
+    for _attempt in range(UPSERT_RETRIES):
+        try:
+            with transaction.atomic():
+                return _upsert_once(
+                    cleaned=cleaned, actor=actor, source=source, conversation=conversation,
+                    policy=policy, create=create, update=update,
+                )
+        except IntegrityError as exc:
+            # A concurrent writer took the phone or email first; the unique index
+            # refused our insert, so look again: we will now match its row.
+            last_error = exc
+            logger.info("upsert retry after concurrent insert: %s", exc)
+    raise last_error  # type: ignore[misc]
+
+
+def _upsert_once(
+    *, cleaned: CleanContactInput, actor: Actor, source: str, conversation, policy: str, create: bool, update: bool
+) -> UpsertResult:
+    by_phone, by_email = find_contact_by_keys(
+        phone_e164=cleaned.phone_e164, email_normalized=cleaned.email_normalized, lock=True
+    )
+    contact = by_phone or by_email
+    if contact is None:
+        if not create:
+            raise InputRejected(
+                [FieldError("phone" if cleaned.phone_e164 else "email", "not_found", "No contact matches this phone or email.")]
+            )
+        if not (cleaned.values.get("name") or cleaned.phone_e164 or cleaned.email_normalized):
+            raise InputRejected([FieldError("name", "required", "Give at least a name, a phone or an email.")])
+        return _create_contact(cleaned=cleaned, actor=actor, source=source, conversation=conversation)
+    if not update:
+        raise InputRejected(
+            [FieldError("phone" if by_phone else "email", "already_exists", f"Contact #{contact.pk} already has this {'phone' if by_phone else 'email'}.")]
+        )
+    matched_by = "phone" if by_phone is not None else "email"
+    result = UpsertResult(contact=contact, created=False, matched_by=matched_by)
+    skip: set[str] = set()
+    entries: list[HistoryEntry] = []
+    if by_phone is not None and by_email is not None and by_phone.pk != by_email.pk:
+        skip.add("email")  # it belongs to the other contact; writing it would merge silently
+        _flag_duplicate(contact=by_phone, other=by_email, source=source, reason="Phone matched this contact, email matched the other.")
+        result.possible_duplicates.append(by_email.pk)
+        entries.append(
+            _history(
+                contact, action=HistoryEntry.Action.POSSIBLE_DUPLICATE, actor=actor, source=source,
+                summary=f"Email {cleaned.email_normalized} belongs to contact #{by_email.pk}; flagged as possible duplicate.",
+                conversation=conversation,
+            )
+        )
+    _apply_changes(
+        contact, cleaned=cleaned, actor=actor, source=source, conversation=conversation,
+        policy=policy, skip=skip, result=result, entries=entries, clear_empty=False,
+    )
+    return result
+
+
+def _create_contact(*, cleaned: CleanContactInput, actor: Actor, source: str, conversation) -> UpsertResult:
+    now = timezone.now()
+    values = {k: v for k, v in cleaned.values.items() if v not in ("", None)}
+    contact = Contact(
+        **values,
+        phone_e164=cleaned.phone_e164,
+        phone_extension=cleaned.phone_extension,
+        email_normalized=cleaned.email_normalized,
+        custom={k: v for k, v in cleaned.custom.items() if v is not None},
+        source=source,
+        last_activity_at=now,
+    )
+    with transaction.atomic():
+        contact.save(force_insert=True)
+    changes = {k: [None, v] for k, v in values.items()}
+    changes.update({f"custom.{k}": [None, v] for k, v in contact.custom.items()})
+    entries = [
+        _history(contact, action=HistoryEntry.Action.CREATED, actor=actor, source=source, changes=changes,
+                 summary=f"Created via {Source(source).label}", conversation=conversation)
+    ]
+    result = UpsertResult(contact=contact, created=True, matched_by=None, changes=changes)
+    if cleaned.tags:
+        ContactTag.objects.bulk_create([ContactTag(contact=contact, tag=t) for t in cleaned.tags])
+        result.tags_added = [t.name for t in cleaned.tags]
+        entries.append(
+            _history(contact, action=HistoryEntry.Action.TAG_ADDED, actor=actor, source=source,
+                     changes={"tags": [[], result.tags_added]}, summary="Tags added: " + ", ".join(result.tags_added),
+                     conversation=conversation)
+        )
+    HistoryEntry.objects.bulk_create(entries)
+    return result
+
+
+def _apply_changes(
+    contact: Contact,
+    *,
+    cleaned: CleanContactInput,
+    actor: Actor,
+    source: str,
+    conversation,
+    policy: str,
+    skip: set[str],
+    result: UpsertResult,
+    entries: list[HistoryEntry],
+    clear_empty: bool,
+) -> None:
+    """Apply cleaned input to an existing contact, queueing protected overwrites for approval."""
+    now = timezone.now()
+    update_fields: list[str] = []
+    changes: dict[str, list[Any]] = {}
+    requests: list[ChangeRequest] = []
+    for key, new in cleaned.values.items():
+        if key in skip:
+            continue
+        if new in ("", None) and not clear_empty:
+            continue
+        current = getattr(contact, key)
+        if key == "phone":
+            same = cleaned.phone_e164 == contact.phone_e164 and cleaned.phone_extension == contact.phone_extension
+        elif key == "email":
+            same = cleaned.email_normalized == contact.email_normalized
+        elif key == "owner":
+            same = (current.pk if current else None) == (new.pk if new else None)
+        else:
+            same = current == new
+        if same:
+            continue
+        is_empty = current in ("", None)
+        if key in PROTECTED_FIELDS and not is_empty and policy == "request":
+            requests.append(
+                ChangeRequest(
+                    contact=contact, field=key, old_value=_as_text(current), new_value=_as_text(new),
+                    source=source, requested_by_agent=actor.agent, requested_by_user=actor.user,
+                    requested_by_system=actor.system, conversation=conversation,
+                )
+            )
+            continue
+        changes[key] = [_as_text(current) if key == "owner" else current, _as_text(new) if key == "owner" else new]
+        setattr(contact, key, new if new is not None else "")
+        update_fields.append(key)
+        if key == "phone":
+            contact.phone_e164, contact.phone_extension = cleaned.phone_e164, cleaned.phone_extension
+            update_fields += ["phone_e164", "phone_extension"]
+        elif key == "email":
+            contact.email_normalized = cleaned.email_normalized
+            update_fields.append("email_normalized")
+    if cleaned.custom:
+        merged = dict(contact.custom or {})
+        for key, new in cleaned.custom.items():
+            old = merged.get(key)
+            if new is None and not clear_empty:
+                continue
+            if old == new:
+                continue
+            changes[f"custom.{key}"] = [old, new]
+            if new is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = new
+        if merged != (contact.custom or {}):
+            contact.custom = merged
+            update_fields.append("custom")
+    if update_fields or requests or cleaned.tags:
+        # A write that changes nothing leaves the record (and its updated_at) alone.
+        contact.last_activity_at = now
+        contact.updated_at = now
+        update_fields += ["last_activity_at", "updated_at"]
+        contact.save(update_fields=update_fields)
+    if changes:
+        entries.append(
+            _history(contact, action=HistoryEntry.Action.UPDATED, actor=actor, source=source, changes=changes,
+                     summary="Updated " + ", ".join(changes), conversation=conversation)
+        )
+    if requests:
+        fresh, repeated = _split_pending(contact, requests)
+        ChangeRequest.objects.bulk_create(fresh)
+        for request in fresh:
+            entries.append(
+                _history(contact, action=HistoryEntry.Action.CHANGE_REQUESTED, actor=actor, source=source,
+                         changes={request.field: [request.old_value, request.new_value]},
+                         summary=f"Change of {request.field} awaits approval", conversation=conversation)
+            )
+        result.pending_changes.extend(fresh + repeated)
+    if cleaned.tags:
+        existing = set(ContactTag.objects.filter(contact=contact).values_list("tag_id", flat=True))
+        new_tags = [t for t in cleaned.tags if t.pk not in existing]
+        if new_tags:
+            ContactTag.objects.bulk_create([ContactTag(contact=contact, tag=t) for t in new_tags], ignore_conflicts=True)
+            result.tags_added = [t.name for t in new_tags]
+            entries.append(
+                _history(contact, action=HistoryEntry.Action.TAG_ADDED, actor=actor, source=source,
+                         changes={"tags": [[], result.tags_added]}, summary="Tags added: " + ", ".join(result.tags_added),
+                         conversation=conversation)
+            )
+    if entries:
+        HistoryEntry.objects.bulk_create(entries)
+    result.changes = changes
+
+
+def _split_pending(contact: Contact, requests: list[ChangeRequest]) -> tuple[list[ChangeRequest], list[ChangeRequest]]:
+    """Split into (new requests, matching ones already pending): a retried conversation asks once."""
+    pending = {
+        (r.field, r.new_value): r
+        for r in ChangeRequest.objects.filter(contact=contact, status=ChangeRequest.Status.PENDING)
+    }
+    fresh = [r for r in requests if (r.field, r.new_value) not in pending]
+    repeated = [pending[(r.field, r.new_value)] for r in requests if (r.field, r.new_value) in pending]
+    return fresh, repeated
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "get_username"):
+        return value.get_username()
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def _flag_duplicate(*, contact: Contact, other: Contact, source: str, reason: str) -> PossibleDuplicate:
+    flag, _ = PossibleDuplicate.objects.get_or_create(
+        contact=contact, other=other, status=PossibleDuplicate.Status.OPEN,
+        defaults={"reason": reason[:255], "source": source},
+    )
+    return flag
+
+
+# --- Direct edits -----------------------------------------------------------------
+
+
+@transaction.atomic
+def update_contact(
+    *,
+    contact: Contact,
+    data: Mapping[str, Any],
+    actor: Actor,
+    source: str,
+    custom: Mapping[str, Any] | None = None,
+    conversation=None,
+    protected_changes: str | None = None,
+) -> UpsertResult:
+    """Edit a known contact; an empty value clears the field. Phone/email already held elsewhere are refused."""
+    _check_source(source)
+    cleaned = clean_contact_input(data, custom=custom, actor=actor)
+    locked = Contact.objects.select_for_update().get(pk=contact.pk)
+    errors = []
+    if cleaned.phone_e164 and Contact.objects.filter(phone_e164=cleaned.phone_e164).exclude(pk=locked.pk).exists():
+        other = Contact.objects.filter(phone_e164=cleaned.phone_e164).values_list("pk", flat=True).first()
+        errors.append(FieldError("phone", "already_exists", f"Contact #{other} already has this phone."))
+    if cleaned.email_normalized and Contact.objects.filter(email_normalized=cleaned.email_normalized).exclude(pk=locked.pk).exists():
+        other = Contact.objects.filter(email_normalized=cleaned.email_normalized).values_list("pk", flat=True).first()
+        errors.append(FieldError("email", "already_exists", f"Contact #{other} already has this email."))
+    if "phone" in cleaned.values and cleaned.values["phone"] == "":
+        cleaned.phone_e164 = cleaned.phone_extension = ""
+    if "email" in cleaned.values and cleaned.values["email"] == "":
+        cleaned.email_normalized = ""
+    if errors:
+        raise InputRejected(errors)
+    if "owner" in data and data["owner"] in (None, ""):
+        cleaned.values["owner"] = None
+    result = UpsertResult(contact=locked, created=False, matched_by=None)
+    _apply_changes(
+        locked, cleaned=cleaned, actor=actor, source=source, conversation=conversation,
+        policy=_protected_policy(actor, protected_changes), skip=set(), result=result, entries=[], clear_empty=True,
+    )
+    return result
+
+
+@transaction.atomic
+def assign_owner(*, contact: Contact, owner, actor: Actor, source: str, conversation=None) -> bool:
+    """Set the owner directly (rules, bulk actions, admins); return whether it changed."""
+    previous = contact.owner
+    if (previous.pk if previous else None) == (owner.pk if owner else None):
+        return False
+    contact.owner = owner
+    contact.updated_at = timezone.now()
+    contact.save(update_fields=["owner", "updated_at"])
+    HistoryEntry.objects.bulk_create([
+        _history(contact, action=HistoryEntry.Action.UPDATED, actor=actor, source=source,
+                 changes={"owner": [_as_text(previous), _as_text(owner)]},
+                 summary=f"Owner set to {_as_text(owner) or 'nobody'}", conversation=conversation)
+    ])
+    return True
+
+
+# --- Change requests ----------------------------------------------------------------
+
+
+@transaction.atomic
+def approve_change_request(*, request: ChangeRequest, user) -> ChangeRequest:
+    """Apply a pending protected-field change; refused if the value now belongs to another contact."""
+    request = ChangeRequest.objects.select_for_update().get(pk=request.pk)
+    if request.status != ChangeRequest.Status.PENDING:
+        raise InputRejected([FieldError("status", "invalid_value", f"This request is already {request.status}.")])
+    actor = Actor.for_user(user)
+    data = {request.field: request.new_value}
+    update_contact(contact=request.contact, data=data, actor=actor, source=Source.MANUAL, protected_changes="apply")
+    request.status = ChangeRequest.Status.APPROVED
+    request.decided_by = user
+    request.decided_at = timezone.now()
+    request.save(update_fields=["status", "decided_by", "decided_at"])
+    HistoryEntry.objects.bulk_create([
+        _history(request.contact, action=HistoryEntry.Action.CHANGE_APPROVED, actor=actor, source=Source.MANUAL,
+                 changes={request.field: [request.old_value, request.new_value]},
+                 summary=f"Approved change of {request.field}")
+    ])
+    return request
+
+
+@transaction.atomic
+def reject_change_request(*, request: ChangeRequest, user, note: str = "") -> ChangeRequest:
+    request = ChangeRequest.objects.select_for_update().get(pk=request.pk)
+    if request.status != ChangeRequest.Status.PENDING:
+        raise InputRejected([FieldError("status", "invalid_value", f"This request is already {request.status}.")])
+    request.status = ChangeRequest.Status.REJECTED
+    request.decided_by = user
+    request.decided_at = timezone.now()
+    request.decision_note = note[:255]
+    request.save(update_fields=["status", "decided_by", "decided_at", "decision_note"])
+    HistoryEntry.objects.bulk_create([
+        _history(request.contact, action=HistoryEntry.Action.CHANGE_REJECTED, actor=Actor.for_user(user),
+                 source=Source.MANUAL, changes={request.field: [request.old_value, request.new_value]},
+                 summary=f"Rejected change of {request.field}")
+    ])
+    return request
+
+
+# --- Tags --------------------------------------------------------------------------
+
+
+@transaction.atomic
+def add_tags(*, contact: Contact, tags: Iterable[str], actor: Actor, source: str, conversation=None) -> list[Tag]:
+    """Add existing tags (never replacing others); return the ones that were new on the contact."""
+    _check_source(source)
+    resolved = resolve_tags(list(tags))
+    existing = set(ContactTag.objects.filter(contact=contact).values_list("tag_id", flat=True))
+    new_tags = [t for t in resolved if t.pk not in existing]
+    if new_tags:
+        ContactTag.objects.bulk_create([ContactTag(contact=contact, tag=t) for t in new_tags], ignore_conflicts=True)
+        names = [t.name for t in new_tags]
+        HistoryEntry.objects.bulk_create([
+            _history(contact, action=HistoryEntry.Action.TAG_ADDED, actor=actor, source=source,
+                     changes={"tags": [[], names]}, summary="Tags added: " + ", ".join(names), conversation=conversation)
+        ])
+        _touch(contact)
+    return new_tags
+
+
+@transaction.atomic
+def remove_tag(*, contact: Contact, tag: str | Tag, actor: Actor, source: str) -> bool:
+    """Remove a tag from the contact; return whether it was there."""
+    _check_source(source)
+    found = tag if isinstance(tag, Tag) else resolve_tags([tag], field_name="tag")[0]
+    deleted, _ = ContactTag.objects.filter(contact=contact, tag=found).delete()
+    if deleted:
+        HistoryEntry.objects.bulk_create([
+            _history(contact, action=HistoryEntry.Action.TAG_REMOVED, actor=actor, source=source,
+                     changes={"tags": [[found.name], []]}, summary=f"Tag removed: {found.name}")
+        ])
+        _touch(contact)
+    return bool(deleted)
+
+
+# --- Stages ------------------------------------------------------------------------
+
+
+@dataclass
+class StageMoveResult:
+    membership: ContactStage
+    changed: bool
+    from_stage: Stage | None
+
+
+@transaction.atomic
+def move_to_stage(
+    *, contact: Contact, pipeline: Any, stage: Any, actor: Actor, source: str, conversation=None,
+    only_if_not_in_pipeline: bool = False,
+) -> StageMoveResult:
+    """Put the contact in ``stage`` of ``pipeline`` (names or ids); record the move with its time."""
+    _check_source(source)
+    found_pipeline, found_stage = (
+        (pipeline, stage) if isinstance(stage, Stage) else resolve_stage(pipeline=pipeline, stage=stage)
+    )
+    if isinstance(stage, Stage):
+        found_pipeline = stage.pipeline
+    now = timezone.now()
+    membership = (
+        ContactStage.objects.select_for_update().select_related("stage")
+        .filter(contact=contact, pipeline=found_pipeline).first()
+    )
+    previous = membership.stage if membership else None
+    if membership is not None and (only_if_not_in_pipeline or membership.stage_id == found_stage.pk):
+        return StageMoveResult(membership=membership, changed=False, from_stage=previous)
+    if membership is None:
+        try:
+            with transaction.atomic():
+                membership = ContactStage.objects.create(
+                    contact=contact, pipeline=found_pipeline, stage=found_stage, entered_at=now
+                )
+        except IntegrityError:
+            membership = ContactStage.objects.select_for_update().get(contact=contact, pipeline=found_pipeline)
+            previous = membership.stage
+            if membership.stage_id == found_stage.pk or only_if_not_in_pipeline:
+                return StageMoveResult(membership=membership, changed=False, from_stage=previous)
+    if membership.stage_id != found_stage.pk:
+        membership.stage = found_stage
+        membership.entered_at = now
+        membership.save(update_fields=["stage", "entered_at"])
+    StageChange.objects.create(
+        contact=contact, pipeline=found_pipeline, from_stage=previous, to_stage=found_stage, changed_at=now
+    )
+    HistoryEntry.objects.bulk_create([
+        _history(contact, action=HistoryEntry.Action.STAGE_CHANGED, actor=actor, source=source,
+                 changes={f"stage.{found_pipeline.name}": [previous.name if previous else None, found_stage.name]},
+                 summary=f"{found_pipeline.name}: {previous.name if previous else '—'} → {found_stage.name}",
+                 conversation=conversation)
+    ])
+    _touch(contact, now)
+    return StageMoveResult(membership=membership, changed=True, from_stage=previous)
+
+
+# --- Notes ---------------------------------------------------------------------------
+
+
+@transaction.atomic
+def add_note(*, contact: Contact, body: str, actor: Actor, source: str, conversation=None) -> Note:
+    """Store a sanitized rich-text note on the contact."""
+    _check_source(source)
+    if not isinstance(body, str):
+        raise InputRejected([FieldError("body", "invalid_value", "Expected text or HTML.")])
+    if len(body) > 100_000:
+        raise InputRejected([FieldError("body", "invalid_value", "At most 100,000 characters.")])
+    clean = clean_rich_text(body)
+    if not clean:
+        raise InputRejected([FieldError("body", "required", "The note is empty.")])
+    note = Note.objects.create(
+        contact=contact, body=clean, source=source, author=actor.user, agent=actor.agent, conversation=conversation
+    )
+    HistoryEntry.objects.bulk_create([
+        _history(contact, action=HistoryEntry.Action.NOTE_ADDED, actor=actor, source=source,
+                 summary="Note added", conversation=conversation)
+    ])
+    _touch(contact)
+    return note
+
+
+# --- Tasks ---------------------------------------------------------------------------
+
+
+def parse_due_at(value: Any, *, field_name: str = "due_at") -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        parsed = dt.datetime.combine(value, dt.time(9, 0))
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            parsed = parse_datetime(text)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            try:
+                day = parse_date(text)
+            except ValueError:
+                day = None
+            parsed = dt.datetime.combine(day, dt.time(9, 0)) if day else None
+        if parsed is None:
+            raise InputRejected(
+                [FieldError(field_name, "invalid_value", "Expected a date-time in ISO 8601, e.g. 2026-05-01T14:30:00Z.")]
+            )
+    else:
+        raise InputRejected([FieldError(field_name, "required", "A task needs a due date and time.")])
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed)
+    return parsed
+
+
+@transaction.atomic
+def create_task(
+    *,
+    contact: Contact,
+    title: str,
+    due_at: Any,
+    actor: Actor,
+    source: str,
+    assignee: Any = None,
+    priority: str = Task.Priority.NORMAL,
+    description: str = "",
+    conversation=None,
+) -> Task:
+    """Create a follow-up task on the contact; the assignee defaults to the contact's owner."""
+    _check_source(source)
+    errors: list[FieldError] = []
+    title = (title or "").strip() if isinstance(title, str) else ""
+    if not title:
+        errors.append(FieldError("title", "required", "A task needs a title."))
+    elif len(title) > 200:
+        errors.append(FieldError("title", "invalid_value", "At most 200 characters."))
+    if priority not in Task.Priority.values:
+        errors.append(FieldError("priority", "invalid_value", "Unknown priority.", list(Task.Priority.values)))
+    due = None
+    try:
+        due = parse_due_at(due_at)
+    except InputRejected as exc:
+        errors.extend(exc.errors)
+    user = None
+    try:
+        user = resolve_user(assignee, field_name="assignee") if assignee not in (None, "") else contact.owner
+    except InputRejected as exc:
+        errors.extend(exc.errors)
+    if errors:
+        raise InputRejected(errors)
+    task = Task.objects.create(
+        contact=contact, title=title, description=description or "", due_at=due, assignee=user, priority=priority,
+        source=source, created_by=actor.user, agent=actor.agent, conversation=conversation,
+    )
+    HistoryEntry.objects.bulk_create([
+        _history(contact, action=HistoryEntry.Action.TASK_CREATED, actor=actor, source=source,
+                 changes={"task": [None, title]}, summary=f"Task: {title} (due {due:%Y-%m-%d %H:%M})",
+                 conversation=conversation)
+    ])
+    _touch(contact)
+    return task
+
+
+@transaction.atomic
+def complete_task(*, task: Task, actor: Actor, source: str) -> Task:
+    task = Task.objects.select_for_update().get(pk=task.pk)
+    if task.status == Task.Status.DONE:
+        return task
+    task.status = Task.Status.DONE
+    task.completed_at = timezone.now()
+    task.save(update_fields=["status", "completed_at"])
+    HistoryEntry.objects.bulk_create([
+        _history(task.contact, action=HistoryEntry.Action.TASK_COMPLETED, actor=actor, source=source,
+                 changes={"task": [task.title, "done"]}, summary=f"Task done: {task.title}")
+    ])
+    return task
+
+
+@transaction.atomic
+def reopen_task(*, task: Task, actor: Actor, source: str) -> Task:
+    task = Task.objects.select_for_update().get(pk=task.pk)
+    if task.status == Task.Status.OPEN:
+        return task
+    task.status = Task.Status.OPEN
+    task.completed_at = None
+    task.save(update_fields=["status", "completed_at"])
+    HistoryEntry.objects.bulk_create([
+        _history(task.contact, action=HistoryEntry.Action.TASK_REOPENED, actor=actor, source=source,
+                 changes={"task": ["done", task.title]}, summary=f"Task reopened: {task.title}")
+    ])
+    return task
+
+
+# --- Files ---------------------------------------------------------------------------
+
+
+@transaction.atomic
+def add_file(*, contact: Contact, upload, actor: Actor, source: str) -> ContactFile:
+    """Store an uploaded file on the contact within the size and type limits from settings."""
+    _check_source(source)
+    errors: list[FieldError] = []
+    if upload is None:
+        raise InputRejected([FieldError("file", "required", "Choose a file to upload.")])
+    limit = settings.CRM_MAX_UPLOAD_BYTES
+    if upload.size > limit:
+        errors.append(
+            FieldError("file", "file_too_large", f"The file is {upload.size:,} bytes; the limit is {limit:,} bytes.")
+        )
+    content_type = (getattr(upload, "content_type", "") or "application/octet-stream").split(";")[0].strip()
+    allowed = list(settings.CRM_ALLOWED_UPLOAD_TYPES)
+    if allowed and content_type not in allowed:
+        errors.append(FieldError("file", "unsupported_file_type", f"Files of type {content_type} are not accepted.", allowed))
+    if errors:
+        raise InputRejected(errors)
+    name = (upload.name or "file").rsplit("/", 1)[-1][:255]
+    stored = ContactFile(
+        contact=contact, name=name, size=upload.size, content_type=content_type,
+        uploaded_by=actor.user, agent=actor.agent, source=source,
+    )
+    stored.file.save(name, upload, save=False)
+    stored.save()
+    HistoryEntry.objects.bulk_create([
+        _history(contact, action=HistoryEntry.Action.FILE_ADDED, actor=actor, source=source,
+                 changes={"file": [None, name]}, summary=f"File added: {name}")
+    ])
+    _touch(contact)
+    return stored
+
+
+# --- Intake: the whole post-conversation write in one transaction ---------------------
+
+
+@dataclass
+class IntakeResult:
+    upsert: UpsertResult
+    note: Note | None
+    task: Task | None
+    stage: StageMoveResult | None
+    conversation: Any
+    completeness: dict[str, bool]
+
+
+def _prefixed(errors: list[FieldError], exc: InputRejected, prefix: str) -> None:
+    errors.extend(exc.prefixed(prefix).errors)
+
+
+def record_intake(
+    *,
+    contact: Mapping[str, Any] | None,
+    actor: Actor,
+    source: str = Source.CHAT,
+    custom: Mapping[str, Any] | None = None,
+    tags: Iterable[str] | None = None,
+    note: str | None = None,
+    pipeline: Any = None,
+    stage: Any = None,
+    task: Mapping[str, Any] | None = None,
+    conversation: Mapping[str, Any] | Any = None,
+) -> IntakeResult:
+    """Write a conversation's outcome (contact, note, tags, stage, task, transcript) all or nothing.
+
+    Everything is validated before the first write; errors name their place in
+    the payload (``contact.phone``, ``task.due_at``, ``stage``).
+    """
+    from conversations.models import Conversation
+    from conversations.services import add_messages, clean_messages, get_or_create_conversation, link_contact
+
+    _check_source(source)
+    errors: list[FieldError] = []
+    contact_data = dict(contact or {})
+    custom_values = dict(custom or {})
+    custom_values.update(contact_data.pop("custom", None) or {})
+    tag_names = list(tags or []) + list(contact_data.pop("tags", None) or [])
+    cleaned = None
+    try:
+        cleaned = clean_contact_input(contact_data, custom=None, tags=None, actor=actor, allow_owner=False)
+    except InputRejected as exc:
+        _prefixed(errors, exc, "contact")
+    if cleaned is not None and custom_values:
+        try:
+            cleaned.custom = clean_contact_input({}, custom=custom_values, actor=actor).custom
+        except InputRejected as exc:
+            errors.extend(exc.errors)
+    if cleaned is not None and not (cleaned.values.get("name") or cleaned.phone_e164 or cleaned.email_normalized):
+        errors.append(FieldError("contact", "required", "Give the contact at least a name, a phone or an email."))
+    resolved_tags: list[Tag] = []
+    if tag_names:
+        try:
+            resolved_tags = resolve_tags(tag_names)
+        except InputRejected as exc:
+            errors.extend(exc.errors)
+    stage_pair = None
+    if pipeline not in (None, "") or stage not in (None, ""):
+        try:
+            stage_pair = resolve_stage(pipeline=pipeline, stage=stage)
+        except InputRejected as exc:
+            errors.extend(exc.errors)
+    note_body = ""
+    if note not in (None, ""):
+        if not isinstance(note, str):
+            errors.append(FieldError("note", "invalid_value", "Expected text or HTML."))
+        else:
+            note_body = clean_rich_text(note)
+            if not note_body:
+                errors.append(FieldError("note", "invalid_value", "The note has no readable text."))
+    task_data = None
+    if task:
+        if not isinstance(task, Mapping):
+            errors.append(FieldError("task", "invalid_value", "Expected an object with title and due_at."))
+        else:
+            task_data = dict(task)
+            if not str(task_data.get("title") or "").strip():
+                errors.append(FieldError("task.title", "required", "A task needs a title."))
+            try:
+                task_data["due_at"] = parse_due_at(task_data.get("due_at"), field_name="task.due_at")
+            except InputRejected as exc:
+                errors.extend(exc.errors)
+            if task_data.get("assignee") not in (None, ""):
+                try:
+                    task_data["assignee"] = resolve_user(task_data["assignee"], field_name="task.assignee")
+                except InputRejected as exc:
+                    errors.extend(exc.errors)
+            if task_data.get("priority", Task.Priority.NORMAL) not in Task.Priority.values:
+                errors.append(FieldError("task.priority", "invalid_value", "Unknown priority.", list(Task.Priority.values)))
+    conversation_obj = None
+    conversation_spec = None
+    messages: list[dict] = []
+    if isinstance(conversation, Conversation):
+        conversation_obj = conversation
+    elif conversation:
+        if not isinstance(conversation, Mapping):
+            errors.append(FieldError("conversation", "invalid_value", "Expected an object."))
+        else:
+            conversation_spec = dict(conversation)
+            try:
+                messages = clean_messages(conversation_spec.get("messages"), prefix="conversation.messages")
+            except InputRejected as exc:
+                errors.extend(exc.errors)
+            channel = conversation_spec.get("channel") or Conversation.Channel.WEB_CHAT
+            if channel not in Conversation.Channel.values:
+                errors.append(FieldError("conversation.channel", "invalid_value", f"Unknown channel {channel!r}.", list(Conversation.Channel.values)))
+    if errors:
+        raise InputRejected(errors)
+    assert cleaned is not None
+    cleaned.tags = resolved_tags
+
+    with transaction.atomic():
+        if conversation_spec is not None:
+            conversation_obj, _ = get_or_create_conversation(
+                agent=actor.agent,
+                external_id=str(conversation_spec.get("external_id") or ""),
+                channel=conversation_spec.get("channel") or Conversation.Channel.WEB_CHAT,
+                metadata=conversation_spec.get("metadata"),
+            )
+            add_messages(conversation=conversation_obj, messages=messages)
+        upsert = upsert_contact(
+            data={}, actor=actor, source=source, cleaned=cleaned, conversation=conversation_obj
+        )
+        person = upsert.contact
+        if conversation_obj is not None:
+            link_contact(conversation=conversation_obj, contact=person, actor=actor, source=source)
+        note_obj = (
+            add_note(contact=person, body=note_body, actor=actor, source=source, conversation=conversation_obj)
+            if note_body else None
+        )
+        stage_result = (
+            move_to_stage(contact=person, pipeline=stage_pair[0], stage=stage_pair[1], actor=actor, source=source,
+                          conversation=conversation_obj)
+            if stage_pair else None
+        )
+        task_obj = (
+            create_task(
+                contact=person, title=task_data["title"], due_at=task_data["due_at"], actor=actor, source=source,
+                assignee=task_data.get("assignee"), priority=task_data.get("priority", Task.Priority.NORMAL),
+                description=task_data.get("description", ""), conversation=conversation_obj,
+            )
+            if task_data else None
+        )
+        completeness = intake_completeness(person, note=note_obj, task=task_obj)
+    return IntakeResult(
+        upsert=upsert, note=note_obj, task=task_obj, stage=stage_result, conversation=conversation_obj,
+        completeness=completeness,
+    )
+
+
+def intake_completeness(contact: Contact, *, note: Note | None, task: Task | None) -> dict[str, bool]:
+    """Say which parts of a clean record the contact now has: fields, note, tags, stage, task."""
+    fields = bool(contact.name and (contact.phone_e164 or contact.email_normalized))
+    has_tags = ContactTag.objects.filter(contact=contact).exists()
+    has_stage = ContactStage.objects.filter(contact=contact).exists()
+    parts = {"fields": fields, "note": note is not None, "tags": has_tags, "stage": has_stage, "task": task is not None}
+    parts["clean"] = all(parts.values())
+    return parts

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CrmHubConfig(AppConfig):
+    name = "crm_hub"
+    verbose_name = "CRM Hub"

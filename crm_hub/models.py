@@ -1,0 +1,47 @@
+"""Project-wide models: the agents that write over the API."""
+
+from django.db import models
+from django.db.models import Q
+
+
+class Agent(models.Model):
+    """An API client (chat bot, voice bot, LLM tool) with one hashed, scoped token."""
+
+    class Scope(models.TextChoices):
+        CONTACTS_READ = "contacts:read", "Read contacts"
+        CONTACTS_WRITE = "contacts:write", "Create and update contacts"
+        NOTES_WRITE = "notes:write", "Add notes"
+        TASKS_WRITE = "tasks:write", "Create tasks"
+        FILES_WRITE = "files:write", "Upload files"
+        CONVERSATIONS_WRITE = "conversations:write", "Write conversations"
+        IDENTITY_READ = "identity:read", "Read identity (tax/ID) numbers"
+
+    name = models.CharField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True, help_text="Inactive agents get 401 on every call.")
+    scopes = models.JSONField(default=list, blank=True, help_text="List of scope codes, e.g. contacts:read.")
+    rate_limit = models.CharField(
+        max_length=32,
+        default="600/min",
+        help_text="Requests allowed per token, as N/sec, N/min, N/hour or N/day.",
+    )
+    token_prefix = models.CharField(max_length=16, blank=True, help_text="First characters of the token, for recognising it.")
+    token_hash = models.CharField(max_length=64, blank=True, editable=False)
+    token_created_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["token_hash"], condition=~Q(token_hash=""), name="agent_unique_token_hash"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in (self.scopes or [])

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Start the Celery worker (with its beat scheduler) and the web server; Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBUG="${DEBUG:-1}"
+PORT="${PORT:-8000}"
+mkdir -p var/log
+
+.venv/bin/celery -A crm_hub worker --beat --loglevel=INFO --concurrency=2 \
+  --schedule var/celerybeat-schedule >var/log/worker.log 2>&1 &
+WORKER_PID=$!
+
+stop() {
+  trap - EXIT INT TERM
+  echo
+  echo "Stopping the web server and the Celery worker..."
+  kill -TERM "$WORKER_PID" 2>/dev/null || true
+  wait "$WORKER_PID" 2>/dev/null || true
+}
+trap stop EXIT INT TERM
+
+sleep 1
+if ! kill -0 "$WORKER_PID" 2>/dev/null; then
+  echo "The Celery worker did not start; see var/log/worker.log" >&2
+  exit 1
+fi
+
+cat <<BANNER
+
+  CRM Hub is running at  http://127.0.0.1:${PORT}/
+  Django admin:          http://127.0.0.1:${PORT}/admin/
+  Logins:                admin / crmhub-admin   (admin)
+                         sales / crmhub-sales   (sales user)
+  Celery worker + beat:  pid ${WORKER_PID}, log in var/log/worker.log
+  Press Ctrl-C to stop both.
+
+BANNER
+
+.venv/bin/python manage.py runserver "127.0.0.1:${PORT}"
