@@ -1,0 +1,29 @@
+"""Query filters for the conversation list (django-filter, never request.GET by hand)."""
+
+import django_filters
+
+from conversations.models import Conversation
+
+
+class ConversationFilter(django_filters.FilterSet):
+    contact = django_filters.NumberFilter(field_name="contact_id", help_text="Only conversations linked to this contact id.")
+    channel = django_filters.ChoiceFilter(choices=Conversation.Channel.choices, help_text="Only this channel.")
+    status = django_filters.ChoiceFilter(choices=Conversation.Status.choices, help_text="open or ended.")
+    since = django_filters.IsoDateTimeFilter(
+        field_name="started_at", lookup_expr="gte", help_text="Only conversations started at or after this ISO 8601 time."
+    )
+    linked = django_filters.BooleanFilter(
+        field_name="contact", lookup_expr="isnull", exclude=True,
+        help_text="true: linked to a contact; false: not linked (no contact could be identified yet).",
+    )
+    mine = django_filters.BooleanFilter(method="filter_mine", help_text="true: only conversations this agent held.")
+
+    class Meta:
+        model = Conversation
+        fields = ["contact", "channel", "status", "since", "linked", "mine"]
+
+    def filter_mine(self, queryset, name, value):
+        agent = getattr(self.request, "auth", None)
+        if value is None or agent is None:
+            return queryset
+        return queryset.filter(agent=agent) if value else queryset.exclude(agent=agent)
