@@ -383,7 +383,9 @@ def end_conversation(
             try:
                 intake_result = record_intake(actor=actor, source=source, conversation=locked, **intake_kwargs)
             except InputRejected as exc:
-                raise exc.prefixed("intake") if intake is not None else exc
+                if intake is None:
+                    raise
+                raise exc.prefixed("intake") from None
         now = timezone.now()
         locked.status = Conversation.Status.ENDED
         locked.ended_at = now

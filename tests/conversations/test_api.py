@@ -8,7 +8,13 @@ from contacts.models import Contact, HistoryEntry, Note, Source, Task
 from contacts.services import upsert_contact
 from conversations.models import Conversation, Message
 from crm_hub.actors import Actor
-from tests.contacts.factories import ContactFactory, CustomFieldFactory, PipelineFactory, StageFactory, TagFactory
+from tests.contacts.factories import (
+    ContactFactory,
+    CustomFieldFactory,
+    PipelineFactory,
+    StageFactory,
+    TagFactory,
+)
 from tests.conversations.factories import ConversationFactory, MessageFactory
 
 pytestmark = pytest.mark.django_db
