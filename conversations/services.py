@@ -103,23 +103,27 @@ def get_or_create_conversation(
 
 
 def add_messages(*, conversation: Conversation, messages: list[dict]) -> list[Message]:
-    """Append cleaned messages; one resent with a known external_id is not stored twice."""
+    """Append cleaned messages and return those stored; one resent with a known external_id is not stored twice."""
     if not messages:
         return []
-    ids = [m["external_id"] for m in messages if m["external_id"]]
-    known = set(
-        Message.objects.filter(conversation=conversation, external_id__in=ids).values_list("external_id", flat=True)
-    ) if ids else set()
-    fresh, seen = [], set()
-    for m in messages:
-        key = m["external_id"]
-        if key and (key in known or key in seen):
+    for _attempt in range(3):
+        known = _known_external_ids(conversation, messages)
+        fresh, seen = [], set()
+        for m in messages:
+            key = m["external_id"]
+            if key and (key in known or key in seen):
+                continue
+            seen.add(key)
+            fresh.append(Message(conversation=conversation, **m))
+        try:
+            # No ignore_conflicts: it would leave the stored rows without ids.
+            with transaction.atomic():
+                Message.objects.bulk_create(fresh)
+            return fresh
+        except IntegrityError:
+            # A concurrent resend stored one of these between our read and our insert: read again.
             continue
-        seen.add(key)
-        fresh.append(Message(conversation=conversation, **m))
-    # ignore_conflicts covers a concurrent resend between our read and our insert.
-    Message.objects.bulk_create(fresh, ignore_conflicts=True)
-    return fresh
+    raise IntegrityError("messages kept colliding with concurrent inserts")
 
 
 def link_contact(*, conversation: Conversation, contact: Contact, actor: Actor, source: str) -> bool:
@@ -260,6 +264,8 @@ def start_conversation(
         conversation, created = get_or_create_conversation(
             agent=actor.agent, external_id=external_id, channel=channel, started_at=started_at, metadata=metadata
         )
+        # The row lock orders this call's messages and link against concurrent appends and a concurrent end.
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if cleaned and conversation.status == Conversation.Status.ENDED and _has_new_messages(conversation, cleaned):
             raise ConversationEnded(conversation)
         added = add_messages(conversation=conversation, messages=cleaned)

@@ -70,6 +70,7 @@ def test_message_resent_with_same_external_id_is_stored_once(api):
     assert first.status_code == 201 and len(first.json()["added"]) == 2 and first.json()["duplicates"] == 0
     assert resent.status_code == 200 and resent.json()["added"] == [] and resent.json()["duplicates"] == 2
     assert mixed.status_code == 201 and [m["external_id"] for m in mixed.json()["added"]] == ["m3"]
+    assert all(isinstance(m["id"], int) for m in first.json()["added"] + mixed.json()["added"])
     assert Message.objects.filter(conversation_id=conversation_id).count() == 3
     assert mixed.json()["conversation"]["message_count"] == 3
 
