@@ -295,7 +295,8 @@ class ConversationListCreateView(generics.ListAPIView):
         summary="List conversations",
         description="Every agent's conversations, newest first, with cursor pagination. "
         "Filter by contact, channel, status, since (started at or after), linked, mine.",
-        responses={200: ConversationSerializer(many=True), **ERRORS},
+        responses={200: ConversationSerializer(many=True), **ERRORS,
+                   404: OpenApiResponse(ConversationErrorsSerializer, description="The cursor is not valid.")},
         examples=[OpenApiExample("An unlinked conversation", value=CONVERSATION_EXAMPLE, response_only=True)],
     )
     def get(self, request, *args, **kwargs):

@@ -313,6 +313,7 @@ def _clean_end_options(
                                              list(INTAKE_KEYS)))
             if _contains_nul(intake):
                 errors.append(FieldError("intake", "invalid_value", "Text may not contain NUL characters."))
+            errors.extend(_intake_shape_errors(intake))
         if extract:
             errors.append(FieldError("extract", "invalid_value", "Send either an intake payload or extract, not both."))
     if extractor is not None and not extract:
@@ -328,6 +329,25 @@ def _clean_end_options(
     if errors:
         raise InputRejected(errors)
     return summary, (dict(intake) if intake is not None else None), (extractor if extract else None)
+
+
+def _intake_shape_errors(intake: Mapping[str, Any]) -> list[FieldError]:
+    """Check the containers' types, so the intake path only ever sees objects and lists where it expects them."""
+    errors = []
+    contact = intake.get("contact")
+    expected = [("contact", contact, Mapping), ("custom", intake.get("custom"), Mapping),
+                ("tags", intake.get("tags"), (list, tuple)), ("task", intake.get("task"), Mapping)]
+    if isinstance(contact, Mapping):
+        expected += [("contact.custom", contact.get("custom"), Mapping), ("contact.tags", contact.get("tags"), (list, tuple))]
+    for name, value, kind in expected:
+        if value is not None and not isinstance(value, kind):
+            wanted = "an object" if kind is Mapping else "a list"
+            errors.append(FieldError(f"intake.{name}", "invalid_value", f"Expected {wanted}."))
+    for name in ("pipeline", "stage"):
+        value = intake.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            errors.append(FieldError(f"intake.{name}", "invalid_value", "Expected a name or an id."))
+    return errors
 
 
 def _intake_from_extraction(conversation: Conversation, extraction, *, note: str | None) -> dict | None:

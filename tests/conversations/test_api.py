@@ -325,3 +325,39 @@ def test_schema_documents_the_conversation_endpoints():
     for name in ("StartInput", "EndInput", "MessageInput", "ConversationDetail", "EndResponse"):
         for prop, spec in components[name]["properties"].items():
             assert spec.get("description") or "$ref" in spec or "allOf" in spec, f"{name}.{prop} has no help text"
+
+
+@pytest.mark.parametrize("query", [
+    {"contact": str(10**30)}, {"contact": "-5"}, {"contact": "NaN"}, {"since": "garbage"},
+    {"since": "0001-01-01T00:00:00+14:00"}, {"since": "9999-12-31T23:59:59-12:00"}, {"cursor": "zzz"},
+])
+def test_odd_list_queries_get_a_4xx_in_the_envelope(api, query):
+    response = api.get(URL, query)
+    assert 400 <= response.status_code < 500 and response.json()["errors"]
+
+
+@pytest.mark.parametrize("body", [
+    {"contact_id": 10**30}, {"external_id": "a\x00"}, {"messages": [{"role": "visitor", "content": "a\x00"}]},
+    {"started_at": "0001-01-01T00:00:00+14:00"}, {"messages": "x"}, {"metadata": []}, {"channel": None},
+])
+def test_odd_start_bodies_get_a_400(api, body):
+    response = start(api, **body)
+    assert response.status_code == 400 and response.json()["errors"]
+    assert Conversation.objects.count() == 0
+
+
+@pytest.mark.parametrize(("intake", "field"), [
+    ({"contact": {"name": "a\x00"}}, "intake"),
+    ({"contact": "x"}, "intake.contact"),
+    ({"contact": {"name": "A"}, "task": "x"}, "intake.task"),
+    ({"contact": {"name": "A"}, "tags": "x"}, "intake.tags"),
+    ({"contact": {"name": "A"}, "pipeline": {"a": 1}}, "intake.pipeline"),
+    ({"contact": {"name": "A"}, "note": 5}, "intake.note"),
+    ({"contact": {"name": "A", "custom": [1]}}, "intake.contact.custom"),
+    ({"contact": {"name": "A", "owner": "staffer"}}, "intake.contact.owner"),
+])
+def test_malformed_intake_is_refused_by_field_and_the_conversation_stays_open(api, intake, field):
+    conversation_id = start(api, external_id="m").json()["conversation"]["id"]
+    response = end(api, conversation_id, intake=intake)
+    assert response.status_code == 400 and field in [f for f, _ in codes(response)]
+    assert Conversation.objects.get(pk=conversation_id).status == "open" and Contact.objects.count() == 0
