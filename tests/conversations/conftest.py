@@ -82,7 +82,7 @@ def fake_llm(settings):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     settings.CRM_LLM_BASE_URL = f"http://127.0.0.1:{server.server_address[1]}/v1"
     settings.CRM_LLM_API_KEY = "test-key"
