@@ -96,7 +96,8 @@ EMAIL_CANDIDATE = re.compile(r"[^\s<>()\[\]{},;:\"'`]+@[^\s<>()\[\]{},;:\"'`]+")
 URL_CANDIDATE = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
 TRAILING_PUNCTUATION = ".,;:!?)]}'\""
 # Conservative on purpose: a lead-in phrase, then one to three capitalised words.
-NAME_LEAD_IN = re.compile(r"(?i:\bmy name is|\bmy name's|\bi am|\bi'm|\bi’m|\bthis is)\s+(.{1,80})")
+# "This is ..." is left out: agents hear "this is Acme Corp" as often as a person's name.
+NAME_LEAD_IN = re.compile(r"(?i:\bmy name is|\bmy name's|\bi am|\bi'm|\bi’m)\s+(.{1,80})")
 NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'’.-]*(?:['’-][^\W\d_]+)*")
 NOT_NAME_WORDS = frozenset(
     """a an the not just so very also here there fine good great ok okay sorry interested looking calling
@@ -368,6 +369,9 @@ def run_extractor(name: str, texts: Sequence[str]) -> Extraction:
     definitions = ai_custom_fields()
     if name == RULES:
         return extract_with_rules(texts, definitions=definitions)
+    if not any(t.strip() for t in texts):
+        # Nothing the visitor wrote: there is nothing to send, and no reason to spend a call.
+        return Extraction(extractor=LLM)
     try:
         return extract_with_llm(texts, definitions=definitions)
     except ExtractorFailed as exc:

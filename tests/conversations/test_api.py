@@ -255,6 +255,9 @@ def test_list_filters_by_contact_channel_status_since_and_linked(api):
     assert ids({"linked": "false"}) == [unlinked.pk]
     assert unlinked.pk not in ids({"linked": "true"})
     assert api.get(URL, {"status": "closed"}).status_code == 400
+    own = ConversationFactory(agent=api.agent, contact=ana, started_at=now - dt.timedelta(days=5))
+    assert ids({"mine": "true"}) == [own.pk]
+    assert own.pk not in ids({"mine": "false"})
 
 
 def test_list_is_cursor_paginated(api):

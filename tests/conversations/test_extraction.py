@@ -90,6 +90,7 @@ def test_rules_drop_an_invalid_email_with_a_reason(api):
         ("I'm Interested in the Pro plan", ""),
         ("my name is marcus", ""),
         ("This is great", ""),
+        ("This is Acme Corp calling", ""),
     ],
 )
 def test_rules_read_a_name_only_from_a_clear_introduction(text, name):
@@ -227,3 +228,32 @@ def test_a_second_end_does_not_call_the_llm_again(api, fake_llm):
     end_extract(api, conversation_id)
     again = api.post(f"{URL}/{conversation_id}/end", {"extract": True}, format="json")
     assert again.status_code == 409 and len(fake_llm.requests) == 1
+
+
+def test_a_transcript_without_visitor_text_does_not_call_the_llm(api, fake_llm):
+    response = api.post(URL, {"external_id": "silent", "messages": [{"role": "agent", "content": "Hello? 561 555 0192"}]},
+                        format="json")
+    body = end_extract(api, response.json()["conversation"]["id"])
+    assert fake_llm.requests == [] and body["contact"] is None
+    assert body["extraction"] == {"extractor": "llm", "found": {}, "dropped": [], "error": None}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_llm_is_called_with_no_database_transaction_open(api, fake_llm, monkeypatch):
+    from django.db import connection
+
+    from conversations import extraction
+
+    seen = []
+    original = extraction._call_llm
+
+    def spy(texts, definitions):
+        seen.append(connection.in_atomic_block)
+        return original(texts, definitions)
+
+    monkeypatch.setattr(extraction, "_call_llm", spy)
+    fake_llm.reply_json({"contact": {"name": "Ana", "email": "ana@example.com"}})
+    conversation_id = transcript(api, "I'm Ana, ana@example.com")
+    end_extract(api, conversation_id)
+    assert seen == [False]
+    assert Contact.objects.get().email_normalized == "ana@example.com"
