@@ -367,9 +367,7 @@ class ConversationMessagesView(APIView):
         body = AppendInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            result = services.append_messages(
-                conversation=conversation, messages=body.validated_data["messages"], actor=Actor.for_agent(request.auth)
-            )
+            result = services.append_messages(conversation=conversation, messages=body.validated_data["messages"])
         except services.ConversationEnded as exc:
             raise ConversationClosed(str(exc)) from None
         data = AppendResponseSerializer(

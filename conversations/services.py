@@ -274,7 +274,7 @@ def start_conversation(
     return StartResult(conversation=conversation, created=created, messages_added=added)
 
 
-def append_messages(*, conversation: Conversation, messages: list[Mapping[str, Any]], actor: Actor) -> AppendResult:
+def append_messages(*, conversation: Conversation, messages: list[Mapping[str, Any]]) -> AppendResult:
     """Append one or many messages; those resent with a known external_id are skipped, not stored twice."""
     cleaned = clean_messages(messages)
     if not cleaned:

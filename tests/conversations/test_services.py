@@ -46,5 +46,5 @@ def test_appending_many_messages_takes_a_fixed_number_of_queries(agent_actor, dj
     batch = [{"role": "visitor", "content": f"line {i}", "external_id": f"m{i}"} for i in range(200)]
     # Savepoints, the row lock, one lookup of known ids, the insert batches (two on SQLite), one update.
     with django_assert_max_num_queries(10):
-        result = services.append_messages(conversation=conversation, messages=batch, actor=agent_actor)
+        result = services.append_messages(conversation=conversation, messages=batch)
     assert len(result.added) == 200 and conversation.messages.count() == 200
