@@ -102,7 +102,12 @@ def form_builder(request, pk: int | None = None):
                 messages.success(request, "Form published: share the link below." if published else "Form saved.")
                 return redirect(saved.get_absolute_url())
         elif isinstance(settings_form.cleaned_data.get("fields_json"), list):
+            # Show the field list's own problems now too, not after the settings are fixed.
             fields = settings_form.cleaned_data["fields_json"]
+            try:
+                services.clean_field_definitions(fields)
+            except InputRejected as exc:
+                field_errors = {error.field: error.message for error in exc.errors}
     else:
         initial = {"success_message": "", "title": ""}
         if form is not None:
