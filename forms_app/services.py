@@ -280,7 +280,7 @@ def set_form_status(*, form: Form, status: str, actor: Actor) -> Form:
     """Open, close or return a form to draft; an empty form cannot open."""
     if status not in Form.Status.values:
         raise InputRejected([FieldError("status", "invalid_value", "Unknown status.", list(Form.Status.values))])
-    form = Form.objects.select_for_update().select_related("current_version").get(pk=form.pk)
+    form = Form.objects.select_for_update(of=("self",)).select_related("current_version").get(pk=form.pk)
     if status == Form.Status.OPEN and not (form.current_version and form.current_version.fields):
         raise InputRejected([FieldError("status", "invalid_value", "Add fields before opening the form.")])
     if form.status != status:

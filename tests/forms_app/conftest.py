@@ -26,7 +26,12 @@ def browser_type_launch_args(browser_type_launch_args):
 @pytest.fixture
 def lead_setup(db):
     """Tags, a pipeline stage and a custom field a lead form uses."""
-    from tests.contacts.factories import CustomFieldFactory, PipelineFactory, StageFactory, TagFactory
+    from tests.contacts.factories import (
+        CustomFieldFactory,
+        PipelineFactory,
+        StageFactory,
+        TagFactory,
+    )
 
     pipeline = PipelineFactory(name="Sales")
     StageFactory(pipeline=pipeline, name="Qualified", position=2)
