@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Count, QuerySet
 from django.urls import NoReverseMatch, reverse
 
 from contacts.models import Contact, Stage
-from contacts.selectors import user_is_crm_admin
+from contacts.selectors import user_is_crm_admin, visible_contacts
 from forms_app.models import Form, Submission
 
 
@@ -39,12 +40,19 @@ def form_stats(form: Form) -> FormStats:
     return FormStats(views=form.views_count, submissions=form.submissions.count())
 
 
-def submissions_for_form(form: Form) -> QuerySet[Submission]:
-    return form.submissions.select_related("contact", "version").order_by("-created_at", "-id")
+def _visible_to(queryset: QuerySet[Submission], user) -> QuerySet[Submission]:
+    """Limit to submissions whose contact ``user`` may see (sales users with CRM_SALES_SEE_OWN_ONLY)."""
+    if settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+        return queryset.filter(contact__in=visible_contacts(user))
+    return queryset
 
 
-def submission_detail(pk: int) -> Submission:
-    return Submission.objects.select_related("form", "version", "contact").get(pk=pk)
+def submissions_for_form(form: Form, user) -> QuerySet[Submission]:
+    return _visible_to(form.submissions.select_related("contact", "version"), user).order_by("-created_at", "-id")
+
+
+def submission_detail(pk: int, user) -> Submission:
+    return _visible_to(Submission.objects.select_related("form", "version", "contact"), user).get(pk=pk)
 
 
 def submissions_for_contact(contact: Contact) -> list[Submission]:

@@ -57,6 +57,12 @@ def limits() -> dict[str, int]:
     }
 
 
+def max_request_bytes(definitions: list[dict[str, Any]]) -> int:
+    """Return the largest POST body a valid submission to these fields can have (files plus generous text)."""
+    files = sum(1 for d in definitions if d.get("type") == FieldType.FILE)
+    return files * settings.FORMS_MAX_FILE_BYTES + settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 64 * 1024
+
+
 # --- Building forms ---------------------------------------------------------------------
 
 

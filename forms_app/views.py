@@ -155,7 +155,7 @@ def form_detail(request, pk: int):
             "stats": selectors.form_stats(form),
             "public_url": public_url,
             "embed_url": f"{public_url}?embed=1",
-            "recent": selectors.submissions_for_form(form)[:5],
+            "recent": selectors.submissions_for_form(form, request.user)[:5],
             "can_build": selectors.user_can_build_forms(request.user),
         },
     )
@@ -181,7 +181,7 @@ def form_status(request, pk: int):
 @staff_required
 def submission_list(request, pk: int):
     form = get_object_or_404(Form, pk=pk)
-    filterset = SubmissionFilter(request.GET, queryset=selectors.submissions_for_form(form))
+    filterset = SubmissionFilter(request.GET, queryset=selectors.submissions_for_form(form, request.user))
     submissions = filterset.qs[:200] if filterset.is_valid() else Submission.objects.none()
     return render(
         request,
@@ -194,7 +194,7 @@ def submission_list(request, pk: int):
 @staff_required
 def submission_export(request, pk: int):
     form = get_object_or_404(Form, pk=pk)
-    filterset = SubmissionFilter(request.GET, queryset=selectors.submissions_for_form(form))
+    filterset = SubmissionFilter(request.GET, queryset=selectors.submissions_for_form(form, request.user))
     if not filterset.is_valid():
         return HttpResponse("Invalid filters.", status=400, content_type="text/plain")
     columns = selectors.export_columns(form)
@@ -221,7 +221,7 @@ def submission_export(request, pk: int):
 @staff_required
 def submission_detail(request, pk: int):
     try:
-        submission = selectors.submission_detail(pk)
+        submission = selectors.submission_detail(pk, request.user)
     except Submission.DoesNotExist:
         raise Http404 from None
     if request.method == "POST":
@@ -291,7 +291,7 @@ def _values_for_redisplay(fields, data) -> dict:
 @require_http_methods(["GET", "POST"])
 def public_form(request, slug: str):
     form = _public_form(slug)
-    embed = (request.GET.get("embed") or request.POST.get("embed")) == "1"
+    embed = request.GET.get("embed") == "1"  # the form posts back to its own URL, query included
     if not form.is_open:
         status = 200 if request.method == "GET" else 410
         return render(request, "forms_app/public_closed.html", {"form_obj": form, "embed": embed}, status=status)
@@ -300,12 +300,17 @@ def public_form(request, slug: str):
         return _render_public(request, form, embed=embed)
     ip_hash = spam.hash_ip(spam.client_ip(request))
     if not spam.allow_attempt(ip_hash):
-        return render(request, "forms_app/public_limited.html", {"form_obj": form, "embed": embed}, status=429)
+        message = "We received many submissions from your network in a short time. Please wait a few minutes and try again."
+        return _public_message(request, form, embed=embed, message=message, status=429)
+    fields = form.current_version.fields if form.current_version else []
+    if int(request.META.get("CONTENT_LENGTH") or 0) > services.max_request_bytes(fields):
+        # Refused before Django reads (and spools to disk) a body no valid submission can have.
+        message = "Your submission is too large. Please use smaller files and try again."
+        return _public_message(request, form, embed=embed, message=message, status=413)
     thanks = _thanks_redirect(form, embed)
     if spam.honeypot_filled(request.POST):
         # Look like success so the bot moves on; nothing is stored.
         return thanks
-    fields = form.current_version.fields if form.current_version else []
     values = _values_for_redisplay(fields, request.POST)
     if not spam.token_is_valid(request.POST.get("form_token", ""), form.pk):
         errors = {"": ["This page was open for too long. Please check your answers and send the form again."]}
@@ -320,6 +325,12 @@ def public_form(request, slug: str):
             errors.setdefault(error.field, []).append(error.message)
         return _render_public(request, form, embed=embed, values=values, errors=errors, status=400)
     return thanks
+
+
+def _public_message(request, form: Form, *, embed: bool, message: str, status: int):
+    return render(
+        request, "forms_app/public_message.html", {"form_obj": form, "embed": embed, "message": message}, status=status
+    )
 
 
 def _thanks_redirect(form: Form, embed: bool):

@@ -162,3 +162,14 @@ def test_choice_and_checkbox_fields_round_trip(visitor):
     assert Submission.objects.get().answers == {
         "fname": "Ana", "fplan": "Pro", "ftopics": ["A", "C"], "fok": True, "fday": "2026-12-01",
     }
+
+
+def test_body_larger_than_any_valid_submission_is_refused_unread(visitor, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    form = make_form()
+    page = visitor.get(f"/f/{form.slug}/")
+    response = visitor.post(
+        f"/f/{form.slug}/", {"form_token": token_of(page), "fname": "Ana", "femail": "ana@example.com", "fmsg": "z" * 90_000}
+    )
+    assert response.status_code == 413 and "too large" in response.content.decode()
+    assert not Contact.objects.exists()

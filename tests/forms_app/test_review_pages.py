@@ -170,3 +170,17 @@ def test_timeline_selector_is_one_query_and_partial_renders_answers(django_asser
         html = "".join(render_to_string("forms_app/_timeline_submission.html", {"submission": s}) for s in items)
     assert len(items) == 2 and items[1].pk == first.pk
     assert html.count('data-kind="form_submission"') == 2 and "Second" in html and "Contact us" in html
+
+
+def test_sales_users_limited_to_own_contacts_see_only_their_submissions(client, sales_user, settings):
+    settings.CRM_SALES_SEE_OWN_ONLY = True
+    form = make_form(owner=sales_user)
+    mine = submit(form, fname="Mine", femail="mine@example.com")
+    other_form = make_form(title="Other", owner=UserFactory(username="colleague"))
+    theirs = submit(other_form, fname="Theirs", femail="theirs@example.com")
+    client.force_login(sales_user)
+    assert [s.pk for s in client.get(f"/forms/{form.pk}/submissions/").context["submissions"]] == [mine.pk]
+    assert list(client.get(f"/forms/{other_form.pk}/submissions/").context["submissions"]) == []
+    assert client.get(f"/forms/submissions/{theirs.pk}/").status_code == 404
+    export = b"".join(client.get(f"/forms/{other_form.pk}/submissions/export.csv").streaming_content)
+    assert b"Theirs" not in export
