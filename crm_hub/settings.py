@@ -245,3 +245,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- Forms (issue 8): public form pages --------------------------------------------
+FORMS_MAX_TEXT_CHARS = env_int("FORMS_MAX_TEXT_CHARS", 1000)
+FORMS_MAX_LONG_TEXT_CHARS = env_int("FORMS_MAX_LONG_TEXT_CHARS", 10000)
+FORMS_MAX_FILE_BYTES = env_int("FORMS_MAX_FILE_BYTES", 5 * 1024 * 1024)
+# POSTs per visitor IP per window, across all forms (honeypot hits and invalid posts count too).
+FORMS_RATE_LIMIT = env_int("FORMS_RATE_LIMIT", 10)
+FORMS_RATE_LIMIT_WINDOW = env_int("FORMS_RATE_LIMIT_WINDOW", 600)
+FORMS_TOKEN_MAX_AGE = env_int("FORMS_TOKEN_MAX_AGE", 2 * 24 * 3600)
+FORMS_TRUST_X_FORWARDED_FOR = env_bool("FORMS_TRUST_X_FORWARDED_FOR", False)
