@@ -164,8 +164,10 @@ class _Kick:
 
     def __init__(self) -> None:
         self.count = 0
+        self.fired = False
 
     def __call__(self) -> None:
+        self.fired = True
         _queue_tasks(self.count)
 
 
@@ -185,7 +187,7 @@ def _queue_after_commit(count: int) -> None:
         return
     if connection.in_atomic_block:
         for _sids, func, _robust in connection.run_on_commit:
-            if isinstance(func, _Kick):
+            if isinstance(func, _Kick) and not func.fired:
                 func.count += count
                 return
     kick = _Kick()
