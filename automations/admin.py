@@ -59,7 +59,7 @@ class RuleForm(forms.ModelForm):
 
     class Meta:
         model = Rule
-        fields = "__all__"
+        exclude: list[str] = []
 
 
 @admin.register(Rule)

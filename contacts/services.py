@@ -20,6 +20,9 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from automations import payloads
+from automations.services import run_rules
+from automations.webhooks import emit_event
 from contacts.custom_fields import clean_custom_values
 from contacts.models import (
     ChangeRequest,
@@ -40,9 +43,6 @@ from contacts.models import (
 )
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
 from contacts.sanitize import clean_rich_text
-from automations import payloads
-from automations.services import run_rules
-from automations.webhooks import emit_event
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
 

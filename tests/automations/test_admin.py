@@ -31,8 +31,7 @@ def test_rule_failures_are_shown_in_admin(admin_client):
 def test_try_a_rule_on_a_sample_contact_from_admin(admin_client):
     bob = UserFactory(username="bob")
     rule = RuleFactory(assign_mode=Rule.AssignMode.FIXED, assign_user=bob, task_title="Call", task_due_amount=1)
-    contact = services.upsert_contact(data={"name": "Ada", "email": "ada@example.com"}, actor=SYSTEM,
-                                      source=Source.API).contact
+    services.upsert_contact(data={"name": "Ada", "email": "ada@example.com"}, actor=SYSTEM, source=Source.API)
     Task.objects.all().delete()
     history = HistoryEntry.objects.count()
     url = reverse("admin:automations_rule_try", args=[rule.pk])

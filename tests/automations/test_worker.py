@@ -122,6 +122,8 @@ def test_real_worker_delivers_signed_webhooks(tmp_path, queued):
             services.create_task(contact=contact, title="Call", due_at="2030-01-01T09:00:00Z", actor=SYSTEM,
                                  source=Source.API)
             wait_for(lambda: len(receiver.seen_ids) == 7, 30, "7 deliveries")
+            # The worker records a batch after sending it; wait for that before stopping it.
+            wait_for(lambda: WebhookDelivery.objects.filter(status="delivered").count() == 7, 30, "7 recorded")
         finally:
             worker.kill()
 
