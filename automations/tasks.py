@@ -15,3 +15,9 @@ def deliver_due_webhooks() -> int:
 def deliver_webhook(delivery_id: int) -> bool:
     """Deliver one outbox row (the one-task-per-event baseline of bench/webhooks.py)."""
     return webhooks.deliver_one(delivery_id=delivery_id)
+
+
+@shared_task(name="automations.prune_webhook_log", acks_late=True, ignore_result=True)
+def prune_webhook_log() -> int:
+    """Drop old finished outbox rows (daily, from celery beat)."""
+    return webhooks.prune_log()

@@ -350,7 +350,8 @@ def _record(results: list[AttemptResult]) -> None:
                 status=WebhookDelivery.Status.FAILED if give_up else WebhookDelivery.Status.PENDING,
                 next_attempt_at=None if give_up else now + dt.timedelta(seconds=backoff_seconds(attempts)),
             )
-        for endpoint_id, state in endpoint_state.items():
+        # Lock endpoints in id order so two workers recording at once cannot deadlock.
+        for endpoint_id, state in sorted(endpoint_state.items()):
             endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
             if state["gone"]:
                 _disable(endpoint, now, "The receiver answered 410 Gone.")
@@ -413,3 +414,13 @@ def deliver_one(*, delivery_id: int) -> bool:
         result = _post(session, claimed[0])
     _record([result])
     return result.success
+
+
+def prune_log(*, older_than_days: int | None = None) -> int:
+    """Delete delivered and given-up outbox rows (and their attempt logs) older than the retention."""
+    days = _setting("CRM_WEBHOOK_KEEP_DAYS", 30) if older_than_days is None else older_than_days
+    cutoff = timezone.now() - dt.timedelta(days=days)
+    deleted, _ = WebhookDelivery.objects.filter(
+        status__in=[WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.FAILED], created_at__lt=cutoff
+    ).delete()
+    return deleted

@@ -265,3 +265,8 @@ CELERY_BEAT_SCHEDULE["automations-deliver-due-webhooks"] = {
     # A run that waited longer than one interval in the queue is superseded by the next.
     "options": {"expires": CRM_WEBHOOK_POLL_SECONDS},
 }
+CRM_WEBHOOK_KEEP_DAYS = env_int("CRM_WEBHOOK_KEEP_DAYS", 30)
+CELERY_BEAT_SCHEDULE["automations-prune-webhook-log"] = {
+    "task": "automations.prune_webhook_log",
+    "schedule": 24 * 3600.0,
+}

@@ -260,3 +260,19 @@ def test_deliver_one_is_idempotent(receiver, settings):
     assert tasks.deliver_webhook(delivery.pk) is True
     assert tasks.deliver_webhook(delivery.pk) is False
     assert len(receiver.requests) == 1
+
+
+def test_prune_drops_old_finished_rows_only(settings):
+    settings.CRM_WEBHOOK_QUEUE_ON_COMMIT = False
+    endpoint, _ = webhooks.create_endpoint(url="http://127.0.0.1:9/", events=["contact.created"])
+    old_done, old_pending, new_done = (
+        webhooks.emit_event(event="contact.created", payload={"n": n})[0] for n in range(3)
+    )
+    long_ago = timezone.now() - dt.timedelta(days=40)
+    WebhookDelivery.objects.filter(pk=old_done.pk).update(status="delivered", created_at=long_ago)
+    WebhookDelivery.objects.filter(pk=old_pending.pk).update(created_at=long_ago)
+    WebhookDelivery.objects.filter(pk=new_done.pk).update(status="delivered")
+
+    assert tasks.prune_webhook_log() == 1
+    assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == {old_pending.pk, new_done.pk}
+    assert endpoint.pk
