@@ -23,7 +23,7 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import requests
@@ -196,12 +196,14 @@ def _queue_after_commit(count: int) -> None:
 
 
 def emit_event(
-    *, event: str, payload: dict, endpoints: Iterable[WebhookEndpoint] | None = None
+    *, event: str, payload: dict | Callable[[], dict], endpoints: Iterable[WebhookEndpoint] | None = None
 ) -> list[WebhookDelivery]:
     """Write the event to the outbox for each subscribed active endpoint, in the caller's transaction.
 
     Nothing is sent if that transaction rolls back; delivery is queued on commit.
-    ``endpoints`` narrows the recipients (a rule's webhook action names one).
+    ``payload`` may be a callable, built only when someone is subscribed (it costs
+    queries the hot write paths should not pay for nobody). ``endpoints`` narrows
+    the recipients (a rule's webhook action names one).
     """
     if event not in WebhookEventType.values:
         raise ValueError(f"Unknown webhook event {event!r}")
@@ -209,6 +211,8 @@ def emit_event(
     targets = [e for e in candidates if e.active and event in (e.events or [])]
     if not targets:
         return []
+    if callable(payload):
+        payload = payload()
     now = timezone.now()
     rows = [
         WebhookDelivery(
