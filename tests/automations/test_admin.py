@@ -100,3 +100,28 @@ def test_delivery_log_and_redeliver_action(admin_client, receiver, django_captur
     log = admin_client.get(reverse("admin:automations_deliveryattempt_changelist")).content.decode()
     assert log.count("<tr") >= 3
     assert RuleRun.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "admin:automations_rule_add", "admin:automations_team_add", "admin:automations_webhookendpoint_add",
+        "admin:automations_webhookdelivery_changelist", "admin:automations_deliveryattempt_changelist",
+        "admin:automations_rulerun_changelist", "admin:automations_team_changelist",
+    ],
+)
+def test_admin_pages_render(admin_client, name):
+    assert admin_client.get(reverse(name)).status_code == 200
+
+
+def test_rule_saved_from_admin_runs(admin_client):
+    bob = UserFactory(username="bob")
+    response = admin_client.post(reverse("admin:automations_rule_add"), {
+        "name": "Web leads to Bob", "position": 0, "active": "on", "trigger": "contact_created",
+        "sources": ["form"], "assign_mode": "fixed", "assign_user": bob.pk, "assign_only_if_unowned": "on",
+        "stage_only_if_not_in_pipeline": "on", "task_due_unit": "days",
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Rule.objects.get().sources == ["form"]
+    contact = services.upsert_contact(data={"name": "Ada"}, actor=SYSTEM, source=Source.FORM).contact
+    assert contact.owner == bob
