@@ -120,7 +120,7 @@ class Rule(models.Model):
         help_text="Send this webhook event about the contact.",
     )
     webhook_endpoint = models.ForeignKey(
-        "WebhookEndpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        "WebhookEndpoint", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
         help_text="Only to this endpoint; empty: every endpoint subscribed to the event.",
     )
 

@@ -171,3 +171,4 @@ def test_worker_killed_mid_run_delivers_all_200_exactly_once_after_restart(tmp_p
     assert len(receiver.seen_ids) == 200 and set(receiver.seen_ids) == expected
     # Rows POSTed by the killed worker but not yet recorded were sent again; the receiver dropped those repeats.
     assert len(receiver.requests) == 200 + receiver.duplicates
+    print(f"killed after {delivered_before_kill} delivered; {receiver.duplicates} repeats dropped by the receiver")
