@@ -21,9 +21,11 @@ import logging
 import math
 import random
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
@@ -265,10 +267,21 @@ def backoff_seconds(attempts: int) -> float:
     return delay / 2 + random.uniform(0, delay / 2)
 
 
+def _send_threads() -> int:
+    return max(1, _setting("CRM_WEBHOOK_SEND_THREADS", 8))
+
+
+def _lease_seconds(batch: int) -> float:
+    """Long enough for a batch of receivers that all time out, so a live worker never loses its rows."""
+    timeout = float(_setting("CRM_WEBHOOK_TIMEOUT_SECONDS", 10))
+    worst_case = math.ceil(batch / _send_threads()) * timeout + 2
+    return max(float(_setting("CRM_WEBHOOK_LEASE_SECONDS", 120)), worst_case)
+
+
 def _claim(*, limit: int, ids: list[int] | None = None, exclude: set[int] | None = None) -> list[WebhookDelivery]:
     """Take up to ``limit`` due rows nobody else holds and lease them to this worker."""
     now = timezone.now()
-    lease = dt.timedelta(seconds=_setting("CRM_WEBHOOK_LEASE_SECONDS", 120))
+    lease = dt.timedelta(seconds=_lease_seconds(limit))
     with transaction.atomic():
         queryset = WebhookDelivery.objects.filter(
             status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now, endpoint__active=True
@@ -387,6 +400,35 @@ def _session() -> requests.Session:
     return session
 
 
+class _Sender:
+    """POSTs a batch over a few threads, each with its own keep-alive session (no database access here)."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.sessions: list[requests.Session] = []
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=_send_threads(), thread_name_prefix="webhook-send")
+
+    def _post(self, delivery: WebhookDelivery) -> AttemptResult:
+        session = getattr(self.local, "session", None)
+        if session is None:
+            session = self.local.session = _session()
+            with self.lock:
+                self.sessions.append(session)
+        return _post(session, delivery)
+
+    def send(self, deliveries: list[WebhookDelivery]) -> list[AttemptResult]:
+        return list(self.pool.map(self._post, deliveries))
+
+    def __enter__(self) -> _Sender:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True)
+        for session in self.sessions:
+            session.close()
+
+
 def deliver_due(*, batch_size: int | None = None, max_seconds: float | None = None) -> int:
     """Deliver due outbox rows batch after batch until none are due or the time budget is spent.
 
@@ -398,13 +440,13 @@ def deliver_due(*, batch_size: int | None = None, max_seconds: float | None = No
     deadline = time.monotonic() + budget
     seen: set[int] = set()
     sent = 0
-    with _session() as session:
+    with _Sender() as sender:
         while time.monotonic() < deadline:
             claimed = _claim(limit=batch_size, exclude=seen)
             if not claimed:
                 break
             seen.update(d.pk for d in claimed)
-            _record([_post(session, d) for d in claimed])
+            _record(sender.send(claimed))
             sent += len(claimed)
     return sent
 

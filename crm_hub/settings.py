@@ -246,9 +246,12 @@ LOGGING = {
 CRM_AUTOMATION_MAX_DEPTH = env_int("CRM_AUTOMATION_MAX_DEPTH", 3)
 CRM_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("CRM_WEBHOOK_TIMEOUT_SECONDS", "10"))
 CRM_WEBHOOK_BATCH_SIZE = env_int("CRM_WEBHOOK_BATCH_SIZE", 50)
+# POSTs of one batch run on this many threads, so one slow receiver does not stall the rest.
+CRM_WEBHOOK_SEND_THREADS = env_int("CRM_WEBHOOK_SEND_THREADS", 8)
 # How many delivery tasks a commit queues at most (match the worker's concurrency).
 CRM_WEBHOOK_PARALLEL_TASKS = env_int("CRM_WEBHOOK_PARALLEL_TASKS", 2)
-# A claimed row is due again after this long if its worker died mid-batch.
+# A claimed row is due again after this long if its worker died mid-batch (at least the time
+# a batch of timing-out receivers takes).
 CRM_WEBHOOK_LEASE_SECONDS = env_int("CRM_WEBHOOK_LEASE_SECONDS", 120)
 CRM_WEBHOOK_TASK_SECONDS = env_int("CRM_WEBHOOK_TASK_SECONDS", 60)
 # Retries: doubling from BASE up to MAX between tries, with jitter, for RETRY_FOR seconds.

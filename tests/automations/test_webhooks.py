@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import time
 from unittest import mock
 
 import pytest
@@ -276,3 +277,17 @@ def test_prune_drops_old_finished_rows_only(settings):
     assert tasks.prune_webhook_log() == 1
     assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == {old_pending.pk, new_done.pk}
     assert endpoint.pk
+
+
+def test_a_batch_is_sent_on_several_threads_so_slow_receivers_do_not_stall_it(settings):
+    settings.CRM_WEBHOOK_QUEUE_ON_COMMIT = False
+    settings.CRM_WEBHOOK_SEND_THREADS = 8
+    with Receiver(delay=0.3) as slow:
+        webhooks.create_endpoint(url=slow.url(), events=["contact.created"])
+        for n in range(16):
+            webhooks.emit_event(event="contact.created", payload={"n": n})
+        started = time.monotonic()
+        assert webhooks.deliver_due(batch_size=16) == 16
+        elapsed = time.monotonic() - started
+    assert len(slow.seen_ids) == 16
+    assert elapsed < 16 * 0.3 / 2  # serial sending would take 4.8 s
