@@ -241,7 +241,8 @@ def run_rules(
                     _automation_history(
                         contact, rule=rule, source=source,
                         summary=f"Rule {rule.name!r} fired: {done}",
-                        changes={"rule": [None, rule.name], "actions": [None, outcome.actions]},
+                        changes={"rule": [None, rule.name], "actions": [None, outcome.actions],
+                                 "triggered_by": [None, actor.label]},
                     ).save()
             except Exception as exc:  # a broken rule must not lose the caller's write
                 logger.exception("Automation rule %s failed on contact %s", rule.pk, contact.pk)
@@ -254,7 +255,8 @@ def run_rules(
                 _automation_history(
                     contact, rule=rule, source=source,
                     summary=f"Rule {rule.name!r} failed: {outcome.error}",
-                    changes={"rule": [None, rule.name], "error": [None, outcome.error]},
+                    changes={"rule": [None, rule.name], "error": [None, outcome.error],
+                             "triggered_by": [None, actor.label]},
                 ).save()
             outcomes.append(outcome)
     finally:

@@ -45,6 +45,7 @@ def test_contact_created_assigns_fixed_owner_and_history_names_the_rule():
     entry = HistoryEntry.objects.get(contact=contact, action=HistoryEntry.Action.AUTOMATION)
     assert "Inbound to Bob" in entry.summary and "owner set to bob" in entry.summary
     assert entry.actor_label == f"automation rule {rule.pk}: Inbound to Bob"
+    assert entry.changes["triggered_by"] == [None, "test"] and entry.changes["actions"] == [None, ["owner set to bob"]]
     owner_entry = HistoryEntry.objects.get(contact=contact, action=HistoryEntry.Action.UPDATED)
     assert owner_entry.changes == {"owner": ["", "bob"]}
     assert RuleRun.objects.get(rule=rule).status == RuleRun.Status.APPLIED
