@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
@@ -18,8 +19,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import CharField, Exists, IntegerField, OuterRef, Q, Value
-from django.db.models.functions import Lower
+from django.db.models import CharField, Exists, IntegerField, OuterRef, Q, TextField, Value
+from django.db.models.functions import Cast, Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -1102,18 +1103,23 @@ def record_intake(
         cleaned = clean_contact_input(contact_data, custom=None, tags=None, actor=actor, allow_owner=False)
     except InputRejected as exc:
         _prefixed(errors, exc, "contact")
-    if cleaned is not None and custom_values:
+    resolved_tags: list[Tag] = []
+    stage_pair = None
+    quick = _resolve_taxonomy(tag_names, pipeline, stage, with_custom_fields=bool(custom_values))
+    if quick is not None:
+        resolved_tags, stage_pair, definitions = quick
+    if cleaned is not None and custom_values and quick is not None:
+        cleaned.custom, custom_errors = clean_custom_values(
+            dict(custom_values), definitions=definitions, agent_write=actor.is_agent
+        )
+        errors.extend(custom_errors)
+    elif cleaned is not None and custom_values:
         try:
             cleaned.custom = clean_contact_input({}, custom=custom_values, actor=actor).custom
         except InputRejected as exc:
             errors.extend(exc.errors)
     if cleaned is not None and not (cleaned.values.get("name") or cleaned.phone_e164 or cleaned.email_normalized):
         errors.append(FieldError("contact", "required", "Give the contact at least a name, a phone or an email."))
-    resolved_tags: list[Tag] = []
-    stage_pair = None
-    quick = _resolve_taxonomy(tag_names, pipeline, stage)
-    if quick is not None:
-        resolved_tags, stage_pair = quick
     if tag_names and quick is None:
         try:
             resolved_tags = resolve_tags(tag_names)
@@ -1174,7 +1180,8 @@ def record_intake(
     cleaned.tags = resolved_tags
 
     batch = _IntakeBatch()
-    with transaction.atomic():
+    # Everything was validated above, so no savepoint: an error from here on fails the caller's transaction too.
+    with transaction.atomic(savepoint=False):
         token = _intake_batch.set(batch)
         try:
             result = _write_intake(
@@ -1238,17 +1245,21 @@ def _write_intake(
     )
 
 
-def _resolve_taxonomy(tag_names: list, pipeline: Any, stage: Any) -> tuple[list[Tag], tuple[Pipeline, Stage] | None] | None:
-    """Resolve the tags and the stage an intake names in one query; None sends the caller to the
-    slower resolve_tags/resolve_stage, which also explain what is wrong."""
+def _resolve_taxonomy(
+    tag_names: list, pipeline: Any, stage: Any, *, with_custom_fields: bool = False,
+) -> tuple[list[Tag], tuple[Pipeline, Stage] | None, dict[str, CustomField]] | None:
+    """Resolve an intake's tags, stage and custom field definitions in one query.
+
+    None sends the caller to resolve_tags/resolve_stage, which also explain what is wrong.
+    """
     if not all(isinstance(t, str) and t.strip() for t in tag_names):
         return None
     wanted = {t.strip().casefold(): t.strip() for t in tag_names}
     want_stage = pipeline not in (None, "") or stage not in (None, "")
     if want_stage and (pipeline in (None, "") or stage in (None, "")):
         return None
-    if not wanted and not want_stage:
-        return [], None
+    if not wanted and not want_stage and not with_custom_fields:
+        return [], None, {}
     text = CharField()
     number = IntegerField()
     queries = []
@@ -1257,8 +1268,15 @@ def _resolve_taxonomy(tag_names: list, pipeline: Any, stage: Any) -> tuple[list[
             Tag.objects.annotate(lname=Lower("name"))
             .filter(lname__in=[w.lower() for w in wanted.values()])
             .annotate(kind=Value("t", output_field=text), pid=Value(0, output_field=number),
-                      pname=Value("", output_field=text))
-            .values_list("kind", "id", "name", "pid", "pname").order_by()
+                      pname=Value("", output_field=text), extra=Value("", output_field=TextField()))
+            .values_list("kind", "id", "name", "pid", "pname", "extra").order_by()
+        )
+    if with_custom_fields:
+        # Every definition: an unknown key's error lists the writable ones.
+        queries.append(
+            CustomField.objects.annotate(
+                kind=Value("c", output_field=text), ai=Cast("allow_for_ai", number), ch=Cast("choices", TextField()),
+            ).values_list("kind", "id", "key", "ai", "type", "ch").order_by()
         )
     if want_stage:
         # Ids are tried as ids only: resolve_stage handles a name made of digits.
@@ -1271,21 +1289,25 @@ def _resolve_taxonomy(tag_names: list, pipeline: Any, stage: Any) -> tuple[list[
         queries.append(
             Stage.objects.annotate(plname=Lower("pipeline__name"), slname=Lower("name"))
             .filter(conditions[0], conditions[1])
-            .annotate(kind=Value("s", output_field=text))
-            .values_list("kind", "id", "name", "pipeline_id", "pipeline__name").order_by()
+            .annotate(kind=Value("s", output_field=text), extra=Value("", output_field=TextField()))
+            .values_list("kind", "id", "name", "pipeline_id", "pipeline__name", "extra").order_by()
         )
-    query = queries[0].union(queries[1], all=True) if len(queries) == 2 else queries[0]
+    query = queries[0].union(*queries[1:], all=True) if len(queries) > 1 else queries[0]
     tags: dict[str, Tag] = {}
     stages: list[Stage] = []
-    for kind, pk, name, pipeline_id, pipeline_name in query:
+    definitions: dict[str, CustomField] = {}
+    for kind, pk, name, number_value, text_value, extra in query:
         if kind == "t":
             tags[name.casefold()] = Tag(pk=pk, name=name)
+        elif kind == "s":
+            stages.append(Stage(pk=pk, name=name, pipeline=Pipeline(pk=number_value, name=text_value)))
         else:
-            stages.append(Stage(pk=pk, name=name, pipeline=Pipeline(pk=pipeline_id, name=pipeline_name)))
+            choices = extra if isinstance(extra, list) else json.loads(extra or "[]")
+            definitions[name] = CustomField(pk=pk, key=name, allow_for_ai=bool(number_value), type=text_value, choices=choices)
     if set(wanted) - set(tags) or (want_stage and len(stages) != 1):
         return None
     ordered = [tags[key] for key in wanted]
-    return ordered, ((stages[0].pipeline, stages[0]) if want_stage else None)
+    return ordered, ((stages[0].pipeline, stages[0]) if want_stage else None), definitions
 
 
 def intake_completeness(

@@ -145,7 +145,7 @@ class StageInput(StrictSerializer):
 
 
 class IntakeTaskInput(StrictSerializer):
-    title = serializers.CharField(max_length=200, help_text="The follow-up to do.")
+    title = serializers.CharField(allow_blank=True, help_text="The follow-up to do (up to 200 characters).")
     due_at = serializers.CharField(help_text="ISO 8601 date-time (or date) it is due.")
     assignee = serializers.CharField(
         required=False, allow_blank=True, allow_null=True,
