@@ -255,6 +255,35 @@ class ContactOutput(serializers.ModelSerializer):
         return data
 
 
+def _when(value) -> str | None:
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def contact_record(contact: Contact, *, identity_visible: bool) -> dict:
+    """ContactOutput's representation, built directly: the write endpoints answer with it on every call
+    and DRF's per-call field construction was a visible share of an intake's time."""
+    owner = contact.owner if contact.owner_id else None
+    data = {
+        "id": contact.pk,
+        **{name: getattr(contact, name) for name in ContactOutput.Meta.fields[1:18]},
+        "source": contact.source,
+        "owner": None if owner is None else {
+            "id": owner.pk, "username": owner.get_username(), "name": owner.get_full_name(), "email": owner.email,
+        },
+        "custom": contact.custom or {},
+        "created_at": _when(contact.created_at),
+        "updated_at": _when(contact.updated_at),
+        "last_activity_at": _when(contact.last_activity_at),
+    }
+    data["birthday"] = contact.birthday.isoformat() if contact.birthday else None
+    if not identity_visible:
+        del data["identity"]
+    return data
+
+
 class ContactListItemOutput(ContactOutput):
     tags = serializers.SerializerMethodField(help_text="Tag names on the contact.")
 

@@ -26,7 +26,6 @@ from contacts.api.serializers import (
     ContactDetailOutput,
     ContactFieldsInput,
     ContactListItemOutput,
-    ContactOutput,
     ContactPatchInput,
     FileInput,
     FileOutput,
@@ -34,6 +33,7 @@ from contacts.api.serializers import (
     IntakeOutput,
     NoteInput,
     NoteOutput,
+    PendingChangeOutput,
     StageInput,
     StageMoveOutput,
     TagRemovedOutput,
@@ -42,6 +42,7 @@ from contacts.api.serializers import (
     TaskInput,
     TaskOutput,
     UpsertOutput,
+    contact_record,
     split_contact_input,
 )
 from contacts.bulk_upsert import upsert_contacts_batch
@@ -76,16 +77,16 @@ class AgentView(APIView):
         return found
 
     def upsert_body(self, result: services.UpsertResult) -> dict:
-        return UpsertOutput(
-            {
-                "contact": result.contact,
-                "created": result.created,
-                "matched_by": result.matched_by,
-                "possible_duplicates": result.possible_duplicates,
-                "pending_changes": result.pending_changes,
-            },
-            context=self.get_serializer_context(),
-        ).data
+        """UpsertOutput's shape (the schema documents it through that serializer)."""
+        return {
+            "contact": contact_record(result.contact, identity_visible=self.identity_visible()),
+            "created": result.created,
+            "matched_by": result.matched_by,
+            "possible_duplicates": result.possible_duplicates,
+            "pending_changes": PendingChangeOutput(
+                result.pending_changes, many=True, context=self.get_serializer_context()
+            ).data if result.pending_changes else [],
+        }
 
 
 UPSERT_REQUEST_EXAMPLE = OpenApiExample(
@@ -255,7 +256,7 @@ class ContactDetailView(AgentView):
     def get(self, request, pk: int):
         contact = self.contact(pk)
         context = selectors.contact_detail(contact)
-        data = ContactOutput(contact, context=self.get_serializer_context()).data
+        data = contact_record(contact, identity_visible=self.identity_visible())
         data.update(
             tags=context["tags"],
             stages=context["stages"],

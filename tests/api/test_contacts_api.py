@@ -288,3 +288,14 @@ def test_notes_tasks_tags_stage_files(bot, taxonomy):
     exe = SimpleUploadedFile("x.exe", b"MZ", content_type="application/x-msdownload")
     refused = bot.client.post(f"/api/v1/contacts/{contact_id}/files", {"file": exe}, **bot.headers)
     assert ("file", "unsupported_file_type") in codes(refused)
+
+
+def test_fast_contact_record_matches_the_documented_serializer(bot, full_bot, taxonomy):
+    from contacts.api.serializers import ContactOutput, contact_record
+
+    UserFactory(username="pat", first_name="Pat", last_name="Lee")
+    bot.post("contacts/upsert", {"name": "Z", "phone": "+15615550199", "birthday": "1990-02-03", "owner": "pat",
+                                 "identity": "X1", "custom": {"budget": 3}})
+    contact = Contact.objects.get()
+    for visible in (False, True):
+        assert contact_record(contact, identity_visible=visible) == ContactOutput(contact, context={"identity_visible": visible}).data
