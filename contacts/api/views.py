@@ -182,12 +182,13 @@ class ContactBatchUpsertView(AgentView):
         serializer = BatchUpsertInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         items = []
+        # One serializer for every item: building its fields once matters at 100 items per call.
+        item = ContactFieldsInput()
         for index, raw in enumerate(serializer.validated_data["contacts"]):
             path = f"contacts.{index}"
-            item = ContactFieldsInput(data=raw, path=path)
+            item.path = path
             try:
-                item.is_valid(raise_exception=True)
-                items.append(split_contact_input(item.validated_data))
+                items.append(split_contact_input(item.run_validation(raw)))
             except ValidationError as exc:
                 items.append(InputRejected(
                     FieldError(e["field"], e["code"], e["message"])
