@@ -237,6 +237,12 @@ class ContactListView(AgentView, generics.ListAPIView):
             "(newest change first): follow 'next' until it is null."
         ),
         responses={200: ContactListItemOutput(many=True), **error_responses(*READ_ERRORS)},
+        examples=[OpenApiExample(
+            "One page",
+            value={"next": "https://crm.example/api/v1/contacts?cursor=cD0yMDI2", "previous": None,
+                   "results": [{**CONTACT_EXAMPLE, "tags": ["Lead"]}]},
+            response_only=True, status_codes=["200"],
+        )],
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
@@ -253,6 +259,22 @@ class ContactDetailView(AgentView):
             "tasks and recent conversations. identity is included only for tokens with identity:read."
         ),
         responses={200: ContactDetailOutput, **error_responses(*READ_ERRORS)},
+        examples=[OpenApiExample(
+            "With context",
+            value={
+                **CONTACT_EXAMPLE, "tags": ["Lead"],
+                "stages": [{"pipeline": "Sales", "pipeline_id": 1, "stage": "Qualified", "stage_id": 2,
+                            "entered_at": "2026-05-01T14:30:00Z"}],
+                "custom_fields": [{"key": "intent", "label": "Intent score", "type": "decimal", "value": 0.55, "band": "Warm"}],
+                "last_notes": [{"id": 91, "body": "<p>Wants a quote.</p>", "source": "chat", "conversation": 12,
+                                "created_at": "2026-05-01T14:30:00Z"}],
+                "open_tasks": [{"id": 33, "title": "Send the quote", "description": "", "due_at": "2026-05-02T10:00:00Z",
+                                "assignee": "olivia", "status": "open", "priority": "normal", "created_at": "2026-05-01T14:30:00Z"}],
+                "recent_conversations": [{"id": 12, "external_id": "chat-8812", "channel": "whatsapp", "status": "ended",
+                                          "started_at": "2026-05-01T14:10:00Z", "summary": "Asked for a quote."}],
+            },
+            response_only=True, status_codes=["200"],
+        )],
     )
     def get(self, request, pk: int):
         contact = self.contact(pk)
@@ -363,6 +385,11 @@ class ContactFilesView(AgentView):
         parameters=[IDEMPOTENCY_KEY],
         request={"multipart/form-data": FileInput},
         responses={201: FileOutput, **error_responses(*WRITE_ERRORS)},
+        examples=[OpenApiExample(
+            "Stored", value={"id": 5, "name": "quote.pdf", "size": 48211, "content_type": "application/pdf",
+                             "created_at": "2026-05-01T14:30:00Z"},
+            response_only=True, status_codes=["201"],
+        )],
     )
     def post(self, request, pk: int):
         contact = self.contact(pk)
@@ -404,6 +431,7 @@ class ContactTagDeleteView(AgentView):
         summary="Remove a tag from a contact",
         description="Removing a tag the contact does not carry answers removed=false. Source API.",
         responses={200: TagRemovedOutput, **error_responses(*READ_ERRORS)},
+        examples=[OpenApiExample("Removed", value={"tags": ["Lead"], "removed": True}, response_only=True, status_codes=["200"])],
     )
     def delete(self, request, pk: int, tag: str):
         contact = self.contact(pk)

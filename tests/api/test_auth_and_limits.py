@@ -127,3 +127,22 @@ def test_docs_and_schema_are_served_without_a_cdn(client):
     assert docs.status_code == 200
     page = docs.content.decode()
     assert "swagger-ui" in page and "cdn.jsdelivr" not in page and "unpkg" not in page
+
+
+def test_every_operation_is_documented_with_examples_and_error_envelope(client):
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/v1/schema/").content)
+    operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
+    assert len(operations) == 13
+    for path, method, op in operations:
+        assert op.get("summary"), (path, method)
+        has_example = any("examples" in body for body in op.get("requestBody", {}).get("content", {}).values()) or any(
+            "examples" in media for status, response in op["responses"].items() if status.startswith("2")
+            for media in response.get("content", {}).values()
+        )
+        assert has_example, (path, method)
+        for status in ("400", "401", "403", "429"):
+            assert status in op["responses"], (path, method, status)
+        if method in ("post", "put", "patch"):
+            assert any(p["name"] == "Idempotency-Key" for p in op.get("parameters", [])), (path, method)
