@@ -34,6 +34,7 @@ import json
 import time
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -103,7 +104,12 @@ class IdempotencyMiddleware:
         key = raw_key.strip()
         if not key or len(key) > MAX_KEY_LENGTH:
             return _error(400, "invalid_value", f"Send a non-empty Idempotency-Key of at most {MAX_KEY_LENGTH} characters.")
-        fingerprint = request_fingerprint(request)
+        try:
+            fingerprint = request_fingerprint(request)
+        except RequestDataTooBig:
+            from crm_hub.api.limits import body_limit, too_large
+
+            return too_large(body_limit(request))
         record, answer = self._claim(request, agent, key, fingerprint)
         if answer is not None:
             return answer

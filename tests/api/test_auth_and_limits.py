@@ -146,3 +146,17 @@ def test_every_operation_is_documented_with_examples_and_error_envelope(client):
             assert status in op["responses"], (path, method, status)
         if method in ("post", "put", "patch"):
             assert any(p["name"] == "Idempotency-Key" for p in op.get("parameters", [])), (path, method)
+
+
+@pytest.mark.parametrize("key", [None, "multipart-key"])
+def test_form_fields_over_the_limit_inside_an_allowed_upload_are_413(bot, settings, key):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    settings.CRM_MAX_UPLOAD_BYTES = 100_000
+    contact = Contact.objects.create(name="X", source="api")
+    upload = SimpleUploadedFile("a.txt", b"hi", content_type="text/plain")
+    extra = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    response = bot.client.post(
+        f"/api/v1/contacts/{contact.pk}/files", {"file": upload, "comment": "y" * 500}, **bot.headers, **extra
+    )
+    assert response.status_code == 413
+    assert error(response)["code"] == "request_too_large"
