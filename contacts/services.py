@@ -1090,7 +1090,7 @@ def record_intake(
     the payload (``contact.phone``, ``task.due_at``, ``stage``).
     """
     from conversations.models import Conversation
-    from conversations.services import clean_messages
+    from conversations.services import add_messages, clean_messages, get_or_create_conversation, link_contact
 
     _check_source(source)
     errors: list[FieldError] = []
@@ -1181,68 +1181,58 @@ def record_intake(
 
     batch = _IntakeBatch()
     # Everything was validated above, so no savepoint: an error from here on fails the caller's transaction too.
-    with transaction.atomic(savepoint=False):
-        token = _intake_batch.set(batch)
-        try:
-            result = _write_intake(
-                actor=actor, source=source, cleaned=cleaned, note_body=note_body, stage_pair=stage_pair,
-                task_data=task_data, conversation_obj=conversation_obj, conversation_spec=conversation_spec,
-                messages=messages, batch=batch,
+    with transaction.atomic(savepoint=False), _batching(batch):
+        if conversation_spec is not None:
+            conversation_obj, _ = get_or_create_conversation(
+                agent=actor.agent,
+                external_id=str(conversation_spec.get("external_id") or ""),
+                channel=conversation_spec.get("channel") or Conversation.Channel.WEB_CHAT,
+                metadata=conversation_spec.get("metadata"),
             )
-            batch.flush()
-        finally:
-            _intake_batch.reset(token)
-    return result
-
-
-def _write_intake(
-    *, actor: Actor, source: str, cleaned: CleanContactInput, note_body: str, stage_pair, task_data,
-    conversation_obj, conversation_spec, messages: list[dict], batch: _IntakeBatch,
-) -> IntakeResult:
-    from conversations.models import Conversation
-    from conversations.services import add_messages, get_or_create_conversation, link_contact
-
-    if conversation_spec is not None:
-        conversation_obj, _ = get_or_create_conversation(
-            agent=actor.agent,
-            external_id=str(conversation_spec.get("external_id") or ""),
-            channel=conversation_spec.get("channel") or Conversation.Channel.WEB_CHAT,
-            metadata=conversation_spec.get("metadata"),
+            add_messages(conversation=conversation_obj, messages=messages)
+        upsert = upsert_contact(
+            data={}, actor=actor, source=source, cleaned=cleaned, conversation=conversation_obj
         )
-        add_messages(conversation=conversation_obj, messages=messages)
-    upsert = upsert_contact(
-        data={}, actor=actor, source=source, cleaned=cleaned, conversation=conversation_obj
-    )
-    person = upsert.contact
-    if conversation_obj is not None:
-        link_contact(conversation=conversation_obj, contact=person, actor=actor, source=source)
-    note_obj = (
-        add_note(contact=person, body=note_body, actor=actor, source=source, conversation=conversation_obj)
-        if note_body else None
-    )
-    stage_result = (
-        move_to_stage(contact=person, pipeline=stage_pair[0], stage=stage_pair[1], actor=actor, source=source,
-                      conversation=conversation_obj)
-        if stage_pair else None
-    )
-    task_obj = (
-        create_task(
-            contact=person, title=task_data["title"], due_at=task_data["due_at"], actor=actor, source=source,
-            assignee=task_data.get("assignee"), priority=task_data.get("priority", Task.Priority.NORMAL),
-            description=task_data.get("description", ""), conversation=conversation_obj,
+        person = upsert.contact
+        if conversation_obj is not None:
+            link_contact(conversation=conversation_obj, contact=person, actor=actor, source=source)
+        note_obj = (
+            add_note(contact=person, body=note_body, actor=actor, source=source, conversation=conversation_obj)
+            if note_body else None
         )
-        if task_data else None
-    )
-    state = batch.state.get(person.pk)
-    completeness = intake_completeness(
-        person, note=note_obj, task=task_obj,
-        has_tags=True if cleaned.tags else (False if upsert.created else (bool(state[0]) if state else None)),
-        has_stage=True if stage_pair else (False if upsert.created else (bool(state[1]) if state else None)),
-    )
+        stage_result = (
+            move_to_stage(contact=person, pipeline=stage_pair[0], stage=stage_pair[1], actor=actor, source=source,
+                          conversation=conversation_obj)
+            if stage_pair else None
+        )
+        task_obj = (
+            create_task(
+                contact=person, title=task_data["title"], due_at=task_data["due_at"], actor=actor, source=source,
+                assignee=task_data.get("assignee"), priority=task_data.get("priority", Task.Priority.NORMAL),
+                description=task_data.get("description", ""), conversation=conversation_obj,
+            )
+            if task_data else None
+        )
+        state = batch.state.get(person.pk)
+        completeness = intake_completeness(
+            person, note=note_obj, task=task_obj,
+            has_tags=True if cleaned.tags else (False if upsert.created else (bool(state[0]) if state else None)),
+            has_stage=True if stage_pair else (False if upsert.created else (bool(state[1]) if state else None)),
+        )
+        batch.flush()
     return IntakeResult(
         upsert=upsert, note=note_obj, task=task_obj, stage=stage_result, conversation=conversation_obj,
         completeness=completeness,
     )
+
+
+@contextlib.contextmanager
+def _batching(batch: _IntakeBatch):
+    token = _intake_batch.set(batch)
+    try:
+        yield batch
+    finally:
+        _intake_batch.reset(token)
 
 
 def _resolve_taxonomy(
