@@ -1,7 +1,8 @@
 """Bench-only URLs: the product API plus a naive intake baseline that never ships in the product.
 
-The baseline does the same writes as POST /api/v1/intake the obvious way: one ORM
-get_or_create / get / create per step, one history row per step, no batching.
+The baseline is the same endpoint written the obvious way: the same input serializer and the same
+answer (the contact record and completeness), but one ORM get_or_create / get / create per step,
+one history row per step, no batching. Only the write strategy differs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from django.utils.dateparse import parse_datetime
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from contacts.api.serializers import IntakeInput, contact_record
 from contacts.models import (
     Contact,
     ContactStage,
@@ -34,7 +36,9 @@ class NaiveIntakeView(APIView):
     required_scopes = {"POST": "contacts:write"}
 
     def post(self, request):
-        data = request.data
+        serializer = IntakeInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         agent = request.auth
         person = data["contact"]
         with transaction.atomic():
@@ -67,7 +71,18 @@ class NaiveIntakeView(APIView):
             HistoryEntry.objects.create(contact=contact, action="task_created", source=Source.CHAT, actor_agent=agent, actor_label=agent.name)
             contact.last_activity_at = timezone.now()
             contact.save()
-        return Response({"contact": contact.pk, "note_id": note.pk, "task_id": task.pk}, status=201 if created else 200)
+        completeness = {
+            "fields": bool(contact.name and contact.phone_e164), "note": True, "task": True,
+            "tags": ContactTag.objects.filter(contact=contact).exists(),
+            "stage": ContactStage.objects.filter(contact=contact).exists(),
+        }
+        completeness["clean"] = all(completeness.values())
+        body = {
+            "contact": contact_record(contact, identity_visible=False), "created": created,
+            "matched_by": None if created else "phone", "possible_duplicates": [], "pending_changes": [],
+            "note_id": note.pk, "task_id": task.pk, "conversation_id": None, "completeness": completeness,
+        }
+        return Response(body, status=201 if created else 200)
 
 
 urlpatterns = [
