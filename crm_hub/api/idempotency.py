@@ -63,8 +63,9 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
 def request_fingerprint(request: HttpRequest) -> str:
     """Hash method, path and body; JSON is canonicalised and multipart hashed by parts (boundaries vary)."""
     digest = hashlib.sha256(f"{request.method}\n{request.get_full_path()}\n".encode())
-    if request.content_type == "multipart/form-data":
-        # DRF reads request.POST/FILES when the stream was consumed here.
+    if request.content_type == "multipart/form-data" and request.method == "POST":
+        # DRF reads request.POST/FILES when the stream was consumed here. (Django parses forms only for
+        # POST; other methods fall through to the raw body, where a new boundary means a new request.)
         for name in sorted(request.POST):
             digest.update(json.dumps([name, request.POST.getlist(name)]).encode())
         for name in sorted(request.FILES):
