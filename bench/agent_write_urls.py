@@ -11,6 +11,7 @@ from django.db import transaction
 from django.urls import include, path
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -35,6 +36,7 @@ from contacts.sanitize import clean_rich_text
 class NaiveIntakeView(APIView):
     required_scopes = {"POST": "contacts:write"}
 
+    @extend_schema(exclude=True)
     def post(self, request):
         serializer = IntakeInput(data=request.data)
         serializer.is_valid(raise_exception=True)
