@@ -197,7 +197,7 @@ def filter_custom_value(queryset: QuerySet[Contact], definition: CustomField, va
         return queryset.filter(custom__contains={definition.key: stored})
     if definition.type == CustomField.Type.MULTIPLE_CHOICE:
         # SQLite has no JSON containment; match the quoted choice inside the stored JSON array text.
-        return queryset.alias(_cf=KeyTransform(definition.key, "custom")).filter(_cf__contains=f'"{wanted}"')
+        return queryset.alias(_cf=KeyTextTransform(definition.key, "custom")).filter(_cf__contains=f'"{wanted}"')
     return queryset.alias(_cf=KeyTransform(definition.key, "custom")).filter(_cf=wanted)
 
 

@@ -120,7 +120,9 @@ class ContactForm(forms.Form):
     def contact_data(self) -> dict[str, Any]:
         data = {name: self.cleaned_data.get(name) or "" for name, _label, _max in STANDARD_FORM_FIELDS}
         birthday = self.cleaned_data.get("birthday")
-        data["birthday"] = birthday.isoformat() if birthday else ""
+        if birthday:
+            # The services read "" as an invalid date, so an empty birthday is left out (kept as is).
+            data["birthday"] = birthday.isoformat()
         data["owner"] = self.cleaned_data.get("owner") or ""
         return data
 

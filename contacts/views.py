@@ -448,12 +448,12 @@ def contact_edit(request, pk: int):
                 messages.success(request, f"Saved ({changed} changed).")
                 return redirect(contact)
             except InputRejected as exc:
-                form.add_service_errors(exc)
                 if any(e.code == "already_exists" for e in exc.errors):
                     phone_e164 = phone_to_e164_or_none(form.cleaned_data.get("phone") or "") or ""
                     email = email_normalize_or_none(form.cleaned_data.get("email") or "") or ""
                     by_phone, by_email = find_contact_by_keys(phone_e164=phone_e164, email_normalized=email)
                     existing = next((c for c in (by_phone, by_email) if c and c.pk != contact.pk), None)
+                form.add_service_errors(exc)
     else:
         form = ContactForm(custom_fields=definitions, owners=owners, contact=contact)
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()
