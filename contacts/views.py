@@ -260,6 +260,7 @@ def contact_list(request):
         "all_columns": list(state.columns.values()),
         "chosen_keys": [c.key for c in columns],
         "sort": sort,
+        "sort_label": f"{sort_column.label.lower()}, {'descending' if descending else 'ascending'}",
         "sort_links": sort_links,
         "total": total,
         "total_exact": exact,
@@ -523,13 +524,24 @@ def contact_detail(request, pk: int):
         "timeline_more": _timeline_more(timeline),
         "task_form": TaskForm(owners=owners, auto_id="task-%s", initial={"assignee": "", "due_at": _default_due()}),
         "max_upload": settings.CRM_MAX_UPLOAD_BYTES,
-        "allowed_types": settings.CRM_ALLOWED_UPLOAD_TYPES,
+        "allowed_types": _type_names(settings.CRM_ALLOWED_UPLOAD_TYPES),
         "accept": ",".join(settings.CRM_ALLOWED_UPLOAD_TYPES),
         "now": timezone.now(),
     })
 
 
 TIMELINE_LIMIT = 40
+TYPE_NAMES = {
+    "application/pdf": "PDF", "image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/webp": "WebP",
+    "text/plain": "text", "text/csv": "CSV", "application/msword": "Word (.doc)",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "Word (.docx)",
+    "application/vnd.ms-excel": "Excel (.xls)",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "Excel (.xlsx)",
+}
+
+
+def _type_names(content_types) -> str:
+    return ", ".join(TYPE_NAMES.get(t, t) for t in content_types)
 
 
 def _timeline_more(items) -> str:
