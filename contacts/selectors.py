@@ -163,7 +163,7 @@ def keyset_page(
             condition = Q(**{f"_sort__{rcmp}": value}) | Q(_sort=value, **{f"pk__{rcmp}": pk})
             condition &= Q(**{f"_sort__{rcmp}e": value})
         queryset = queryset.filter(condition)
-        order = [key.asc(nulls_first=True) if descending else key.desc(nulls_first=True), "pk" if descending else "-pk"]
+        order = [_ordered(key, descending=not descending, nullable=nullable, nulls_first=True), "pk" if descending else "-pk"]
     else:
         if decoded_after is not None:
             value, pk = decoded_after
@@ -176,7 +176,7 @@ def keyset_page(
                 else:
                     condition &= Q(**{f"_sort__{cmp}e": value})
             queryset = queryset.filter(condition)
-        order = [key.desc(nulls_last=True) if descending else key.asc(nulls_last=True), "-pk" if descending else "pk"]
+        order = [_ordered(key, descending=descending, nullable=nullable, nulls_first=False), "-pk" if descending else "pk"]
     rows = list(queryset.order_by(*order)[: size + 1])
     more = len(rows) > size
     rows = rows[:size]
@@ -188,6 +188,16 @@ def keyset_page(
     next_cursor = encode_cursor(rows[-1]._sort, rows[-1].pk) if rows and has_next else None
     prev_cursor = encode_cursor(rows[0]._sort, rows[0].pk) if rows and has_prev else None
     return KeysetPage(rows=rows, next_cursor=next_cursor, prev_cursor=prev_cursor)
+
+
+def _ordered(key, *, descending: bool, nullable: bool, nulls_first: bool):
+    # NULLS FIRST/LAST only where the key can be null: on a NOT NULL key it would stop
+    # PostgreSQL from walking the (key DESC, id DESC) index and make it sort the whole table.
+    if not nullable:
+        return key.desc() if descending else key.asc()
+    if nulls_first:
+        return key.desc(nulls_first=True) if descending else key.asc(nulls_first=True)
+    return key.desc(nulls_last=True) if descending else key.asc(nulls_last=True)
 
 
 def estimated_total(queryset: QuerySet[Contact], *, filtered: bool) -> tuple[int, bool]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 from dataclasses import dataclass
 from functools import wraps
 
@@ -21,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from contacts.exporting import cell_value, csv_response, export_rows, xlsx_response
@@ -254,7 +256,8 @@ def contact_list(request):
     form = state.filterset.form
     form.is_valid()
     context = {
-        "rows": [(contact, _row_cells(contact, columns)) for contact in page.rows],
+        "rows": page.rows,
+        "rows_html": _render_rows(page.rows, columns, show_company="company" not in [c.key for c in columns]),
         "page": page,
         "columns": columns,
         "all_columns": list(state.columns.values()),
@@ -284,26 +287,80 @@ def contact_list(request):
     return render(request, "contacts/list.html", context)
 
 
-def _row_cells(contact: Contact, columns: list[Column]) -> list[tuple[str, object]]:
-    """Return (kind, value) per column; kinds the template draws specially: name, tags, stage, owner, date."""
-    cells: list[tuple[str, object]] = []
-    for column in columns:
-        key = column.key
-        if key == "name":
-            cells.append(("name", contact))
-        elif key == "tags":
-            cells.append(("tags", list(contact.tags.all())))
-        elif key == "stage":
-            cells.append(("stage", list(contact.stage_memberships.all())))
-        elif key == "owner":
-            cells.append(("owner", contact.owner))
-        elif key in ("created", "updated", "last_activity"):
-            cells.append(("date", getattr(contact, {"created": "created_at", "updated": "updated_at"}.get(key, "last_activity_at"))))
-        elif key == "source":
-            cells.append(("source", contact.get_source_display()))
-        else:
-            cells.append(("text", cell_value(contact, column)))
-    return cells
+def _render_rows(contacts: list[Contact], columns: list[Column], *, show_company: bool) -> str:
+    """Return the table rows' HTML, every value escaped.
+
+    Built with f-strings and html.escape rather than the template language or format_html:
+    50 rows x ~10 cells through either cost more than every query of the page together.
+    """
+    now = timezone.now()
+    detail_prefix = reverse("contacts:list")
+    rows = []
+    for contact in contacts:
+        label = esc(str(contact))
+        cells = [
+            f'<td class="check-col"><input type="checkbox" name="ids" value="{contact.pk}" form="bulk-form" '
+            f'aria-label="Select {label}"></td>'
+        ]
+        for column in columns:
+            if column.key == "name":
+                sub = f'<div class="cell-sub">{esc(contact.company)}</div>' if show_company and contact.company else ""
+                cells.append(f'<td><a class="cell-main" href="{detail_prefix}{contact.pk}/">{label}</a>{sub}</td>')
+            else:
+                cells.append(_cell_html(contact, column, now=now))
+        rows.append(f'<tr data-contact="{contact.pk}">{"".join(cells)}</tr>')
+    return mark_safe("\n".join(rows))  # noqa: S308 - every interpolated value above is escaped
+
+
+DASH = '<span class="muted">—</span>'
+
+
+def esc(value) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _cell_html(contact: Contact, column: Column, *, now) -> str:
+    key = column.key
+    if key == "tags":
+        tags = "".join(
+            f'<span class="tag" style="--tag-color: {esc(t.color)}">{esc(t.name)}</span>' for t in contact.tags.all()
+        )
+        return f'<td><div class="tags">{tags}</div></td>'
+    if key == "stage":
+        memberships = list(contact.stage_memberships.all())
+        if not memberships:
+            return f"<td>{DASH}</td>"
+        several = len(memberships) > 1
+        parts = "".join(
+            f'<div><span class="stage-dot" style="--stage-color: {esc(m.stage.color)}"></span>{esc(m.stage.name)}'
+            + (f' <span class="muted small">({esc(m.pipeline.name)})</span>' if several else "")
+            + "</div>"
+            for m in memberships
+        )
+        return f'<td class="nowrap">{parts}</td>'
+    if key == "owner":
+        owner = contact.owner
+        return f'<td class="nowrap">{esc(owner.get_full_name() or owner.get_username()) if owner else DASH}</td>'
+    if key in ("created", "updated", "last_activity"):
+        value = getattr(contact, {"created": "created_at", "updated": "updated_at"}.get(key, "last_activity_at"))
+        if not value:
+            return f"<td>{DASH}</td>"
+        local = timezone.localtime(value)
+        return (f'<td class="nowrap"><time datetime="{value.isoformat()}" title="{local:%Y-%m-%d %H:%M}">'
+                f"{esc(_short_when(local, now))}</time></td>")
+    if key == "source":
+        return f'<td><span class="badge">{esc(contact.get_source_display())}</span></td>'
+    return f"<td>{esc(cell_value(contact, column))}</td>"
+
+
+def _short_when(local: dt.datetime, now: dt.datetime) -> str:
+    """Return "14:05" for today, "Mar 3" this year, else "Mar 3, 2024"."""
+    today = timezone.localtime(now).date()
+    if local.date() == today:
+        return local.strftime("%H:%M")
+    if local.year == today.year:
+        return f"{local:%b} {local.day}"
+    return f"{local:%b} {local.day}, {local.year}"
 
 
 @require_POST
