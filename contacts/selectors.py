@@ -200,23 +200,41 @@ def _ordered(key, *, descending: bool, nullable: bool, nulls_first: bool):
     return key.desc(nulls_last=True) if descending else key.asc(nulls_last=True)
 
 
-def estimated_total(queryset: QuerySet[Contact], *, filtered: bool) -> tuple[int, bool]:
+def estimated_total(queryset: QuerySet[Contact], *, filtered: bool, page: KeysetPage | None = None,
+                    first_page: bool = False) -> tuple[int, bool]:
     """Return (total, exact) without counting a large table.
 
-    Unfiltered on PostgreSQL the planner's row estimate (pg_class.reltuples) answers at once;
-    otherwise rows are counted up to LIST_COUNT_CAP + 1, so the cost is bounded.
+    A first page that has no next page is the whole result: its length is exact. Otherwise,
+    on PostgreSQL, the planner answers: pg_class.reltuples for the whole table, the EXPLAIN row
+    estimate for a filtered query (planning only, about a millisecond). Elsewhere (SQLite,
+    small development databases) rows are counted up to LIST_COUNT_CAP + 1, a bounded cost.
     """
-    if not filtered and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [Contact._meta.db_table])
-            row = cursor.fetchone()
-        estimate = int(row[0]) if row and row[0] is not None else -1
-        if estimate > LIST_COUNT_CAP:
-            return estimate, False
+    if page is not None and first_page and page.next_cursor is None:
+        return len(page.rows), True
+    if connection.vendor == "postgresql":
+        if not filtered:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [Contact._meta.db_table])
+                row = cursor.fetchone()
+            estimate = int(row[0]) if row and row[0] is not None else -1
+        else:
+            estimate = _planner_rows(queryset)
+        if estimate >= 0:
+            return max(estimate, len(page.rows) if page else 0), False
     counted = queryset.order_by().values("pk")[: LIST_COUNT_CAP + 1].count()
     if counted > LIST_COUNT_CAP:
         return LIST_COUNT_CAP, False
     return counted, True
+
+
+def _planner_rows(queryset: QuerySet) -> int:
+    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def with_list_relations(queryset: QuerySet[Contact]) -> QuerySet[Contact]:
@@ -374,16 +392,20 @@ def board_memberships(pipeline: Pipeline, *, user, owner: str = "", tag: Tag | N
 
 
 def board_columns(pipeline: Pipeline, memberships: QuerySet[ContactStage]) -> tuple[list[Stage], dict[int, list], dict[int, int]]:
-    """Return (stages, first cards per stage, count per stage) in three queries whatever the board's size."""
+    """Return (stages, first cards per stage, count per stage) in a fixed number of queries whatever the board's size."""
     stages = list(pipeline.stages.order_by("position", "id"))
-    first = (
-        memberships.annotate(
-            row=Window(RowNumber(), partition_by=[F("stage_id")], order_by=[F("entered_at").desc(), F("id").desc()])
+    newest = [F("entered_at").desc(), F("id").desc()]
+    if connection.features.supports_slicing_ordering_in_compound and stages:
+        # Top N of each column through one UNION ALL of per-stage LIMIT queries: each walks the
+        # (stage, entered_at) index and stops after N rows, however large the column.
+        parts = [memberships.filter(stage=stage).order_by(*newest).values("id")[:BOARD_COLUMN_SIZE] for stage in stages]
+        ids = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+        first = memberships.filter(id__in=[row["id"] for row in ids])
+    else:
+        first = memberships.annotate(row=Window(RowNumber(), partition_by=[F("stage_id")], order_by=newest)).filter(
+            row__lte=BOARD_COLUMN_SIZE
         )
-        .filter(row__lte=BOARD_COLUMN_SIZE)
-        .select_related("contact", "contact__owner")
-        .order_by("stage_id", "-entered_at", "-id")
-    )
+    first = first.select_related("contact", "contact__owner").order_by("stage_id", "-entered_at", "-id")
     cards: dict[int, list] = {stage.pk: [] for stage in stages}
     for membership in first:
         cards.setdefault(membership.stage_id, []).append(membership)

@@ -15,7 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, Q, QuerySet
 from django.db.models.functions import Lower
-from django.http import FileResponse, Http404, HttpResponseServerError, QueryDict
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseServerError, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template import loader
 from django.urls import reverse
@@ -242,17 +242,19 @@ def contact_list(request):
         before=params.get("before", ""),
         size=PAGE_SIZE,
     )
-    total, exact = estimated_total(state.queryset, filtered=state.filtered or _restricted(request.user))
+    total, exact = estimated_total(
+        state.queryset, filtered=state.filtered or _restricted(request.user), page=page,
+        first_page=not (params.get("after") or params.get("before")),
+    )
     base_query = _query_without(params, "after", "before")
+    # A header link sorts by its column ascending, or flips the direction when it is the current sort.
     sort_links = {}
     for column in columns:
-        if column.key in ("tags",) or column.sort_expr is not None or column.key == "stage" or column.custom is not None:
-            flipped = ("" if sort == "-" + column.key else "-") if sort.lstrip("-") == column.key else ""
-            copy = params.copy()
-            for key in ("after", "before"):
-                copy.pop(key, None)
-            copy["sort"] = flipped + column.key
-            sort_links[column.key] = copy.urlencode()
+        copy = params.copy()
+        for key in ("after", "before"):
+            copy.pop(key, None)
+        copy["sort"] = ("-" if sort == column.key else "") + column.key
+        sort_links[column.key] = copy.urlencode()
     form = state.filterset.form
     form.is_valid()
     context = {
@@ -309,7 +311,8 @@ def _render_rows(contacts: list[Contact], columns: list[Column], *, show_company
             else:
                 cells.append(_cell_html(contact, column, now=now))
         rows.append(f'<tr data-contact="{contact.pk}">{"".join(cells)}</tr>')
-    return mark_safe("\n".join(rows))  # noqa: S308 - every interpolated value above is escaped
+    # Every interpolated value above went through esc().
+    return mark_safe("\n".join(rows))
 
 
 DASH = '<span class="muted">—</span>'
@@ -504,6 +507,8 @@ def contact_edit(request, pk: int):
                 )
                 changed = ", ".join(result.changes) or "nothing"
                 messages.success(request, f"Saved ({changed} changed).")
+                if _is_htmx(request):
+                    return HttpResponse(status=204, headers={"HX-Redirect": contact.get_absolute_url()})
                 return redirect(contact)
             except InputRejected as exc:
                 if any(e.code == "already_exists" for e in exc.errors):
@@ -515,9 +520,11 @@ def contact_edit(request, pk: int):
     else:
         form = ContactForm(custom_fields=definitions, owners=owners, contact=contact)
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()
-    return render(request, "contacts/form.html", {
+    # Asked by HTMX from the contact page: the form alone, edited in place of the details card.
+    template = "contacts/_contact_form.html" if _is_htmx(request) else "contacts/form.html"
+    return render(request, template, {
         "form": form, "contact": contact, "existing": existing, "existing_visible": visible_existing,
-        "creating": False,
+        "creating": False, "inline": _is_htmx(request),
     })
 
 

@@ -96,7 +96,7 @@ def test_drag_to_another_stage_moves_through_the_service_and_shows_in_history(cl
     contact = place("Ana", lead)
     client.force_login(staff_user)
     response = client.post("/pipeline/move/", {"contact": contact.pk, "stage": qualified.pk})
-    assert response.status_code == 200 and 'data-testid="card-%d"' % contact.pk in response.content.decode()
+    assert response.status_code == 200 and f'data-testid="card-{contact.pk}"' in response.content.decode()
     assert contact.stage_memberships.get().stage == qualified
     assert StageChange.objects.filter(contact=contact, from_stage=lead, to_stage=qualified).exists()
     entry = HistoryEntry.objects.filter(contact=contact, action="stage_changed").latest("id")

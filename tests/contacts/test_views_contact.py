@@ -227,3 +227,15 @@ def test_edit_records_changes_and_refuses_a_phone_held_by_another(page, staff_us
     assert "already has this phone" in html and f'href="/contacts/{other.pk}/"' in html
     contact.refresh_from_db()
     assert contact.phone_e164 == "+12025550101"
+
+
+def test_inline_edit_over_htmx_returns_the_form_then_redirects_or_shows_errors(page, staff_user):
+    contact = make_contact(staff_user, name="Ana", company="Old")
+    form = page.get(f"/contacts/{contact.pk}/edit/", HTTP_HX_REQUEST="true").content.decode()
+    assert form.startswith('<div id="contact-form-wrap">') and f'hx-post="/contacts/{contact.pk}/edit/"' in form
+    bad = page.post(f"/contacts/{contact.pk}/edit/", {"name": "Ana", "email": "not-an-email"}, HTTP_HX_REQUEST="true")
+    assert "is not a valid email address" in bad.content.decode() and "<html" not in bad.content.decode()
+    ok = page.post(f"/contacts/{contact.pk}/edit/", {"name": "Ana", "company": "New"}, HTTP_HX_REQUEST="true")
+    assert ok.status_code == 204 and ok["HX-Redirect"] == f"/contacts/{contact.pk}/"
+    contact.refresh_from_db()
+    assert contact.company == "New"

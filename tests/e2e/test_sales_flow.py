@@ -100,6 +100,16 @@ def test_sales_user_day(page, live_server, crm, shoot, browser_errors):
     expect(page.get_by_test_id("contact-name")).to_have_text("Ana Lima")
     expect(page.get_by_test_id("source")).to_have_text("via Manual")
 
+    # Edit a field in place (HTMX swaps the details card for the form); a bad email is refused on its field.
+    page.get_by_test_id("edit-inline").click()
+    page.fill("#contact-form #id_email", "not-an-email")
+    page.click("#contact-form button[type=submit]")
+    expect(page.locator("#contact-form .field-errors")).to_contain_text("is not a valid email address")
+    page.fill("#contact-form #id_email", "ana@acme.com")
+    page.fill("#contact-form #id_company", "Acme Corp")
+    page.click("#contact-form button[type=submit]")
+    expect(page.locator('[data-field="company"]')).to_have_text("Acme Corp")
+
     # A note with bold text through the rich-text editor.
     bold = page.locator('trix-toolbar button[data-trix-attribute="bold"]')
     expect(bold).to_be_visible()  # Trix has started
