@@ -360,7 +360,6 @@ def fields_provenance(contact: Contact, *, scan: int = 500) -> dict[str, History
     """Return, per field ("email", "custom.budget", "owner"), the newest history entry that set it: one query."""
     entries = (
         HistoryEntry.objects.filter(contact=contact, action__in=PROVENANCE_ACTIONS)
-        .select_related("actor_agent")
         .order_by("-created_at", "-id")[:scan]
     )
     found: dict[str, HistoryEntry] = {}
@@ -409,7 +408,9 @@ def board_columns(pipeline: Pipeline, memberships: QuerySet[ContactStage]) -> tu
     cards: dict[int, list] = {stage.pk: [] for stage in stages}
     for membership in first:
         cards.setdefault(membership.stage_id, []).append(membership)
-    counts = {row["stage_id"]: row["n"] for row in memberships.order_by().values("stage_id").annotate(n=Count("id"))}
+    counts = {
+        row["stage_id"]: row["n"] for row in memberships.order_by().values("stage_id").annotate(n=Count("contact_id"))
+    }
     return stages, cards, counts
 
 
