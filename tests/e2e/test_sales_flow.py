@@ -139,9 +139,10 @@ def test_sales_user_day(page, live_server, crm, shoot, browser_errors):
     expect(task.locator(".badge-success")).to_contain_text("Done")
     shoot("06-contact-page")
 
-    # My tasks shows the done task no more.
+    # My tasks lists open tasks only: the completed one is gone.
     page.click("nav >> text=My tasks")
     expect(page.locator("h1")).to_have_text("My tasks")
+    expect(page.locator(".task-title", has_text="Send contract")).to_have_count(0)
     shoot("07-my-tasks")
 
     # Drag the card on the pipeline board to the next stage.
