@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+
+from contacts.models import Contact, CustomField, Task
+from crm_hub.errors import InputRejected
 
 
 class StaffAuthenticationForm(AuthenticationForm):
@@ -18,3 +23,140 @@ class StaffAuthenticationForm(AuthenticationForm):
         super().confirm_login_allowed(user)
         if not user.is_staff:
             raise forms.ValidationError(self.error_messages["not_staff"], code="not_staff")
+
+
+STANDARD_FORM_FIELDS: tuple[tuple[str, str, int], ...] = (
+    ("name", "Name", 200),
+    ("phone", "Phone", 64),
+    ("email", "Email", 254),
+    ("company", "Company", 200),
+    ("position", "Position", 120),
+    ("identity", "Tax / ID number", 40),
+    ("street", "Street", 200),
+    ("number", "Number", 20),
+    ("complement", "Complement", 120),
+    ("district", "District", 120),
+    ("city", "City", 120),
+    ("state", "State", 80),
+    ("zip_code", "ZIP code", 20),
+    ("country", "Country", 80),
+)
+
+
+def _custom_form_field(definition: CustomField) -> forms.Field:
+    T = CustomField.Type
+    common = {"required": False, "label": definition.label, "help_text": definition.help_text}
+    if definition.type == T.LONG_TEXT:
+        return forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), **common)
+    if definition.type in (T.NUMBER, T.DECIMAL):
+        return forms.CharField(widget=forms.NumberInput(attrs={"step": "any"}), **common)
+    if definition.type == T.BOOLEAN:
+        return forms.ChoiceField(choices=[("", "—"), ("true", "Yes"), ("false", "No")], **common)
+    if definition.type == T.DATE:
+        return forms.CharField(widget=forms.DateInput(attrs={"type": "date"}), **common)
+    if definition.type == T.DATETIME:
+        return forms.CharField(widget=forms.DateTimeInput(attrs={"type": "datetime-local"}), **common)
+    if definition.type == T.SINGLE_CHOICE:
+        return forms.ChoiceField(choices=[("", "—"), *((str(c), str(c)) for c in definition.choices or [])], **common)
+    if definition.type == T.MULTIPLE_CHOICE:
+        return forms.MultipleChoiceField(
+            choices=[(str(c), str(c)) for c in definition.choices or []], widget=forms.CheckboxSelectMultiple, **common
+        )
+    input_type = {T.EMAIL: "email", T.PHONE: "tel", T.URL: "url"}.get(definition.type, "text")
+    return forms.CharField(widget=forms.TextInput(attrs={"type": input_type}), **common)
+
+
+def _custom_initial(definition: CustomField, value: Any) -> Any:
+    if value is None:
+        return None
+    if definition.type == CustomField.Type.BOOLEAN:
+        return "true" if value else "false"
+    if definition.type == CustomField.Type.DATETIME and isinstance(value, str):
+        return value[:16]
+    return value
+
+
+class ContactForm(forms.Form):
+    """Shape of a manual create/edit. The contact services decide what is valid (one set of rules)."""
+
+    birthday = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    owner = forms.ChoiceField(required=False)
+
+    def __init__(self, *args, custom_fields: list[CustomField], owners: list, tags: list | None = None,
+                 contact: Contact | None = None, **kwargs):
+        if contact is not None and "initial" not in kwargs:
+            initial = {name: getattr(contact, name) for name, _label, _max in STANDARD_FORM_FIELDS}
+            initial["birthday"] = contact.birthday
+            initial["owner"] = str(contact.owner_id or "")
+            for definition in custom_fields:
+                initial[f"cf_{definition.key}"] = _custom_initial(definition, (contact.custom or {}).get(definition.key))
+            kwargs["initial"] = initial
+        super().__init__(*args, **kwargs)
+        standard = {
+            name: forms.CharField(label=label, max_length=max_length, required=False)
+            for name, label, max_length in STANDARD_FORM_FIELDS
+        }
+        standard["phone"].widget = forms.TextInput(attrs={"type": "tel", "autocomplete": "off"})
+        standard["email"].widget = forms.TextInput(attrs={"type": "email", "autocomplete": "off"})
+        ordered = {**standard, "birthday": self.fields["birthday"], "owner": self.fields["owner"]}
+        self.fields = ordered
+        self.fields["owner"].choices = [("", "Nobody"), *((str(u.pk), u.get_full_name() or u.get_username()) for u in owners)]
+        self.custom_fields = custom_fields
+        for definition in custom_fields:
+            self.fields[f"cf_{definition.key}"] = _custom_form_field(definition)
+        if tags is not None:
+            self.fields["tags"] = forms.MultipleChoiceField(
+                required=False, choices=[(t.name, t.name) for t in tags], widget=forms.CheckboxSelectMultiple
+            )
+
+    @property
+    def standard_fields(self):
+        return [self[name] for name, _label, _max in STANDARD_FORM_FIELDS] + [self["birthday"], self["owner"]]
+
+    @property
+    def custom_bound_fields(self):
+        return [self[f"cf_{d.key}"] for d in self.custom_fields]
+
+    def contact_data(self) -> dict[str, Any]:
+        data = {name: self.cleaned_data.get(name) or "" for name, _label, _max in STANDARD_FORM_FIELDS}
+        birthday = self.cleaned_data.get("birthday")
+        if birthday:
+            # The services read "" as an invalid date, so an empty birthday is left out (kept as is).
+            data["birthday"] = birthday.isoformat()
+        data["owner"] = self.cleaned_data.get("owner") or ""
+        return data
+
+    def custom_data(self) -> dict[str, Any]:
+        return {d.key: self.cleaned_data.get(f"cf_{d.key}") or None for d in self.custom_fields}
+
+    def add_service_errors(self, exc: InputRejected) -> None:
+        """Show each service error on its field ("custom.budget" on cf_budget); the rest above the form."""
+        for error in exc.errors:
+            name = error.field
+            if name.startswith("custom."):
+                name = "cf_" + name.split(".", 1)[1]
+            message = error.message
+            if error.allowed:
+                message += " Allowed: " + ", ".join(str(a) for a in error.allowed[:20])
+            self.add_error(name if name in self.fields else None, message)
+
+
+class NoteForm(forms.Form):
+    body = forms.CharField(max_length=100_000, widget=forms.HiddenInput)
+
+
+class TaskForm(forms.Form):
+    title = forms.CharField(max_length=200)
+    due_at = forms.DateTimeField(widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    assignee = forms.ChoiceField(required=False)
+    priority = forms.ChoiceField(choices=Task.Priority.choices, initial=Task.Priority.NORMAL)
+
+    def __init__(self, *args, owners: list, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["assignee"].choices = [("", "Contact owner"), *((str(u.pk), u.get_full_name() or u.get_username()) for u in owners)]
+
+
+class SaveViewForm(forms.Form):
+    name = forms.CharField(max_length=80)
+    shared = forms.BooleanField(required=False)
+    query = forms.CharField(required=False, max_length=4000)

@@ -449,3 +449,26 @@ class HistoryEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} by {self.actor_label}"
+
+
+class SavedView(models.Model):
+    """A named contact-list view (filters, columns, sort) saved by a user, private or shared with the team."""
+
+    name = models.CharField(max_length=80)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_views")
+    shared = models.BooleanField(default=False, help_text="Everyone on the team sees it; only the owner changes it.")
+    # The list's query string (filters, columns, sort) without the page cursor.
+    query = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = [Lower("name"), "id"]
+        constraints = [
+            models.UniqueConstraint("owner", Lower("name"), name="savedview_unique_name_per_owner_ci"),
+            models.CheckConstraint(condition=~Q(name=""), name="savedview_name_not_empty"),
+        ]
+        indexes = [models.Index(fields=["shared"], name="savedview_shared_idx", condition=Q(shared=True))]
+
+    def __str__(self) -> str:
+        return self.name

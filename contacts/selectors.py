@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
-from contacts.models import Contact, CustomField, HistoryEntry
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Window
+from django.db.models.functions import Lower, RowNumber
+
+from contacts.models import (
+    Contact,
+    ContactFile,
+    ContactStage,
+    ContactTag,
+    CustomField,
+    HistoryEntry,
+    Note,
+    Pipeline,
+    Stage,
+    Tag,
+    Task,
+)
 from contacts.normalize import email_normalize_or_none, phone_to_e164_or_none
 
 
@@ -63,11 +86,347 @@ def visible_contacts(user) -> QuerySet[Contact]:
     Every web page (list, contact page, export, board, tasks) starts from this queryset, so a
     contact hidden here answers 404 everywhere.
     """
-    from django.conf import settings
-
     queryset = Contact.objects.all()
     if user is None or not user.is_authenticated or not user.is_staff:
         return queryset.none()
     if settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
         queryset = queryset.filter(owner=user)
     return queryset
+
+
+# --- Contact list: keyset pagination and cheap totals (issue 5) ---------------------------
+
+LIST_COUNT_CAP = 10_000
+
+
+@dataclass
+class KeysetPage:
+    rows: list
+    next_cursor: str | None
+    prev_cursor: str | None
+
+
+def encode_cursor(value: Any, pk: int) -> str:
+    if isinstance(value, dt.datetime):
+        packed: list[Any] = ["dt", value.isoformat(), pk]
+    elif isinstance(value, dt.date):
+        packed = ["d", value.isoformat(), pk]
+    else:
+        packed = ["v", value, pk]
+    return base64.urlsafe_b64encode(json.dumps(packed, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[Any, int] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        kind, value, pk = json.loads(raw)
+        if kind == "dt":
+            value = dt.datetime.fromisoformat(value)
+        elif kind == "d":
+            value = dt.date.fromisoformat(value)
+        elif kind != "v" or not isinstance(value, (str, int, float, type(None))):
+            return None
+        if not isinstance(pk, int):
+            return None
+        return value, pk
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        return None
+
+
+def keyset_page(
+    queryset: QuerySet,
+    *,
+    sort_expr: Any,
+    descending: bool,
+    nullable: bool,
+    after: str = "",
+    before: str = "",
+    size: int = 50,
+) -> KeysetPage:
+    """Return one page ordered by ``sort_expr`` then pk, starting after/before a cursor.
+
+    Keyset pagination: a deep page costs the same as the first (no OFFSET). Nulls sort last
+    in both directions. For non-null keys the bound is also given as a plain range
+    (``key <= v``) so PostgreSQL turns it into an index condition instead of a filter.
+    """
+    queryset = queryset.annotate(_sort=sort_expr)
+    cmp, rcmp = ("lt", "gt") if descending else ("gt", "lt")
+    decoded_after = _decode_cursor(after) if after else None
+    decoded_before = _decode_cursor(before) if before and not decoded_after else None
+    key = F("_sort")
+    backwards = decoded_before is not None
+    if backwards:
+        value, pk = decoded_before
+        if value is None:
+            condition = Q(_sort__isnull=False) | Q(_sort__isnull=True, **{f"pk__{rcmp}": pk})
+        else:
+            condition = Q(**{f"_sort__{rcmp}": value}) | Q(_sort=value, **{f"pk__{rcmp}": pk})
+            condition &= Q(**{f"_sort__{rcmp}e": value})
+        queryset = queryset.filter(condition)
+        order = [_ordered(key, descending=not descending, nullable=nullable, nulls_first=True), "pk" if descending else "-pk"]
+    else:
+        if decoded_after is not None:
+            value, pk = decoded_after
+            if value is None:
+                condition = Q(_sort__isnull=True, **{f"pk__{cmp}": pk})
+            else:
+                condition = Q(**{f"_sort__{cmp}": value}) | Q(_sort=value, **{f"pk__{cmp}": pk})
+                if nullable:
+                    condition |= Q(_sort__isnull=True)
+                else:
+                    condition &= Q(**{f"_sort__{cmp}e": value})
+            queryset = queryset.filter(condition)
+        order = [_ordered(key, descending=descending, nullable=nullable, nulls_first=False), "-pk" if descending else "pk"]
+    rows = list(queryset.order_by(*order)[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    if backwards:
+        rows.reverse()
+        has_prev, has_next = more, True
+    else:
+        has_prev, has_next = decoded_after is not None, more
+    next_cursor = encode_cursor(rows[-1]._sort, rows[-1].pk) if rows and has_next else None
+    prev_cursor = encode_cursor(rows[0]._sort, rows[0].pk) if rows and has_prev else None
+    return KeysetPage(rows=rows, next_cursor=next_cursor, prev_cursor=prev_cursor)
+
+
+def _ordered(key, *, descending: bool, nullable: bool, nulls_first: bool):
+    # NULLS FIRST/LAST only where the key can be null: on a NOT NULL key it would stop
+    # PostgreSQL from walking the (key DESC, id DESC) index and make it sort the whole table.
+    if not nullable:
+        return key.desc() if descending else key.asc()
+    if nulls_first:
+        return key.desc(nulls_first=True) if descending else key.asc(nulls_first=True)
+    return key.desc(nulls_last=True) if descending else key.asc(nulls_last=True)
+
+
+def estimated_total(queryset: QuerySet[Contact], *, filtered: bool, page: KeysetPage | None = None,
+                    first_page: bool = False) -> tuple[int, bool]:
+    """Return (total, exact) without counting a large table.
+
+    A first page that has no next page is the whole result: its length is exact. Otherwise,
+    on PostgreSQL, the planner answers: pg_class.reltuples for the whole table, the EXPLAIN row
+    estimate for a filtered query (planning only, about a millisecond). Elsewhere (SQLite,
+    small development databases) rows are counted up to LIST_COUNT_CAP + 1, a bounded cost.
+    """
+    if page is not None and first_page and page.next_cursor is None:
+        return len(page.rows), True
+    if connection.vendor == "postgresql":
+        if not filtered:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [Contact._meta.db_table])
+                row = cursor.fetchone()
+            estimate = int(row[0]) if row and row[0] is not None else -1
+        else:
+            estimate = _planner_rows(queryset)
+        if estimate >= 0:
+            return max(estimate, len(page.rows) if page else 0), False
+    counted = queryset.order_by().values("pk")[: LIST_COUNT_CAP + 1].count()
+    if counted > LIST_COUNT_CAP:
+        return LIST_COUNT_CAP, False
+    return counted, True
+
+
+def _planner_rows(queryset: QuerySet) -> int:
+    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def with_list_relations(queryset: QuerySet[Contact]) -> QuerySet[Contact]:
+    """Load what list rows, cards and exports show in a fixed number of queries (owner, tags, stages)."""
+    return queryset.select_related("owner").prefetch_related(
+        Prefetch("tags", queryset=Tag.objects.order_by(Lower("name"))),
+        Prefetch(
+            "stage_memberships",
+            queryset=ContactStage.objects.select_related("stage", "pipeline").order_by("pipeline__position", "pipeline_id"),
+        ),
+    )
+
+
+# --- Contact page: timeline and field provenance (issue 5) -----------------------------
+
+
+@dataclass
+class TimelineItem:
+    """One entry of a contact's timeline; ``kind`` picks the template ``contacts/timeline/<kind>.html``."""
+
+    kind: str
+    at: dt.datetime
+    obj: Any
+
+    @property
+    def template(self) -> str:
+        return f"contacts/timeline/{self.kind}.html"
+
+
+TimelineSource = Callable[[Contact, int, "dt.datetime | None"], Iterable[TimelineItem]]
+TIMELINE_SOURCES: list[TimelineSource] = []
+# History actions that another source already shows as its own item.
+TIMELINE_HISTORY_SHOWN_ELSEWHERE: set[str] = {
+    HistoryEntry.Action.NOTE_ADDED,
+    HistoryEntry.Action.FILE_ADDED,
+    HistoryEntry.Action.TASK_CREATED,
+    HistoryEntry.Action.TASK_COMPLETED,
+    HistoryEntry.Action.TASK_REOPENED,
+    HistoryEntry.Action.CONVERSATION,
+}
+
+
+def register_timeline_source(source: TimelineSource, *, replaces_history_actions: Iterable[str] = ()) -> TimelineSource:
+    """Add one more kind to every contact timeline (one query per source, newest ``limit`` rows).
+
+    ``source(contact, limit, before)`` returns TimelineItems newer-first; history entries with
+    ``replaces_history_actions`` are then left out so an event is not shown twice.
+    """
+    if source not in TIMELINE_SOURCES:
+        TIMELINE_SOURCES.append(source)
+    TIMELINE_HISTORY_SHOWN_ELSEWHERE.update(replaces_history_actions)
+    return source
+
+
+def _before(queryset: QuerySet, field: str, before: dt.datetime | None) -> QuerySet:
+    return queryset.filter(**{f"{field}__lt": before}) if before is not None else queryset
+
+
+def _notes_source(contact: Contact, limit: int, before: dt.datetime | None) -> list[TimelineItem]:
+    notes = _before(Note.objects.filter(contact=contact), "created_at", before)
+    notes = notes.select_related("author", "agent").order_by("-created_at", "-id")[:limit]
+    return [TimelineItem("note", n.created_at, n) for n in notes]
+
+
+def _conversations_source(contact: Contact, limit: int, before: dt.datetime | None) -> list[TimelineItem]:
+    from conversations.models import Conversation, Message
+
+    conversations = _before(Conversation.objects.filter(contact=contact), "started_at", before)
+    conversations = (
+        conversations.select_related("agent")
+        .prefetch_related(Prefetch("messages", queryset=Message.objects.order_by("sent_at", "id")))
+        .order_by("-started_at", "-id")[:limit]
+    )
+    return [TimelineItem("conversation", c.started_at, c) for c in conversations]
+
+
+def _files_source(contact: Contact, limit: int, before: dt.datetime | None) -> list[TimelineItem]:
+    files = _before(ContactFile.objects.filter(contact=contact), "created_at", before)
+    files = files.select_related("uploaded_by", "agent").order_by("-created_at", "-id")[:limit]
+    return [TimelineItem("file", f.created_at, f) for f in files]
+
+
+def _tasks_source(contact: Contact, limit: int, before: dt.datetime | None) -> list[TimelineItem]:
+    tasks = _before(Task.objects.filter(contact=contact), "created_at", before)
+    tasks = tasks.select_related("assignee", "created_by", "agent").order_by("-created_at", "-id")[:limit]
+    return [TimelineItem("task", t.created_at, t) for t in tasks]
+
+
+def _history_source(contact: Contact, limit: int, before: dt.datetime | None) -> list[TimelineItem]:
+    entries = _before(HistoryEntry.objects.filter(contact=contact), "created_at", before)
+    entries = entries.exclude(action__in=list(TIMELINE_HISTORY_SHOWN_ELSEWHERE)).order_by("-created_at", "-id")[:limit]
+    return [TimelineItem("change", e.created_at, e) for e in entries]
+
+
+for _source in (_notes_source, _conversations_source, _files_source, _tasks_source, _history_source):
+    register_timeline_source(_source)
+
+
+def contact_timeline(contact: Contact, *, limit: int = 50, before: dt.datetime | None = None) -> list[TimelineItem]:
+    """Return the newest ``limit`` timeline items of every registered kind, merged newest first.
+
+    Each source asks for its own newest ``limit`` rows, so the merge is exact and the number
+    of queries depends on the number of sources, never on the number of rows.
+    """
+    items: list[TimelineItem] = []
+    for source in TIMELINE_SOURCES:
+        items.extend(source(contact, limit, before))
+    items.sort(key=lambda item: item.at, reverse=True)
+    return items[:limit]
+
+
+PROVENANCE_ACTIONS = (
+    HistoryEntry.Action.CREATED,
+    HistoryEntry.Action.UPDATED,
+    HistoryEntry.Action.CHANGE_APPROVED,
+    HistoryEntry.Action.IMPORTED,
+    HistoryEntry.Action.FORM_SUBMITTED,
+    HistoryEntry.Action.AUTOMATION,
+)
+
+
+def fields_provenance(contact: Contact, *, scan: int = 500) -> dict[str, HistoryEntry]:
+    """Return, per field ("email", "custom.budget", "owner"), the newest history entry that set it: one query."""
+    entries = (
+        HistoryEntry.objects.filter(contact=contact, action__in=PROVENANCE_ACTIONS)
+        .order_by("-created_at", "-id")[:scan]
+    )
+    found: dict[str, HistoryEntry] = {}
+    for entry in entries:
+        for key in entry.changes or {}:
+            found.setdefault(key, entry)
+    return found
+
+
+# --- Pipeline board and tasks (issue 5) ---------------------------------------------------
+
+BOARD_COLUMN_SIZE = 25
+
+
+def board_memberships(pipeline: Pipeline, *, user, owner: str = "", tag: Tag | None = None) -> QuerySet[ContactStage]:
+    """Return the pipeline's memberships (cards) the user may see, filtered by owner and tag."""
+    memberships = ContactStage.objects.filter(pipeline=pipeline)
+    if settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+        memberships = memberships.filter(contact__owner=user)
+    if owner == "none":
+        memberships = memberships.filter(contact__owner__isnull=True)
+    elif owner == "me":
+        memberships = memberships.filter(contact__owner=user)
+    elif owner.isdigit():
+        memberships = memberships.filter(contact__owner_id=int(owner))
+    if tag is not None:
+        memberships = memberships.filter(Exists(ContactTag.objects.filter(contact=OuterRef("contact_id"), tag=tag)))
+    return memberships
+
+
+def board_columns(pipeline: Pipeline, memberships: QuerySet[ContactStage]) -> tuple[list[Stage], dict[int, list], dict[int, int]]:
+    """Return (stages, first cards per stage, count per stage) in a fixed number of queries whatever the board's size."""
+    stages = list(pipeline.stages.order_by("position", "id"))
+    newest = [F("entered_at").desc(), F("id").desc()]
+    if connection.features.supports_slicing_ordering_in_compound and stages:
+        # Top N of each column through one UNION ALL of per-stage LIMIT queries: each walks the
+        # (stage, entered_at) index and stops after N rows, however large the column.
+        parts = [memberships.filter(stage=stage).order_by(*newest).values("id")[:BOARD_COLUMN_SIZE] for stage in stages]
+        ids = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+        first = memberships.filter(id__in=[row["id"] for row in ids])
+    else:
+        first = memberships.annotate(row=Window(RowNumber(), partition_by=[F("stage_id")], order_by=newest)).filter(
+            row__lte=BOARD_COLUMN_SIZE
+        )
+    first = first.select_related("contact", "contact__owner").order_by("stage_id", "-entered_at", "-id")
+    cards: dict[int, list] = {stage.pk: [] for stage in stages}
+    for membership in first:
+        cards.setdefault(membership.stage_id, []).append(membership)
+    counts = {
+        row["stage_id"]: row["n"] for row in memberships.order_by().values("stage_id").annotate(n=Count("contact_id"))
+    }
+    return stages, cards, counts
+
+
+def board_column_page(memberships: QuerySet[ContactStage], stage: Stage, *, after: str = "") -> KeysetPage:
+    """Return the next cards of one column (newest in stage first) after a cursor."""
+    return keyset_page(
+        memberships.filter(stage=stage).select_related("contact", "contact__owner"),
+        sort_expr=F("entered_at"), descending=True, nullable=False, after=after, size=BOARD_COLUMN_SIZE,
+    )
+
+
+def tasks_for(user, *, assignee=None, everyone: bool = False) -> QuerySet[Task]:
+    """Return open tasks of ``assignee`` (or of everyone) on contacts ``user`` may see, soonest due first."""
+    tasks = Task.objects.filter(status=Task.Status.OPEN).select_related("contact", "assignee")
+    if not everyone:
+        tasks = tasks.filter(assignee=assignee or user)
+    if settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+        tasks = tasks.filter(Q(contact__owner=user) | Q(assignee=user))
+    return tasks.order_by("due_at", "id")

@@ -39,6 +39,7 @@ from contacts.models import (
     Note,
     Pipeline,
     PossibleDuplicate,
+    SavedView,
     Source,
     Stage,
     StageChange,
@@ -1339,3 +1340,70 @@ def intake_completeness(
     parts = {"fields": fields, "note": note is not None, "tags": has_tags, "stage": has_stage, "task": task is not None}
     parts["clean"] = all(parts.values())
     return parts
+
+
+# --- Saved views and bulk actions of the web UI (issue 5) ------------------------------
+
+BULK_ACTION_LIMIT = 5_000
+BULK_ACTIONS = ("assign_owner", "add_tag", "remove_tag", "move_stage")
+
+
+@transaction.atomic
+def save_view(*, owner, name: str, query: str, shared: bool = False) -> SavedView:
+    """Save (or overwrite, by name) one of ``owner``'s contact-list views."""
+    name = (name or "").strip()
+    errors: list[FieldError] = []
+    if not name:
+        errors.append(FieldError("name", "required", "Give the view a name."))
+    elif len(name) > 80:
+        errors.append(FieldError("name", "invalid_value", "At most 80 characters."))
+    if len(query or "") > 4000:
+        errors.append(FieldError("query", "invalid_value", "Too many filters to save."))
+    if errors:
+        raise InputRejected(errors)
+    view = SavedView.objects.select_for_update().filter(owner=owner, name__iexact=name).first()
+    if view is None:
+        return SavedView.objects.create(owner=owner, name=name, query=query or "", shared=shared)
+    view.query, view.shared = query or "", shared
+    view.save(update_fields=["query", "shared", "updated_at"])
+    return view
+
+
+@transaction.atomic
+def delete_saved_view(*, view: SavedView, user) -> None:
+    """Delete a saved view; only its owner (or a superuser) may."""
+    if view.owner_id != user.pk and not user.is_superuser:
+        raise InputRejected([FieldError("view", "forbidden", "Only the owner can delete this view.")])
+    view.delete()
+
+
+@transaction.atomic
+def bulk_apply(*, contacts: Iterable[Contact], action: str, value: Any, actor: Actor, source: str) -> int:
+    """Apply one action to many contacts through the single-contact services, all or nothing; return how many changed."""
+    _check_source(source)
+    if action not in BULK_ACTIONS:
+        raise InputRejected([FieldError("action", "invalid_value", "Unknown bulk action.", list(BULK_ACTIONS))])
+    targets = list(contacts)
+    if len(targets) > BULK_ACTION_LIMIT:
+        raise InputRejected([FieldError(
+            "contacts", "too_many", f"{len(targets):,} contacts selected; a bulk action takes at most {BULK_ACTION_LIMIT:,}. Narrow the filter."
+        )])
+    changed = 0
+    if action == "assign_owner":
+        owner = resolve_user(value) if value not in (None, "", "none") else None
+        for contact in targets:
+            changed += assign_owner(contact=contact, owner=owner, actor=actor, source=source)
+    elif action in ("add_tag", "remove_tag"):
+        tag = resolve_tags([value] if value else [""], field_name="tag")[0]
+        for contact in targets:
+            if action == "add_tag":
+                changed += bool(add_tags(contact=contact, tags=[tag.name], actor=actor, source=source))
+            else:
+                changed += remove_tag(contact=contact, tag=tag, actor=actor, source=source)
+    else:
+        stage = Stage.objects.select_related("pipeline").filter(pk=value).first() if str(value or "").isdigit() else None
+        if stage is None:
+            raise InputRejected([FieldError("stage", "unknown_stage", "Choose a stage.")])
+        for contact in targets:
+            changed += move_to_stage(contact=contact, pipeline=stage.pipeline, stage=stage, actor=actor, source=source).changed
+    return changed

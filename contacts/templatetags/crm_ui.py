@@ -21,3 +21,60 @@ def get_item(mapping, key):
         return mapping.get(key)
     except AttributeError:
         return None
+
+
+@register.filter
+def getlist(querydict, key):
+    """Return every value of ``key`` in a QueryDict (``params|getlist:'tag'``)."""
+    return querydict.getlist(key) if hasattr(querydict, "getlist") else []
+
+
+@register.filter
+def filesize(value) -> str:
+    """Return a byte count as "10 MB" / "512 KB"."""
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        return ""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" or size >= 10 else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+@register.filter
+def days_since(value, now) -> int:
+    """Return whole days between ``value`` and ``now`` (days in stage on the board)."""
+    if not value or not now:
+        return 0
+    return max((now - value).days, 0)
+
+
+@register.filter
+def rich_text(value) -> str:
+    """Render a note body: sanitized again at display time, so a row written around the services is still safe."""
+    from django.utils.safestring import mark_safe
+
+    from contacts.sanitize import clean_rich_text
+
+    return mark_safe(clean_rich_text(value or ""))
+
+
+@register.filter
+def change_rows(changes) -> list[tuple[str, object, object]]:
+    """Return history ``changes`` as (field, before, after) rows for display."""
+    rows = []
+    for field, pair in (changes or {}).items():
+        before, after = (pair + [None, None])[:2] if isinstance(pair, list) else (None, pair)
+        label = field.replace("custom.", "").replace("_", " ")
+        rows.append((label, _shown(before), _shown(after)))
+    return rows
+
+
+def _shown(value) -> str:
+    if value in (None, "", []):
+        return ""
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)

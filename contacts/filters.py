@@ -1,0 +1,208 @@
+"""Filters, columns and sort keys of the contact list (django-filter), shared by the list, bulk actions and export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import django_filters
+from django import forms
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import Exists, F, FloatField, OuterRef, QuerySet, Subquery
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.functions import Cast, Lower
+
+from contacts.models import Contact, ContactStage, ContactTag, CustomField, Source, Stage, Tag
+from contacts.selectors import search_contacts
+
+CUSTOM_PREFIX = "cf."
+FILTERABLE_CUSTOM_TYPES = (CustomField.Type.SINGLE_CHOICE, CustomField.Type.MULTIPLE_CHOICE, CustomField.Type.BOOLEAN)
+
+
+# --- Columns ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    sort_expr: Any = None  # None: not sortable
+    nullable: bool = False
+    custom: CustomField | None = None
+
+
+STANDARD_COLUMNS: tuple[Column, ...] = (
+    Column("name", "Name", Lower("name")),
+    Column("phone", "Phone", F("phone_e164")),
+    Column("email", "Email", F("email_normalized")),
+    Column("company", "Company", Lower("company")),
+    Column("position", "Position", Lower("position")),
+    Column("city", "City", Lower("city")),
+    Column("state", "State", Lower("state")),
+    Column("country", "Country", Lower("country")),
+    Column("tags", "Tags", None, True),  # sort expression built per query (subquery)
+    Column("stage", "Stage", None, True),
+    Column("owner", "Owner", F("owner__username"), True),
+    Column("source", "Source", F("source")),
+    Column("created", "Created", F("created_at")),
+    Column("updated", "Updated", F("updated_at")),
+    Column("last_activity", "Last activity", F("last_activity_at"), True),
+)
+DEFAULT_COLUMNS: tuple[str, ...] = ("name", "phone", "email", "company", "tags", "stage", "owner", "source", "last_activity")
+DEFAULT_SORT = "-created"
+
+
+def available_columns(definitions: list[CustomField]) -> dict[str, Column]:
+    """Return every column the user may pick, standard first, then custom fields in display order."""
+    columns = {c.key: c for c in STANDARD_COLUMNS}
+    for definition in definitions:
+        key = CUSTOM_PREFIX + definition.key
+        columns[key] = Column(key, definition.label, None, True, definition)
+    return columns
+
+
+def chosen_columns(requested: list[str], columns: dict[str, Column]) -> list[Column]:
+    keys = [k for k in requested if k in columns] or [k for k in DEFAULT_COLUMNS if k in columns]
+    if "name" in keys:
+        keys.remove("name")
+    return [columns["name"], *(columns[k] for k in dict.fromkeys(keys))]
+
+
+def sort_expression(column: Column):
+    """Return the ORDER BY expression of a column (subqueries for tags and stage, typed JSON for custom fields)."""
+    if column.key == "tags":
+        return Subquery(
+            ContactTag.objects.filter(contact=OuterRef("pk")).order_by(Lower("tag__name")).values("tag__name")[:1]
+        )
+    if column.key == "stage":
+        return Subquery(
+            ContactStage.objects.filter(contact=OuterRef("pk"))
+            .order_by("pipeline__position", "pipeline_id")
+            .values("stage__position")[:1]
+        )
+    if column.custom is not None:
+        if column.custom.type in (CustomField.Type.NUMBER, CustomField.Type.DECIMAL):
+            return Cast(KeyTextTransform(column.custom.key, "custom"), FloatField())
+        return KeyTextTransform(column.custom.key, "custom")
+    return column.sort_expr
+
+
+def parse_sort(raw: str, columns: dict[str, Column]) -> tuple[Column, bool, str]:
+    """Return (column, descending, normalized sort string); unknown sorts fall back to newest first."""
+    text = (raw or "").strip()
+    descending = text.startswith("-")
+    key = text.lstrip("-")
+    if key not in columns:
+        key, descending = DEFAULT_SORT.lstrip("-"), True
+    return columns[key], descending, ("-" if descending else "") + key
+
+
+# --- FilterSet ------------------------------------------------------------------------
+
+
+class _UserChoice(forms.ModelChoiceField):
+    def label_from_instance(self, obj) -> str:
+        return obj.get_full_name() or obj.get_username()
+
+
+class ContactFilter(django_filters.FilterSet):
+    """The contact list's filters. Custom choice and yes/no fields get a filter each (``cf_<key>``)."""
+
+    q = django_filters.CharFilter(method="filter_search", label="Search")
+    source = django_filters.MultipleChoiceFilter(choices=Source.choices, label="Source")
+    owner = django_filters.CharFilter(method="filter_owner", label="Owner")
+    tag = django_filters.ModelMultipleChoiceFilter(
+        queryset=Tag.objects.order_by(Lower("name")), method="filter_tag", label="Tag"
+    )
+    stage = django_filters.ModelChoiceFilter(
+        queryset=Stage.objects.select_related("pipeline").order_by("pipeline__position", "pipeline_id", "position"),
+        method="filter_stage",
+        label="Stage",
+    )
+    created = django_filters.DateFromToRangeFilter(field_name="created_at", label="Created")
+    updated = django_filters.DateFromToRangeFilter(field_name="updated_at", label="Updated")
+    no_phone_or_email = django_filters.BooleanFilter(
+        method="filter_unreachable", label="Has no phone and no email", widget=forms.CheckboxInput
+    )
+
+    class Meta:
+        model = Contact
+        fields: list[str] = []
+
+    def __init__(self, data=None, queryset=None, *, request=None, prefix=None, custom_fields=None):
+        super().__init__(data, queryset, request=request, prefix=prefix)
+        self.custom_fields = [f for f in (custom_fields or []) if f.type in FILTERABLE_CUSTOM_TYPES]
+        for definition in self.custom_fields:
+            name = f"cf_{definition.key}"
+            if definition.type == CustomField.Type.BOOLEAN:
+                choices = [("true", "Yes"), ("false", "No")]
+            else:
+                choices = [(str(c), str(c)) for c in definition.choices or []]
+            self.filters[name] = django_filters.ChoiceFilter(
+                choices=choices, label=definition.label, method=self._custom_method(definition)
+            )
+        self.owner_choices = list(
+            get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username")
+        )
+
+    def filter_search(self, queryset: QuerySet[Contact], name: str, value: str) -> QuerySet[Contact]:
+        return search_contacts(queryset, value)
+
+    def filter_owner(self, queryset: QuerySet[Contact], name: str, value: str) -> QuerySet[Contact]:
+        if value == "none":
+            return queryset.filter(owner__isnull=True)
+        if value == "me" and self.request is not None:
+            return queryset.filter(owner=self.request.user)
+        if value.isdigit():
+            return queryset.filter(owner_id=int(value))
+        return queryset
+
+    def filter_tag(self, queryset: QuerySet[Contact], name: str, value) -> QuerySet[Contact]:
+        if not value:
+            return queryset
+        # EXISTS rather than a join: no duplicate rows, and the planner can stop at the first match.
+        return queryset.filter(
+            Exists(ContactTag.objects.filter(contact=OuterRef("pk"), tag__in=[t.pk for t in value]))
+        )
+
+    def filter_stage(self, queryset: QuerySet[Contact], name: str, value: Stage | None) -> QuerySet[Contact]:
+        if value is None:
+            return queryset
+        return queryset.filter(Exists(ContactStage.objects.filter(contact=OuterRef("pk"), stage_id=value.pk)))
+
+    def filter_unreachable(self, queryset: QuerySet[Contact], name: str, value: bool | None) -> QuerySet[Contact]:
+        if not value:
+            return queryset
+        return queryset.filter(phone_e164="", email_normalized="", phone="", email="")
+
+    @staticmethod
+    def _custom_method(definition: CustomField):
+        def method(queryset: QuerySet[Contact], name: str, value: str) -> QuerySet[Contact]:
+            if value in (None, ""):
+                return queryset
+            return filter_custom_value(queryset, definition, value)
+
+        return method
+
+
+def filter_custom_value(queryset: QuerySet[Contact], definition: CustomField, value: str) -> QuerySet[Contact]:
+    """Filter on one custom field value; on PostgreSQL through JSON containment, which the GIN index serves."""
+    if definition.type == CustomField.Type.BOOLEAN:
+        wanted: Any = value == "true"
+    else:
+        wanted = value
+    if connection.vendor == "postgresql":
+        stored = [wanted] if definition.type == CustomField.Type.MULTIPLE_CHOICE else wanted
+        return queryset.filter(custom__contains={definition.key: stored})
+    if definition.type == CustomField.Type.MULTIPLE_CHOICE:
+        # SQLite has no JSON containment; match the quoted choice inside the stored JSON array text.
+        return queryset.alias(_cf=KeyTextTransform(definition.key, "custom")).filter(_cf__contains=f'"{wanted}"')
+    return queryset.alias(_cf=KeyTransform(definition.key, "custom")).filter(_cf=wanted)
+
+
+def filter_is_active(params) -> bool:
+    """Return whether any filter parameter (not columns, sort or paging) is set."""
+    ignored = {"cols", "sort", "after", "before", "view", "page_size"}
+    return any(key not in ignored and any(v.strip() for v in params.getlist(key)) for key in params)
+
