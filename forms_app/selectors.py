@@ -97,3 +97,14 @@ def contact_summary(contact: Contact) -> dict:
         "tags": list(contact.tags.order_by("name")),
         "stages": list(contact.stage_memberships.select_related("stage", "pipeline").order_by("pipeline__position")),
     }
+
+
+def submissions_timeline_source(contact: Contact, limit: int, before=None):
+    """Timeline source: the contact's newest ``limit`` submissions (one query)."""
+    from contacts.selectors import TimelineItem
+
+    submissions = Submission.objects.filter(contact=contact)
+    if before is not None:
+        submissions = submissions.filter(created_at__lt=before)
+    submissions = submissions.select_related("form", "version").order_by("-created_at", "-id")[:limit]
+    return [TimelineItem("form_submission", s.created_at, s) for s in submissions]
