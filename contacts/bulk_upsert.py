@@ -142,4 +142,6 @@ def _insert_fresh(fresh, *, actor: Actor, source: str) -> list[services.UpsertRe
     if links:
         ContactTag.objects.bulk_create(links)
     HistoryEntry.objects.bulk_create(entries)
+    for result in results:
+        services.announce_created(result.contact, tags_added=result.tags_added, actor=actor, source=source)
     return results

@@ -545,11 +545,20 @@ def _create_contact(*, cleaned: CleanContactInput, actor: Actor, source: str, co
                      conversation=conversation)
         )
     _save_history(entries)
-    run_rules(trigger="contact_created", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
-    if result.tags_added:
-        run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
-    emit_event(event="contact.created", payload=lambda: payloads.contact_event(contact))
+    announce_created(contact, tags_added=result.tags_added, actor=actor, source=source)
     return result
+
+
+def announce_created(contact: Contact, *, tags_added: list[str], actor: Actor, source: str) -> None:
+    """Run "contact created" (and "tag added") rules and queue contact.created.
+
+    Every path that creates contacts calls this, the bulk ones per created contact,
+    so rules and webhooks behave the same whatever the source.
+    """
+    run_rules(trigger="contact_created", contact=contact, actor=actor, source=source, context={"tags": tags_added})
+    if tags_added:
+        run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": tags_added})
+    emit_event(event="contact.created", payload=lambda: payloads.contact_event(contact))
 
 
 def _apply_changes(

@@ -299,3 +299,20 @@ def test_fast_contact_record_matches_the_documented_serializer(bot, full_bot, ta
     contact = Contact.objects.get()
     for visible in (False, True):
         assert contact_record(contact, identity_visible=visible) == ContactOutput(contact, context={"identity_visible": visible}).data
+
+
+def test_batch_upsert_runs_contact_created_rules_for_each_new_contact(bot, settings):
+    from automations import webhooks
+    from automations.models import Trigger, WebhookDelivery
+    from tests.automations.factories import RuleFactory
+
+    settings.CRM_WEBHOOK_QUEUE_ON_COMMIT = False
+    owner = UserFactory(username="closer")
+    RuleFactory(trigger=Trigger.CONTACT_CREATED, assign_mode="fixed", assign_user=owner)
+    webhooks.create_endpoint(url="http://127.0.0.1:9/hook", events=["contact.created"])
+    response = bot.post("contacts/batch-upsert", {"contacts": [
+        {"name": "A", "phone": "+15615550151"}, {"name": "B", "email": "b@example.com"},
+    ]})
+    assert [r["status"] for r in response.json()["results"]] == [201, 201]
+    assert set(Contact.objects.values_list("owner__username", flat=True)) == {"closer"}
+    assert WebhookDelivery.objects.filter(event="contact.created").count() == 2
