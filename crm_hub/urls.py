@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.static import serve
 
 admin.site.site_header = "CRM Hub administration"
@@ -8,6 +8,7 @@ admin.site.site_title = "CRM Hub admin"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("imports/", include("contacts.importing.urls")),  # issue 7: import progress page
 ]
 
 if settings.DEBUG:

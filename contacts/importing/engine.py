@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import logging
 import multiprocessing
 import time
@@ -141,7 +142,8 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
         values.setdefault("name", f"{first} {last}".strip()[: MAX_LENGTHS["name"]])
     if not errors and not (values.get("name") or phone_e164 or email_normalized):
         errors.append("name: give at least a name, a phone or an email")
-    return (line, cells, values, phone_e164, phone_extension, email_normalized, custom, tag_ids, errors)
+    # Cells travel back (between processes, too) only when the error file needs them.
+    return (line, cells if errors else [], values, phone_e164, phone_extension, email_normalized, custom, tag_ids, errors)
 
 
 _worker_ctx: CleanContext | None = None
@@ -274,7 +276,9 @@ def _state_of(row: dict[str, Any]) -> dict[str, Any]:
     state["birthday"] = state["birthday"] or ""
     for key in KEY_FIELDS:
         state[key] = row[key]
-    state["custom"] = dict(row["custom"] or {})
+    custom = row["custom"]
+    # Django loads jsonb itself, so a raw psycopg cursor on its connection hands back text.
+    state["custom"] = json.loads(custom) if isinstance(custom, str) else dict(custom or {})
     return state
 
 
@@ -288,8 +292,23 @@ def _empty_state() -> dict[str, Any]:
 def _merge(target: Target, row: Prepared, tag_names: dict[int, str]) -> dict[str, list[Any]]:
     """Apply one cleaned row to ``target``; return this row's diff."""
     _line, _cells, values, phone_e164, phone_ext, email_norm, custom, tag_ids, _errors = row
-    diff: dict[str, list[Any]] = {}
     state = target.state
+    if target.is_new and not target.changes:
+        # First row of a new contact: everything is new, no before-values to keep (the hot path).
+        state.update(values)
+        state["phone_e164"], state["phone_extension"], state["email_normalized"] = phone_e164, phone_ext, email_norm
+        custom = {k: v for k, v in custom.items() if v is not None}
+        state["custom"] = custom
+        diff = {k: ["", v] for k, v in values.items()}
+        diff.update({f"custom.{k}": [None, v] for k, v in custom.items()})
+        target.changes = {k: list(v) for k, v in diff.items()}
+        target.changes.update({"phone_e164": ["", phone_e164], "phone_extension": ["", phone_ext], "email_normalized": ["", email_norm]})
+        if tag_ids:
+            target.tags.update(tag_ids)
+            target.tags_added.extend(tag_ids)
+            diff["tags"] = [[], [tag_names[t] for t in tag_ids]]
+        return diff
+    diff: dict[str, list[Any]] = {}
     for key, new in values.items():
         if key == "phone":
             if (state["phone_e164"], state["phone_extension"]) == (phone_e164, phone_ext):

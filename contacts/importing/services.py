@@ -98,29 +98,35 @@ def preview_import(*, job: ImportJob, mapping: dict[str, str], mode: str, actor:
     return Preview(result=result, rows=shown, limited=job.rows_total > PREVIEW_ROWS)
 
 
-def confirm_import(*, job: ImportJob, mapping: dict[str, str], mode: str, actor: Actor) -> ImportJob:
-    """Fix the mapping and mode, remember the mapping for these headers, and start the import."""
+def confirm_import(
+    *, job: ImportJob, mapping: dict[str, str], mode: str, actor: Actor, inline: bool = False, on_progress=None
+) -> ImportJob:
+    """Fix the mapping and mode, remember the mapping for these headers, and start the import.
+
+    Big files go to Celery after commit; ``inline`` runs it in this process
+    whatever its size (the management command, with its own progress bar).
+    """
     if job.status != ImportJob.Status.DRAFT:
         raise _reject("status", "invalid_state", f"Import #{job.pk} was already started.")
     if mode not in ImportJob.Mode.values:
         raise _reject("mode", "invalid_value", "Unknown import mode.", list(ImportJob.Mode.values))
     headers = read_headers(job)
     mapping_mod.validate_mapping(mapping, headers)
+    background = job.background and not inline
     with transaction.atomic():
         mapping_mod.remember_mapping(headers, mapping)
-        job.mapping, job.mode, job.status = mapping, mode, ImportJob.Status.QUEUED
-        job.save(update_fields=["mapping", "mode", "status"])
-        if job.background:
+        job.mapping, job.mode, job.status, job.background = mapping, mode, ImportJob.Status.QUEUED, background
+        job.save(update_fields=["mapping", "mode", "status", "background"])
+        if background:
             from contacts.importing.tasks import run_import_job
 
             run_import_job.delay_on_commit(job.pk)
-    if not job.background:
-        run_job(job_id=job.pk)
-        job.refresh_from_db()
+    if not background:
+        job = run_job(job_id=job.pk, on_progress=on_progress)
     return job
 
 
-def run_job(*, job_id: int) -> ImportJob:
+def run_job(*, job_id: int, on_progress=None) -> ImportJob:
     """Run a queued import to the end (or until cancelled), recording progress after every batch."""
     started = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
         status=ImportJob.Status.RUNNING, started_at=timezone.now()
@@ -133,6 +139,8 @@ def run_job(*, job_id: int) -> ImportJob:
     actor = Actor.for_user(job.created_by) if job.created_by else Actor.for_system(f"import #{job.pk}")
 
     def progress(result: ImportResult) -> bool:
+        if on_progress is not None:
+            on_progress(result, job)
         # Filtering on RUNNING makes the progress write double as the cancel check:
         # once staff asked to cancel, it matches no row.
         return bool(

@@ -20,6 +20,7 @@ from crm_hub.actors import Actor
 
 FETCH_FIELDS = ("id", *STANDARD_FIELDS, "phone_e164", "phone_extension", "email_normalized", "custom")
 WRITE_FIELDS = (*STANDARD_FIELDS, "phone_e164", "phone_extension", "email_normalized")
+TEXT_FIELDS = tuple(f for f in WRITE_FIELDS if f != "birthday")
 
 
 def _birthday(value: str) -> dt.date | None:
@@ -94,82 +95,99 @@ class OrmWriter:
 
 
 class PostgresWriter(OrmWriter):
-    """Same queries as OrmWriter, written as INSERT/UPDATE ... FROM unnest(arrays) on PostgreSQL."""
+    """Same queries as OrmWriter, as COPY and set-based SQL on the raw psycopg connection.
+
+    Django's psycopg cursor binds parameters client-side (quoting every array
+    element in Python); a plain psycopg cursor binds them server-side and COPY
+    streams rows through psycopg's C encoder. Both share Django's connection,
+    so the caller's ``transaction.atomic`` still covers them.
+    """
 
     def __init__(self, connection):
-        self.connection = connection
+        connection.ensure_connection()
+        self.raw = connection.connection
 
-    def _columns(self, states: list[dict[str, Any]]) -> list[list[Any]]:
-        columns = [[s[f] for s in states] for f in WRITE_FIELDS if f != "birthday"]
-        columns.append([_birthday(s["birthday"]) for s in states])
-        columns.append([json.dumps(s["custom"]) for s in states])
-        return columns
+    def fetch_existing(self, phones: set[str], emails: set[str]) -> list[dict[str, Any]]:
+        if not phones and not emails:
+            return []
+        sql = (
+            f"SELECT {', '.join(FETCH_FIELDS)} FROM contacts_contact "
+            # Repeating the partial indexes' condition lets PostgreSQL use them.
+            "WHERE (phone_e164 = ANY(%s) AND NOT (phone_e164 = '')) "
+            "OR (email_normalized = ANY(%s) AND NOT (email_normalized = ''))"
+        )
+        with self.raw.cursor() as cursor:
+            cursor.execute(sql, [list(phones), list(emails)])
+            return [dict(zip(FETCH_FIELDS, row)) for row in cursor.fetchall()]
 
-    def _text_fields(self) -> list[str]:
-        return [f for f in WRITE_FIELDS if f != "birthday"]
+    def fetch_tags(self, contact_ids: list[int]) -> list[tuple[int, int]]:
+        with self.raw.cursor() as cursor:
+            cursor.execute("SELECT contact_id, tag_id FROM contacts_contacttag WHERE contact_id = ANY(%s)", [contact_ids])
+            return cursor.fetchall()
+
+    def _row(self, s: dict[str, Any]) -> list[Any]:
+        return [*(s[f] for f in TEXT_FIELDS), s["birthday"] or None, json.dumps(s["custom"])]
 
     def insert_contacts(self, states: list[dict[str, Any]], *, now: dt.datetime) -> list[int]:
-        text = self._text_fields()
-        names = [*text, "birthday", "custom"]
-        arrays = ", ".join(["%s::text[]"] * len(text) + ["%s::date[]", "%s::jsonb[]"])
-        sql = (
-            f"INSERT INTO contacts_contact ({', '.join(names)}, source, created_at, updated_at, last_activity_at) "
-            f"SELECT u.*, %s, %s, %s, %s FROM unnest({arrays}) AS u({', '.join(names)}) RETURNING id"
-        )
-        with self.connection.cursor() as cursor:
-            cursor.execute(sql, [Source.IMPORT, now, now, now, *self._columns(states)])
-            # INSERT ... SELECT keeps the order of unnest; Django's bulk_create relies on the same.
-            return [row[0] for row in cursor.fetchall()]
+        with self.raw.cursor() as cursor:
+            # Take the ids first so the rows can go in by COPY (which returns nothing).
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence('contacts_contact', 'id')) FROM generate_series(1, %s)",
+                [len(states)],
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+            columns = ", ".join(["id", *TEXT_FIELDS, "birthday", "custom", "source", "created_at", "updated_at", "last_activity_at"])
+            with cursor.copy(f"COPY contacts_contact ({columns}) FROM STDIN") as copy:
+                for contact_id, s in zip(ids, states):
+                    copy.write_row([contact_id, *self._row(s), Source.IMPORT, now, now, now])
+        return ids
 
     def update_contacts(self, rows: list[tuple[int, dict[str, Any]]], *, now: dt.datetime) -> None:
-        text = self._text_fields()
-        names = [*text, "birthday", "custom"]
-        arrays = ", ".join(["%s::bigint[]", *["%s::text[]"] * len(text), "%s::date[]", "%s::jsonb[]"])
-        sets = ", ".join(f"{n} = u.{n}" for n in names)
-        sql = (
-            f"UPDATE contacts_contact AS c SET {sets}, updated_at = %s, last_activity_at = %s "
-            f"FROM unnest({arrays}) AS u(id, {', '.join(names)}) WHERE c.id = u.id"
-        )
-        with self.connection.cursor() as cursor:
-            cursor.execute(sql, [now, now, [r[0] for r in rows], *self._columns([r[1] for r in rows])])
+        names = [*TEXT_FIELDS, "birthday", "custom"]
+        with self.raw.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS import_contact_update "
+                f"(id bigint, {', '.join(f + ' text' for f in TEXT_FIELDS)}, birthday date, custom jsonb) "
+                "ON COMMIT DELETE ROWS"
+            )
+            cursor.execute("DELETE FROM import_contact_update")
+            with cursor.copy(f"COPY import_contact_update (id, {', '.join(names)}) FROM STDIN") as copy:
+                for contact_id, s in rows:
+                    copy.write_row([contact_id, *self._row(s)])
+            sets = ", ".join(f"{n} = u.{n}" for n in names)
+            cursor.execute(
+                f"UPDATE contacts_contact AS c SET {sets}, updated_at = %s, last_activity_at = %s "
+                "FROM import_contact_update AS u WHERE c.id = u.id",
+                [now, now],
+            )
 
     def insert_contact_tags(self, pairs: list[tuple[int, int]], *, now: dt.datetime) -> None:
-        with self.connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO contacts_contacttag (contact_id, tag_id, added_at) "
-                "SELECT c, t, %s FROM unnest(%s::bigint[], %s::bigint[]) AS u(c, t) ON CONFLICT DO NOTHING",
-                [now, [p[0] for p in pairs], [p[1] for p in pairs]],
-            )
+        with self.raw.cursor() as cursor:
+            # The batch already knows each contact's tags, so these pairs are new: COPY, no conflict check.
+            with cursor.copy("COPY contacts_contacttag (contact_id, tag_id, added_at) FROM STDIN") as copy:
+                for contact_id, tag_id in pairs:
+                    copy.write_row([contact_id, tag_id, now])
 
     def insert_changes(self, job_id: int, records: list[tuple[int, bool, dict, list[int]]]) -> None:
-        with self.connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO contacts_importchange (job_id, contact_id, created, before, tags_added) "
-                "SELECT %s, c, n, b, t FROM unnest(%s::bigint[], %s::boolean[], %s::jsonb[], %s::jsonb[]) AS u(c, n, b, t)",
-                [
-                    job_id,
-                    [r[0] for r in records],
-                    [r[1] for r in records],
-                    [json.dumps(r[2], default=str) for r in records],
-                    [json.dumps(r[3]) for r in records],
-                ],
-            )
+        with self.raw.cursor() as cursor:
+            with cursor.copy("COPY contacts_importchange (job_id, contact_id, created, before, tags_added) FROM STDIN") as copy:
+                for contact_id, created, before, tags in records:
+                    copy.write_row([job_id, contact_id, created, json.dumps(before, default=str), json.dumps(tags)])
 
     def insert_history(self, entries: list[tuple[int, dict, str]], *, actor: Actor, now: dt.datetime) -> None:
-        with self.connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO contacts_historyentry (contact_id, action, changes, summary, source, actor_user_id, "
-                "actor_agent_id, actor_label, created_at) "
-                "SELECT c, %s, ch, s, %s, %s, %s, %s, %s FROM unnest(%s::bigint[], %s::jsonb[], %s::text[]) AS u(c, ch, s)",
-                [
-                    HistoryEntry.Action.IMPORTED, Source.IMPORT,
-                    actor.user.pk if actor.user else None, actor.agent.pk if actor.agent else None,
-                    actor.label[:160], now,
-                    [e[0] for e in entries],
-                    [json.dumps(e[1], default=str) for e in entries],
-                    [e[2][:255] for e in entries],
-                ],
-            )
+        user_id = actor.user.pk if actor.user else None
+        agent_id = actor.agent.pk if actor.agent else None
+        label = actor.label[:160]
+        with self.raw.cursor() as cursor:
+            with cursor.copy(
+                "COPY contacts_historyentry (contact_id, action, changes, summary, source, actor_user_id, "
+                "actor_agent_id, actor_label, created_at) FROM STDIN"
+            ) as copy:
+                for contact_id, changes, summary in entries:
+                    copy.write_row([
+                        contact_id, HistoryEntry.Action.IMPORTED, json.dumps(changes, default=str), summary[:255],
+                        Source.IMPORT, user_id, agent_id, label, now,
+                    ])
 
 
 def writer_for(connection) -> OrmWriter:
