@@ -59,7 +59,7 @@ def _actor(request) -> Actor:
 class ContactImportExportAdmin(ExportMixin, ContactAdmin):
     resource_classes = [ContactExportResource]
     formats = [CSV, XLSX]
-    change_list_template = "admin/contacts/contact/change_list_import_export.html"
+    import_export_change_list_template = "admin/contacts/contact/change_list_import_export.html"
 
     def get_urls(self):
         view = self.admin_site.admin_view
