@@ -7,6 +7,7 @@ normalization, dedup and history as the API.
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
+from django.urls import reverse
 from django.utils.html import format_html
 
 from contacts import services
@@ -115,11 +116,19 @@ class ContactAdminForm(forms.ModelForm):
         cleaned = super().clean()
         data = {f: cleaned.get(f) for f in services.STANDARD_FIELDS if f in cleaned}
         try:
-            services.clean_contact_input(data, custom=cleaned.get("custom") or None, actor=Actor())
+            checked = services.clean_contact_input(data, custom=cleaned.get("custom") or None, actor=Actor())
         except InputRejected as exc:
             for error in exc.errors:
                 name = error.field.split(".")[0]
                 self.add_error(name if name in self.fields else None, error.message)
+            return cleaned
+        by_phone, by_email = services.find_contact_by_keys(
+            phone_e164=checked.phone_e164, email_normalized=checked.email_normalized
+        )
+        for name, other in (("phone", by_phone), ("email", by_email)):
+            if other is not None and other.pk != self.instance.pk:
+                url = reverse("admin:contacts_contact_change", args=[other.pk])
+                self.add_error(name, format_html('<a href="{}">{}</a> (#{}) already has this {}.', url, other, other.pk, name))
         return cleaned
 
 
@@ -170,8 +179,6 @@ class ContactAdmin(admin.ModelAdmin):
                     data=data, custom=form.cleaned_data.get("custom") or None, actor=actor, source=Source.MANUAL,
                     protected_changes="apply",
                 )
-                if not result.created:
-                    messages.warning(request, f"This person already exists (matched by {result.matched_by}); contact #{result.contact.pk} was updated instead.")
         except InputRejected as exc:
             # The form already passed model validation; a service refusal here is a
             # custom-field or dedup rule. Show it and keep nothing.

@@ -37,3 +37,37 @@ def field_provenance(contact: Contact, field_name: str) -> HistoryEntry | None:
     for entry in contact.history.filter(changes__has_key=field_name).order_by("-created_at", "-id")[:1]:
         return entry
     return None
+
+
+# --- Web UI: who sees what (issue 5) --------------------------------------------------
+
+ADMINS_GROUP = "Admins"
+
+
+def user_is_crm_admin(user) -> bool:
+    """Return whether ``user`` administers the CRM: a superuser or a member of the "Admins" group."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    cached = getattr(user, "_crm_is_admin", None)
+    if cached is None:
+        cached = user.groups.filter(name=ADMINS_GROUP).exists()
+        user._crm_is_admin = cached
+    return cached
+
+
+def visible_contacts(user) -> QuerySet[Contact]:
+    """Return the contacts ``user`` may see: all, or only their own for sales users when CRM_SALES_SEE_OWN_ONLY is on.
+
+    Every web page (list, contact page, export, board, tasks) starts from this queryset, so a
+    contact hidden here answers 404 everywhere.
+    """
+    from django.conf import settings
+
+    queryset = Contact.objects.all()
+    if user is None or not user.is_authenticated or not user.is_staff:
+        return queryset.none()
+    if settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+        queryset = queryset.filter(owner=user)
+    return queryset

@@ -1,7 +1,13 @@
 """Project-wide models: the agents that write over the API."""
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+
+rate_limit_validator = RegexValidator(
+    r"^[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)$",
+    "Write the rate as N/sec, N/min, N/hour or N/day, e.g. 600/min.",
+)
 
 
 class Agent(models.Model):
@@ -23,6 +29,7 @@ class Agent(models.Model):
     rate_limit = models.CharField(
         max_length=32,
         default="600/min",
+        validators=[rate_limit_validator],
         help_text="Requests allowed per token, as N/sec, N/min, N/hour or N/day.",
     )
     token_prefix = models.CharField(max_length=16, blank=True, help_text="First characters of the token, for recognising it.")

@@ -207,6 +207,11 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["crm_hub.api.auth.AgentTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["crm_hub.api.permissions.HasAgentScopes"],
+    "DEFAULT_THROTTLE_CLASSES": ["crm_hub.api.throttling.AgentRateThrottle"],
+    "EXCEPTION_HANDLER": "crm_hub.api.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "CRM Hub agent API",

@@ -1,7 +1,10 @@
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.static import serve
+
+from contacts import views as contacts_views
 
 admin.site.site_header = "CRM Hub administration"
 admin.site.site_title = "CRM Hub admin"
@@ -9,7 +12,16 @@ admin.site.site_title = "CRM Hub admin"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("imports/", include("contacts.importing.urls")),  # issue 7: import progress page
+    path("api/v1/", include("crm_hub.api.urls")),
+    # Web UI (issue 5): login/logout, contacts, pipeline board, tasks.
+    path("accounts/login/", contacts_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("contacts.urls")),
 ]
+
+handler403 = "contacts.views.error_403"
+handler404 = "contacts.views.error_404"
+handler500 = "contacts.views.error_500"
 
 if settings.DEBUG:
     urlpatterns += [path(f"{settings.MEDIA_URL.strip('/')}/<path:path>", serve, {"document_root": settings.MEDIA_ROOT})]

@@ -4,10 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBUG="${DEBUG:-1}"
 PORT="${PORT:-8000}"
-mkdir -p var/log
+VAR_DIR="${CRM_VAR_DIR:-var}"
+mkdir -p "$VAR_DIR/log"
 
 .venv/bin/celery -A crm_hub worker --beat --loglevel=INFO --concurrency=2 \
-  --schedule var/celerybeat-schedule >var/log/worker.log 2>&1 &
+  --schedule "$VAR_DIR/celerybeat-schedule" >"$VAR_DIR/log/worker.log" 2>&1 &
 WORKER_PID=$!
 
 stop() {
@@ -21,7 +22,7 @@ trap stop EXIT INT TERM
 
 sleep 1
 if ! kill -0 "$WORKER_PID" 2>/dev/null; then
-  echo "The Celery worker did not start; see var/log/worker.log" >&2
+  echo "The Celery worker did not start; see $VAR_DIR/log/worker.log" >&2
   exit 1
 fi
 
@@ -31,7 +32,7 @@ cat <<BANNER
   Django admin:          http://127.0.0.1:${PORT}/admin/
   Logins:                admin / crmhub-admin   (admin)
                          sales / crmhub-sales   (sales user)
-  Celery worker + beat:  pid ${WORKER_PID}, log in var/log/worker.log
+  Celery worker + beat:  pid ${WORKER_PID}, log in ${VAR_DIR}/log/worker.log
   Press Ctrl-C to stop both.
 
 BANNER

@@ -1,0 +1,64 @@
+"""Bearer-token authentication for agents: tokens are looked up by hash, never stored in clear."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from crm_hub.models import Agent
+from crm_hub.services import hash_token
+
+# Writing last_used_at on every call would add a write per request; once a minute is enough to see activity.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+class AgentUser:
+    """What ``request.user`` is for an agent call: authenticated, never staff."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+    is_superuser = False
+    is_active = True
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        self.pk = None
+        self.id = None
+
+    def __str__(self) -> str:
+        return f"agent:{self.agent.name}"
+
+    def get_username(self) -> str:
+        return f"agent:{self.agent.name}"
+
+
+class AgentTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        parts = header.split()
+        if parts[0].lower() != self.keyword.lower():
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Send the header as 'Authorization: Bearer <token>'.")
+        agent = (
+            Agent.objects.filter(token_hash=hash_token(parts[1]), is_active=True, revoked_at__isnull=True)
+            .only("id", "name", "scopes", "rate_limit", "is_active", "last_used_at", "revoked_at", "token_prefix")
+            .first()
+        )
+        if agent is None:
+            raise exceptions.AuthenticationFailed("The token is unknown, revoked, or its agent is inactive.")
+        now = timezone.now()
+        if agent.last_used_at is None or now - agent.last_used_at > LAST_USED_RESOLUTION:
+            Agent.objects.filter(pk=agent.pk).update(last_used_at=now)
+            agent.last_used_at = now
+        return AgentUser(agent), agent
+
+    def authenticate_header(self, request):
+        return self.keyword

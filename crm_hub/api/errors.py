@@ -1,0 +1,90 @@
+"""One error envelope for every 4xx: ``{"errors": [{"field", "code", "message", "allowed"?}]}``."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from crm_hub.api.permissions import MissingScope
+from crm_hub.errors import InputRejected
+
+# DRF's generic codes, renamed to the contract's vocabulary.
+CODE_NAMES = {
+    "invalid": "invalid_value",
+    "null": "required",
+    "blank": "required",
+    "max_length": "invalid_value",
+    "min_length": "invalid_value",
+    "max_value": "invalid_value",
+    "min_value": "invalid_value",
+    "invalid_choice": "invalid_value",
+    "not_a_list": "invalid_value",
+    "not_a_dict": "invalid_value",
+    "max_string_length": "invalid_value",
+    "date": "invalid_value",
+    "datetime": "invalid_value",
+    "does_not_exist": "invalid_value",
+    "incorrect_type": "invalid_value",
+    "empty": "required",
+    "unique": "already_exists",
+}
+
+
+def flatten_validation_error(detail, codes, prefix: str = "") -> list[dict]:
+    """Turn DRF's nested error dict/list into a flat list with dotted field paths."""
+    items: list[dict] = []
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = "" if key == "non_field_errors" else str(key)
+            path = f"{prefix}.{name}" if prefix and name else (prefix or name)
+            items += flatten_validation_error(value, codes.get(key) if isinstance(codes, dict) else codes, path)
+    elif isinstance(detail, list):
+        if all(isinstance(d, (str, exceptions.ErrorDetail)) for d in detail):
+            code_list = codes if isinstance(codes, list) else [codes] * len(detail)
+            for message, code in zip(detail, code_list):
+                items.append(_item(prefix, str(code or "invalid"), str(message)))
+        else:
+            code_list = codes if isinstance(codes, list) else [codes] * len(detail)
+            for index, (value, code) in enumerate(zip(detail, code_list)):
+                if value:
+                    items += flatten_validation_error(value, code, f"{prefix}.{index}" if prefix else str(index))
+    else:
+        items.append(_item(prefix, str(codes or "invalid"), str(detail)))
+    return items
+
+
+def _item(field: str, code: str, message: str) -> dict:
+    return {"field": field or None, "code": CODE_NAMES.get(code, code), "message": message}
+
+
+def error_response(errors: list[dict], status_code: int, headers: dict | None = None) -> Response:
+    return Response({"errors": errors}, status=status_code, headers=headers)
+
+
+def api_exception_handler(exc, context):
+    """Render every API error in the one envelope; 5xx are left to Django."""
+    if isinstance(exc, InputRejected):
+        return error_response(exc.as_list(), status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ValidationError):
+        return error_response(flatten_validation_error(exc.detail, exc.get_codes()), status.HTTP_400_BAD_REQUEST)
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    if isinstance(exc, MissingScope):
+        item = {"field": None, "code": "missing_scope", "message": str(exc.detail), "scope": exc.scope}
+    elif isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+        item = {"field": "authorization", "code": "not_authenticated", "message": str(exc.detail)}
+    elif isinstance(exc, exceptions.Throttled):
+        item = {"field": None, "code": "throttled", "message": f"Too many requests; retry in {exc.wait and int(exc.wait + 0.999)} s."}
+    else:
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
+        item = {"field": None, "code": code, "message": str(exc.detail)}
+    response.data = {"errors": [item]}
+    return response
