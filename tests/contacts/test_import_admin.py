@@ -76,6 +76,23 @@ def test_admin_import_needs_the_add_contact_permission(client):
     assert client.get(reverse("admin:contacts_contact_import_upload")).status_code == 403
 
 
+def test_web_ui_progress_page_shows_rows_rate_and_time_left(client, staff_user):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    job = ImportJob.objects.create(
+        file_name="big.csv", file="imports/big.csv", status="running", rows_total=1000, rows_done=250,
+        started_at=timezone.now() - dt.timedelta(seconds=10),
+    )
+    client.force_login(staff_user)
+    response = client.get(reverse("importing:progress", args=[job.pk]))
+    html = response.content.decode()
+    assert "base.html" in [t.name for t in response.templates]
+    assert "250 / 1000" in html and 'id="import-rate"' in html and 'id="import-left"' in html
+    assert reverse("importing:progress_json", args=[job.pk]) in html
+
+
 def test_progress_json_for_the_web_ui(client, staff_user):
     job = ImportJob.objects.create(file_name="a.csv", file="imports/a.csv", status="running", rows_total=100, rows_done=25)
     client.force_login(staff_user)
