@@ -366,6 +366,7 @@ class Engine:
 
     def _apply(self, batch: list[Prepared], result: ImportResult) -> list[RowOutcome]:
         writer = writer_for(connection)
+        writer.begin_batch()
         phones = {r[3] for r in batch if r[3] and not r[8]}
         emails = {r[5] for r in batch if r[5] and not r[8]}
         existing = writer.fetch_existing(phones, emails)
@@ -469,7 +470,7 @@ class Engine:
 
 
 def batch_size() -> int:
-    return getattr(settings, "CRM_IMPORT_BATCH_SIZE", 2000)
+    return getattr(settings, "CRM_IMPORT_BATCH_SIZE", 5000)
 
 
 def run_import(

@@ -28,6 +28,9 @@ def _birthday(value: str) -> dt.date | None:
 
 
 class OrmWriter:
+    def begin_batch(self) -> None:
+        pass
+
     def fetch_existing(self, phones: set[str], emails: set[str]) -> list[dict[str, Any]]:
         query = Q()
         if phones:
@@ -106,6 +109,13 @@ class PostgresWriter(OrmWriter):
     def __init__(self, connection):
         connection.ensure_connection()
         self.raw = connection.connection
+
+    def begin_batch(self) -> None:
+        # A batch's commit need not wait for its WAL flush: a crash can lose the
+        # last batches, but each one whole (contacts, history and undo log commit
+        # together), never half of one. It saves an fsync (up to ~80 ms here) per batch.
+        with self.raw.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
     def fetch_existing(self, phones: set[str], emails: set[str]) -> list[dict[str, Any]]:
         if not phones and not emails:
