@@ -138,6 +138,8 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
                 errors.append(f"{target}: at most {MAX_LENGTHS[target]} characters")
             else:
                 values[target] = text
+    if not any(cells):
+        return (line, [], {}, "", "", "", {}, [], [])  # a blank line: skipped, not an error
     if first or last:
         values.setdefault("name", f"{first} {last}".strip()[: MAX_LENGTHS["name"]])
     if not errors and not (values.get("name") or phone_e164 or email_normalized):
@@ -388,11 +390,14 @@ class Engine:
         outcomes: list[RowOutcome] = []
         created_by: list[tuple[RowOutcome, Target]] = []
         for row in batch:
-            line, cells, _values, phone_e164, _ext, email_norm, _custom, _tags, errors = row
+            line, cells, values, phone_e164, _ext, email_norm, _custom, _tags, errors = row
             outcome = RowOutcome(line=line, action=ERROR, cells=cells)
             outcomes.append(outcome)
             if errors:
                 outcome.reason = "; ".join(errors)
+                continue
+            if not (values or phone_e164 or email_norm):
+                outcome.action, outcome.reason = SKIP, "empty row"
                 continue
             by_p = by_phone.get(phone_e164) if phone_e164 else None
             by_e = by_email.get(email_norm) if email_norm else None
@@ -504,6 +509,7 @@ def run_import(
     with open_rows(binary, fmt) as (headers, rows):
         targets = mapping_mod.validate_mapping(mapping, headers)
         ctx = CleanContext.load(targets)
+        width = len(headers)
         if error_writer is not None:
             error_writer.writerow([*headers, "error"])
         if limit is not None:
@@ -515,7 +521,9 @@ def run_import(
                 outcomes = engine.apply_batch(batch, result)
                 for outcome in outcomes:
                     if outcome.action == ERROR and error_writer is not None:
-                        error_writer.writerow([*outcome.cells, outcome.reason])
+                        # Aligned with the header row, so the fixed file imports with the same mapping.
+                        cells = (outcome.cells + [""] * width)[:width]
+                        error_writer.writerow([*cells, outcome.reason])
                     if on_row is not None:
                         on_row(outcome)
                 result.seconds = time.monotonic() - started

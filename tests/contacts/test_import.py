@@ -364,3 +364,12 @@ def test_unsupported_file_type_is_refused(staff_actor):
         services.create_import_job(upload=SimpleUploadedFile("contacts.pdf", b"%PDF"), actor=staff_actor)
     assert exc.value.errors[0].field == "file"
     assert ImportJob.objects.count() == 0
+
+
+def test_blank_lines_are_skipped_and_short_rows_keep_the_error_column_aligned(staff_actor):
+    body = b"Name,Email,Company\nAnn,ann@example.com,Acme\n,,\nBad,bad@\n"
+    job = services.create_import_job(upload=SimpleUploadedFile("short.csv", body), actor=staff_actor)
+    job = services.confirm_import(job=job, mapping=job.mapping, mode="create_update", actor=staff_actor)
+    assert (job.created_count, job.skipped_count, job.failed_count) == (1, 1, 1)
+    rows = list(csv.reader(io.StringIO(job.error_file.open("rb").read().decode())))
+    assert rows[1][:3] == ["Bad", "bad@", ""] and "email" in rows[1][3]
