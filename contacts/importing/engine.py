@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 
 from contacts.custom_fields import BadValue, clean_value
 from contacts.importing import mapping as mapping_mod
-from contacts.importing.writers import writer_for
+from contacts.importing.writers import INTEGRITY_ERRORS, writer_for
 from contacts.models import Contact, CustomField, ImportJob, Tag
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
 from contacts.services import STANDARD_FIELDS
@@ -358,7 +358,7 @@ class Engine:
             try:
                 with transaction.atomic():
                     return self._apply(batch, result)
-            except IntegrityError:
+            except INTEGRITY_ERRORS:
                 # Someone else created a contact with one of our keys since the lookup;
                 # the unique index refused our insert, so look again and merge into theirs.
                 if attempt == BATCH_RETRIES - 1:

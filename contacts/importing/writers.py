@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from django.db import IntegrityError
 from django.db.models import Q
 
 from contacts.models import Contact, ContactTag, HistoryEntry, ImportChange, Source
@@ -21,6 +22,18 @@ from crm_hub.actors import Actor
 FETCH_FIELDS = ("id", *STANDARD_FIELDS, "phone_e164", "phone_extension", "email_normalized", "custom")
 WRITE_FIELDS = (*STANDARD_FIELDS, "phone_e164", "phone_extension", "email_normalized")
 TEXT_FIELDS = tuple(f for f in WRITE_FIELDS if f != "birthday")
+
+
+def _integrity_errors() -> tuple[type[Exception], ...]:
+    # Raw psycopg cursors raise psycopg's own exceptions, not Django's wrappers.
+    try:
+        import psycopg
+    except ImportError:
+        return (IntegrityError,)
+    return (IntegrityError, psycopg.IntegrityError)
+
+
+INTEGRITY_ERRORS = _integrity_errors()
 
 
 def _birthday(value: str) -> dt.date | None:

@@ -373,3 +373,24 @@ def test_blank_lines_are_skipped_and_short_rows_keep_the_error_column_aligned(st
     assert (job.created_count, job.skipped_count, job.failed_count) == (1, 1, 1)
     rows = list(csv.reader(io.StringIO(job.error_file.open("rb").read().decode())))
     assert rows[1][:3] == ["Bad", "bad@", ""] and "email" in rows[1][3]
+
+
+def test_a_contact_created_concurrently_after_the_lookup_is_merged_not_duplicated(staff_actor, monkeypatch):
+    """The unique index refuses the batch's insert; the batch is retried and updates the other writer's row."""
+    from contacts.importing import writers
+
+    other = existing(staff_actor, name="Concurrent", email="ann@example.com")
+    writer_class = type(writers.writer_for(connection))
+    real_fetch = writer_class.fetch_existing
+    calls = []
+
+    def stale_first_lookup(self, phones, emails):
+        calls.append(1)
+        return [] if len(calls) == 1 else real_fetch(self, phones, emails)
+
+    monkeypatch.setattr(writer_class, "fetch_existing", stale_first_lookup)
+    job = do_import(staff_actor, [["Ann", "", "ann@example.com", "Acme", ""]])
+    assert len(calls) == 2
+    assert (job.created_count, job.updated_count) == (0, 1)
+    other.refresh_from_db()
+    assert other.company == "Acme" and Contact.objects.count() == 1
