@@ -99,7 +99,7 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
         if job.status != ImportJob.Status.DRAFT:
             return redirect("admin:contacts_contact_import_progress", job_id=job.pk)
         with job.file.open("rb") as handle, open_rows(handle, detect_format(job.file_name)) as (headers, rows):
-            samples = [row for _, row in zip(range(SAMPLE_ROWS), rows)]
+            samples = [row for _, row in zip(range(SAMPLE_ROWS), rows, strict=False)]
         initial = {"mode": job.mode, **{f"col_{i}": job.mapping.get(h, "") for i, h in enumerate(headers)}}
         form = MappingForm(request.POST or None, headers=headers, initial=initial)
         preview = None

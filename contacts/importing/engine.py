@@ -82,7 +82,7 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
     errors: list[str] = []
     phone_e164 = phone_extension = email_normalized = ""
     first = last = ""
-    for target, raw in zip(ctx.targets, cells):
+    for target, raw in zip(ctx.targets, cells, strict=False):
         if not target:
             continue
         text = raw.strip() if raw else ""
@@ -448,7 +448,7 @@ class Engine:
         now = timezone.now()
         if new_targets:
             ids = writer.insert_contacts([t.state for t in new_targets], now=now)
-            for target, new_id in zip(new_targets, ids):
+            for target, new_id in zip(new_targets, ids, strict=True):
                 target.id = new_id
         changed = [t for t in updated if any(k not in ("tags",) for k in t.changes)]
         if changed:

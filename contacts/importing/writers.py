@@ -141,7 +141,7 @@ class PostgresWriter(OrmWriter):
         )
         with self.raw.cursor() as cursor:
             cursor.execute(sql, [list(phones), list(emails)])
-            return [dict(zip(FETCH_FIELDS, row)) for row in cursor.fetchall()]
+            return [dict(zip(FETCH_FIELDS, row, strict=True)) for row in cursor.fetchall()]
 
     def fetch_tags(self, contact_ids: list[int]) -> list[tuple[int, int]]:
         with self.raw.cursor() as cursor:
@@ -161,7 +161,7 @@ class PostgresWriter(OrmWriter):
             ids = [row[0] for row in cursor.fetchall()]
             columns = ", ".join(["id", *TEXT_FIELDS, "birthday", "custom", "source", "created_at", "updated_at", "last_activity_at"])
             with cursor.copy(f"COPY contacts_contact ({columns}) FROM STDIN") as copy:
-                for contact_id, s in zip(ids, states):
+                for contact_id, s in zip(ids, states, strict=True):
                     copy.write_row([contact_id, *self._row(s), Source.IMPORT, now, now, now])
         return ids
 

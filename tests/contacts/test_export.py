@@ -70,7 +70,7 @@ def test_imported_formula_cells_export_back_neutralized_as_csv_and_xlsx(staff_ac
     book = openpyxl.load_workbook(io.BytesIO(export_via_admin(admin_client_logged_in, "xlsx")))
     sheet = book.active
     header = [c.value for c in sheet[1]]
-    values = dict(zip(header, [c.value for c in sheet[2]]))
+    values = dict(zip(header, [c.value for c in sheet[2]], strict=False))
     assert values["name"].startswith("'=HYPERLINK")
     assert values["company"] == "'+1+1"
     assert values["custom.note"] == "'@SUM(1)"
@@ -81,7 +81,7 @@ def test_export_resource_writes_phone_tags_and_custom_columns(staff_actor):
     CustomFieldFactory(key="budget", label="Budget", type=CustomField.Type.NUMBER)
     do_import(staff_actor, [["Ann", "(561) 555-0192", "1200"]], headers=["Name", "Phone", "Budget"])
     dataset = ContactExportResource().export()
-    row = dict(zip(dataset.headers, dataset[0]))
+    row = dict(zip(dataset.headers, dataset[0], strict=True))
     assert row["phone_e164"] == "'+15615550192"  # "+" starts a formula too
     assert row["custom.budget"] == 1200
     assert row["source"] == "import"

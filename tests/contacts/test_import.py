@@ -11,7 +11,15 @@ from django.test.utils import CaptureQueriesContext
 from contacts.importing import services
 from contacts.importing.engine import run_import
 from contacts.importing.mapping import auto_mapping
-from contacts.models import Contact, ContactTag, CustomField, HistoryEntry, ImportJob, ImportMapping, Source
+from contacts.models import (
+    Contact,
+    ContactTag,
+    CustomField,
+    HistoryEntry,
+    ImportJob,
+    ImportMapping,
+    Source,
+)
 from contacts.services import upsert_contact
 from crm_hub.errors import InputRejected
 from tests.contacts.factories import CustomFieldFactory, TagFactory

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from contacts.importing import services
 from contacts.importing.engine import ERROR, ImportResult, run_import
-from contacts.importing.readers import count_rows, detect_format
+from contacts.importing.readers import detect_format
 from contacts.models import ImportJob
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
