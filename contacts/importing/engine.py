@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import multiprocessing
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -154,6 +155,10 @@ _worker_ctx: CleanContext | None = None
 def _init_worker(ctx: CleanContext) -> None:
     global _worker_ctx
     _worker_ctx = ctx
+    # Forked from a Celery or gunicorn worker, the child inherits their signal
+    # handlers; Pool.terminate() relies on the default SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _clean_chunk(start: int, chunk: list[list[str]]) -> list[Prepared]:

@@ -402,3 +402,18 @@ def test_a_contact_created_concurrently_after_the_lookup_is_merged_not_duplicate
     assert (job.created_count, job.updated_count) == (0, 1)
     other.refresh_from_db()
     assert other.company == "Acme" and Contact.objects.count() == 1
+
+
+def test_cleaning_on_worker_processes_gives_the_same_outcomes_in_file_order(staff_actor, settings):
+    settings.CRM_IMPORT_BATCH_SIZE = 7
+    rows = [[f"P{i}", f"(561) 555-{i % 30:04d}", f"p{i}@example.com" if i % 9 else "broken@", "", ""] for i in range(60)]
+
+    def outcomes(workers):
+        seen = []
+        run_import(io.BytesIO(csv_bytes(rows)), fmt="csv", mapping=auto_mapping(HEADERS), mode="create_update",
+                   actor=staff_actor, dry_run=True, workers=workers, on_row=lambda o: seen.append((o.line, o.action, o.reason)))
+        return seen
+
+    serial = outcomes(1)
+    assert [line for line, _a, _r in serial] == list(range(2, 62))
+    assert outcomes(2) == serial
