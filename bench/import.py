@@ -217,7 +217,9 @@ def run_child(kind: str, path: Path) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(path)], check=True, capture_output=True, text=True, cwd=ROOT
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"  {kind} {path.name}: {result}", flush=True)
+    return result
 
 
 def reset_database() -> None:
