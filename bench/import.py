@@ -121,6 +121,12 @@ def _child_setup() -> None:
     django.setup()
 
 
+def _cpu_seconds() -> dict:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_main_s": round(own.ru_utime + own.ru_stime, 1), "cpu_workers_s": round(workers.ru_utime + workers.ru_stime, 1)}
+
+
 def _peak_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -145,7 +151,7 @@ def child_ours(path: str) -> dict:
         )
     seconds = time.monotonic() - start
     return {"rows": result.rows, "seconds": seconds, "created": result.created, "updated": result.updated,
-            "skipped": result.skipped, "failed": result.failed, "peak_mb": _peak_mb()}
+            "skipped": result.skipped, "failed": result.failed, "peak_mb": _peak_mb(), **_cpu_seconds()}
 
 
 def child_stock(path: str) -> dict:
@@ -190,7 +196,7 @@ def child_stock(path: str) -> dict:
     result = StockContactResource().import_data(dataset, dry_run=False, raise_errors=False, use_transactions=False)
     seconds = time.monotonic() - start
     return {"rows": len(dataset), "seconds": seconds, "errors": len(result.row_errors()) + len(result.base_errors),
-            "invalid": len(result.invalid_rows), "contacts_after": Contact.objects.count(), "peak_mb": _peak_mb()}
+            "invalid": len(result.invalid_rows), "contacts_after": Contact.objects.count(), "peak_mb": _peak_mb(), **_cpu_seconds()}
 
 
 def child_copy(path: str) -> dict:

@@ -233,7 +233,7 @@ class Target:
     def label(self) -> str:
         return f"line {self.first_line}" if self.is_new else f"contact #{self.id}"
 
-    def set(self, key: str, new: Any, *, before_key: str | None = None) -> None:
+    def set(self, key: str, new: Any) -> None:
         old = self.state["custom"].get(key[7:]) if key.startswith("custom.") else self.state.get(key)
         if not self.is_new and key not in self.before:
             self.before[key] = old
@@ -357,7 +357,6 @@ class Engine:
     actor: Actor
     job: ImportJob | None = None
     summary: str = "Imported"
-    on_row: Callable[[RowOutcome], None] | None = None
     tag_names: dict[int, str] = field(default_factory=dict)
 
     def apply_batch(self, batch: list[Prepared], result: ImportResult) -> list[RowOutcome]:
@@ -458,7 +457,7 @@ class Engine:
             ids = writer.insert_contacts([t.state for t in new_targets], now=now)
             for target, new_id in zip(new_targets, ids, strict=True):
                 target.id = new_id
-        changed = [t for t in updated if any(k not in ("tags",) for k in t.changes)]
+        changed = [t for t in updated if t.changes]  # tags alone need no contact update
         if changed:
             writer.update_contacts([(t.id, t.state) for t in changed], now=now)
         all_targets = new_targets + updated
