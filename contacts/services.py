@@ -20,6 +20,9 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from automations import payloads
+from automations.services import run_rules
+from automations.webhooks import emit_event
 from contacts.custom_fields import clean_custom_values
 from contacts.models import (
     ChangeRequest,
@@ -459,6 +462,10 @@ def _create_contact(*, cleaned: CleanContactInput, actor: Actor, source: str, co
                      conversation=conversation)
         )
     HistoryEntry.objects.bulk_create(entries)
+    run_rules(trigger="contact_created", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
+    if result.tags_added:
+        run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
+    emit_event(event="contact.created", payload=lambda: payloads.contact_event(contact))
     return result
 
 
@@ -566,6 +573,10 @@ def _apply_changes(
     if entries:
         HistoryEntry.objects.bulk_create(entries)
     result.changes = changes
+    if result.tags_added:
+        run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
+    if changes or result.tags_added:
+        emit_event(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes=_jsonable(changes)))
 
 
 def _split_pending(contact: Contact, requests: list[ChangeRequest]) -> tuple[list[ChangeRequest], list[ChangeRequest]]:
@@ -652,6 +663,7 @@ def assign_owner(*, contact: Contact, owner, actor: Actor, source: str, conversa
                  changes={"owner": [_as_text(previous), _as_text(owner)]},
                  summary=f"Owner set to {_as_text(owner) or 'nobody'}", conversation=conversation)
     ])
+    emit_event(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes={"owner": [_as_text(previous), _as_text(owner)]}))
     return True
 
 
@@ -715,6 +727,8 @@ def add_tags(*, contact: Contact, tags: Iterable[str], actor: Actor, source: str
                      changes={"tags": [[], names]}, summary="Tags added: " + ", ".join(names), conversation=conversation)
         ])
         _touch(contact)
+        run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": names})
+        emit_event(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes={"tags": [[], names]}))
     return new_tags
 
 
@@ -788,6 +802,9 @@ def move_to_stage(
                  conversation=conversation)
     ])
     _touch(contact, now)
+    emit_event(event="stage.changed", payload=lambda: payloads.stage_event(contact, pipeline=found_pipeline, from_stage=previous, to_stage=found_stage))
+    run_rules(trigger="stage_changed", contact=contact, actor=actor, source=source,
+              context={"pipeline_id": found_pipeline.pk, "stage_id": found_stage.pk})
     return StageMoveResult(membership=membership, changed=True, from_stage=previous)
 
 
@@ -813,6 +830,7 @@ def add_note(*, contact: Contact, body: str, actor: Actor, source: str, conversa
                  summary="Note added", conversation=conversation)
     ])
     _touch(contact)
+    emit_event(event="note.created", payload=lambda: payloads.note_event(note))
     return note
 
 
@@ -892,6 +910,7 @@ def create_task(
                  conversation=conversation)
     ])
     _touch(contact)
+    emit_event(event="task.created", payload=lambda: payloads.task_event(task))
     return task
 
 
@@ -907,6 +926,7 @@ def complete_task(*, task: Task, actor: Actor, source: str) -> Task:
         _history(task.contact, action=HistoryEntry.Action.TASK_COMPLETED, actor=actor, source=source,
                  changes={"task": [task.title, "done"]}, summary=f"Task done: {task.title}")
     ])
+    emit_event(event="task.completed", payload=lambda: payloads.task_event(task))
     return task
 
 

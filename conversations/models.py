@@ -30,6 +30,9 @@ class Conversation(models.Model):
     contact = models.ForeignKey(
         "contacts.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
     )
+    # What the transcript extractor found and why it dropped values:
+    # {"extractor", "found", "dropped": [{"field", "value", "reason"}], "error", "fallback"}.
+    extraction = models.JSONField(default=dict, blank=True, help_text="Outcome of transcript extraction, if run.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -41,10 +44,16 @@ class Conversation(models.Model):
                 condition=~Q(external_id=""),
                 name="conversation_unique_external_id_per_agent",
             ),
+            models.CheckConstraint(condition=Q(channel__in=["web_chat", "whatsapp", "sms", "voice", "email", "other"]), name="conversation_channel_valid"),
+            models.CheckConstraint(
+                condition=Q(status="open", ended_at__isnull=True) | Q(status="ended", ended_at__isnull=False),
+                name="conversation_ended_at_matches_status",
+            ),
         ]
         indexes = [
             models.Index(fields=["contact", "-started_at"], name="conversation_contact_idx"),
             models.Index(fields=["status", "-started_at"], name="conversation_status_idx"),
+            models.Index(fields=["agent", "-started_at"], name="conversation_agent_idx"),
         ]
 
     def __str__(self) -> str:
@@ -74,6 +83,7 @@ class Message(models.Model):
                 condition=~Q(external_id=""),
                 name="message_unique_external_id_per_conversation",
             ),
+            models.CheckConstraint(condition=Q(role__in=["visitor", "agent", "staff", "system", "tool"]), name="message_role_valid"),
         ]
 
     def __str__(self) -> str:

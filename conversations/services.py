@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from contacts.models import Contact, HistoryEntry
+from contacts.models import Contact, HistoryEntry, Source
+from contacts.services import record_intake
 from conversations.models import Conversation, Message
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
@@ -101,23 +103,27 @@ def get_or_create_conversation(
 
 
 def add_messages(*, conversation: Conversation, messages: list[dict]) -> list[Message]:
-    """Append cleaned messages; one resent with a known external_id is not stored twice."""
+    """Append cleaned messages and return those stored; one resent with a known external_id is not stored twice."""
     if not messages:
         return []
-    ids = [m["external_id"] for m in messages if m["external_id"]]
-    known = set(
-        Message.objects.filter(conversation=conversation, external_id__in=ids).values_list("external_id", flat=True)
-    ) if ids else set()
-    fresh, seen = [], set()
-    for m in messages:
-        key = m["external_id"]
-        if key and (key in known or key in seen):
+    for _attempt in range(3):
+        known = _known_external_ids(conversation, messages)
+        fresh, seen = [], set()
+        for m in messages:
+            key = m["external_id"]
+            if key and (key in known or key in seen):
+                continue
+            seen.add(key)
+            fresh.append(Message(conversation=conversation, **m))
+        try:
+            # No ignore_conflicts: it would leave the stored rows without ids.
+            with transaction.atomic():
+                Message.objects.bulk_create(fresh)
+            return fresh
+        except IntegrityError:
+            # A concurrent resend stored one of these between our read and our insert: read again.
             continue
-        seen.add(key)
-        fresh.append(Message(conversation=conversation, **m))
-    # ignore_conflicts covers a concurrent resend between our read and our insert.
-    Message.objects.bulk_create(fresh, ignore_conflicts=True)
-    return fresh
+    raise IntegrityError("messages kept colliding with concurrent inserts")
 
 
 def link_contact(*, conversation: Conversation, contact: Contact, actor: Actor, source: str) -> bool:
@@ -148,3 +154,289 @@ def link_contact(*, conversation: Conversation, contact: Contact, actor: Actor, 
         )
     HistoryEntry.objects.bulk_create(entries)
     return True
+
+
+# --- Conversation lifecycle: start, append, end ------------------------------------------------
+
+MAX_SUMMARY_CHARS = 10_000
+INTAKE_KEYS = ("contact", "note", "tags", "pipeline", "stage", "task", "custom")
+
+
+class ConversationEnded(Exception):
+    """The conversation is already ended: it takes no new messages and no second intake."""
+
+    def __init__(self, conversation: Conversation):
+        self.conversation = conversation
+        super().__init__(f"Conversation #{conversation.pk} ended at {conversation.ended_at:%Y-%m-%d %H:%M:%S}.")
+
+
+@dataclass
+class StartResult:
+    conversation: Conversation
+    created: bool
+    messages_added: list[Message]
+
+
+@dataclass
+class AppendResult:
+    conversation: Conversation
+    added: list[Message]
+    duplicates: int
+
+
+@dataclass
+class EndResult:
+    conversation: Conversation
+    intake: Any = None  # contacts.services.IntakeResult when a contact was written
+    extraction: dict | None = None
+
+
+def _contains_nul(value: Any) -> bool:
+    # PostgreSQL refuses NUL in text and jsonb; catching it here keeps that a 400, not a 500.
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_contains_nul(v) for v in value)
+    return False
+
+
+def _known_external_ids(conversation: Conversation, messages: list[dict]) -> set[str]:
+    ids = [m["external_id"] for m in messages if m["external_id"]]
+    if not ids:
+        return set()
+    return set(
+        Message.objects.filter(conversation=conversation, external_id__in=ids).values_list("external_id", flat=True)
+    )
+
+
+def _has_new_messages(conversation: Conversation, messages: list[dict]) -> bool:
+    known = _known_external_ids(conversation, messages)
+    return any(not m["external_id"] or m["external_id"] not in known for m in messages)
+
+
+def _find_contact(contact_id: Any) -> Contact:
+    if isinstance(contact_id, bool) or not isinstance(contact_id, (int, str)) or not str(contact_id).isdigit():
+        raise InputRejected([FieldError("contact_id", "invalid_value", "Expected a contact id.")])
+    contact = Contact.objects.filter(pk=int(contact_id)).first()
+    if contact is None:
+        raise InputRejected([FieldError("contact_id", "not_found", f"There is no contact #{contact_id}.")])
+    return contact
+
+
+def start_conversation(
+    *,
+    actor: Actor,
+    source: str = Source.CHAT,
+    external_id: str = "",
+    channel: str = Conversation.Channel.WEB_CHAT,
+    started_at: Any = None,
+    metadata: Mapping | None = None,
+    messages: list[Mapping[str, Any]] | None = None,
+    contact_id: Any = None,
+) -> StartResult:
+    """Create the agent's conversation or fetch it by ``external_id``; append first messages; link a contact.
+
+    Channel, start time and metadata are taken only when the conversation is created;
+    a repeated call fetches the same row, and resent messages are stored once.
+    """
+    errors: list[FieldError] = []
+    cleaned: list[dict] = []
+    try:
+        cleaned = clean_messages(messages)
+    except InputRejected as exc:
+        errors.extend(exc.errors)
+    if metadata is not None and not isinstance(metadata, Mapping):
+        errors.append(FieldError("metadata", "invalid_value", "Expected an object."))
+    elif _contains_nul(metadata) or _contains_nul(external_id):
+        errors.append(FieldError("metadata" if _contains_nul(metadata) else "external_id", "invalid_value",
+                                 "Text may not contain NUL characters."))
+    contact = None
+    if contact_id not in (None, ""):
+        try:
+            contact = _find_contact(contact_id)
+        except InputRejected as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InputRejected(errors)
+    with transaction.atomic():
+        conversation, created = get_or_create_conversation(
+            agent=actor.agent, external_id=external_id, channel=channel, started_at=started_at, metadata=metadata
+        )
+        # The row lock orders this call's messages and link against concurrent appends and a concurrent end.
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if cleaned and conversation.status == Conversation.Status.ENDED and _has_new_messages(conversation, cleaned):
+            raise ConversationEnded(conversation)
+        added = add_messages(conversation=conversation, messages=cleaned)
+        if contact is not None:
+            link_contact(conversation=conversation, contact=contact, actor=actor, source=source)
+    return StartResult(conversation=conversation, created=created, messages_added=added)
+
+
+def append_messages(*, conversation: Conversation, messages: list[Mapping[str, Any]]) -> AppendResult:
+    """Append one or many messages; those resent with a known external_id are skipped, not stored twice."""
+    cleaned = clean_messages(messages)
+    if not cleaned:
+        raise InputRejected([FieldError("messages", "required", "Send at least one message.")])
+    with transaction.atomic():
+        # The row lock orders appends against a concurrent end.
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if locked.status == Conversation.Status.ENDED and _has_new_messages(locked, cleaned):
+            raise ConversationEnded(locked)
+        added = add_messages(conversation=locked, messages=cleaned)
+        if added:
+            locked.save(update_fields=["updated_at"])
+    return AppendResult(conversation=locked, added=added, duplicates=len(cleaned) - len(added))
+
+
+def _clean_end_options(
+    *, summary: Any, intake: Any, extract: bool, extractor: str | None
+) -> tuple[str | None, dict | None, str | None]:
+    from conversations.extraction import EXTRACTORS, LLM, RULES, llm_configured
+
+    errors: list[FieldError] = []
+    if summary is not None and not isinstance(summary, str):
+        errors.append(FieldError("summary", "invalid_value", "Expected text."))
+    elif summary is not None and len(summary) > MAX_SUMMARY_CHARS:
+        errors.append(FieldError("summary", "invalid_value", f"At most {MAX_SUMMARY_CHARS:,} characters."))
+    elif _contains_nul(summary):
+        errors.append(FieldError("summary", "invalid_value", "Text may not contain NUL characters."))
+    if intake is not None:
+        if not isinstance(intake, Mapping):
+            errors.append(FieldError("intake", "invalid_value", "Expected an object like the body of POST intake."))
+        else:
+            for key in intake:
+                if key not in INTAKE_KEYS:
+                    errors.append(FieldError(f"intake.{key}", "unknown_field",
+                                             f"{key!r} is not part of an intake here (the conversation is this one).",
+                                             list(INTAKE_KEYS)))
+            if _contains_nul(intake):
+                errors.append(FieldError("intake", "invalid_value", "Text may not contain NUL characters."))
+            errors.extend(_intake_shape_errors(intake))
+        if extract:
+            errors.append(FieldError("extract", "invalid_value", "Send either an intake payload or extract, not both."))
+    if extractor is not None and not extract:
+        errors.append(FieldError("extractor", "invalid_value", "Only used with extract: true."))
+    if extract:
+        if extractor is None:
+            extractor = LLM if llm_configured() else RULES
+        if extractor not in EXTRACTORS:
+            errors.append(FieldError("extractor", "invalid_value", f"Unknown extractor {extractor!r}.", list(EXTRACTORS)))
+        elif extractor == LLM and not llm_configured():
+            errors.append(FieldError("extractor", "invalid_value",
+                                     "The LLM extractor is not configured (CRM_LLM_BASE_URL is empty).", [RULES]))
+    if errors:
+        raise InputRejected(errors)
+    return summary, (dict(intake) if intake is not None else None), (extractor if extract else None)
+
+
+def _intake_shape_errors(intake: Mapping[str, Any]) -> list[FieldError]:
+    """Check the containers' types, so the intake path only ever sees objects and lists where it expects them."""
+    errors = []
+    contact = intake.get("contact")
+    expected = [("contact", contact, Mapping), ("custom", intake.get("custom"), Mapping),
+                ("tags", intake.get("tags"), (list, tuple)), ("task", intake.get("task"), Mapping)]
+    if isinstance(contact, Mapping):
+        expected += [("contact.custom", contact.get("custom"), Mapping), ("contact.tags", contact.get("tags"), (list, tuple))]
+    for name, value, kind in expected:
+        if value is not None and not isinstance(value, kind):
+            wanted = "an object" if kind is Mapping else "a list"
+            errors.append(FieldError(f"intake.{name}", "invalid_value", f"Expected {wanted}."))
+    for name in ("pipeline", "stage"):
+        value = intake.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            errors.append(FieldError(f"intake.{name}", "invalid_value", "Expected a name or an id."))
+    return errors
+
+
+def _intake_from_extraction(conversation: Conversation, extraction, *, note: str | None) -> dict | None:
+    """Turn validated findings into intake kwargs, or None when there is nobody to write to."""
+    contact = dict(extraction.contact)
+    if not extraction.has_identity and conversation.contact_id:
+        # Known caller (linked at start): findings such as scores go onto that contact, matched by its keys.
+        linked = Contact.objects.filter(pk=conversation.contact_id).values("phone_e164", "email_normalized").first()
+        if linked and (linked["phone_e164"] or linked["email_normalized"]):
+            key = "phone" if linked["phone_e164"] else "email"
+            contact[key] = linked["phone_e164"] or linked["email_normalized"]
+    if not any(contact.get(k) for k in ("name", "phone", "email")):
+        for key, value in extraction.custom.items():
+            extraction.drop(f"custom.{key}", value, "no_contact: the transcript has no name, phone or email to attach it to")
+        extraction.custom = {}
+        return None
+    return {"contact": contact, "custom": dict(extraction.custom), "note": note or None}
+
+
+def end_conversation(
+    *,
+    conversation: Conversation,
+    actor: Actor,
+    source: str = Source.CHAT,
+    summary: str | None = None,
+    intake: Mapping[str, Any] | None = None,
+    extract: bool = False,
+    extractor: str | None = None,
+) -> EndResult:
+    """End the conversation, optionally writing an intake (given, or extracted from the visitor's messages).
+
+    The intake, the link to its contact and the end are one transaction: if the
+    intake is refused the conversation stays open and nothing is written. An
+    extractor that calls out (the LLM) runs before that transaction opens.
+    """
+    from conversations.extraction import run_extractor, validate_found
+    from conversations.selectors import visitor_texts
+
+    summary, intake, extractor = _clean_end_options(summary=summary, intake=intake, extract=extract, extractor=extractor)
+    if conversation.status == Conversation.Status.ENDED:
+        raise ConversationEnded(conversation)
+    intake_kwargs = None
+    extraction_record = None
+    if intake is not None:
+        intake_kwargs = dict(intake)
+        if summary and not intake_kwargs.get("note"):
+            intake_kwargs["note"] = summary
+    elif extractor is not None:
+        found = validate_found(run_extractor(extractor, visitor_texts(conversation)), actor=actor)
+        intake_kwargs = _intake_from_extraction(conversation, found, note=summary)
+        extraction_record = found.as_record()
+
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if locked.status == Conversation.Status.ENDED:
+            raise ConversationEnded(locked)
+        intake_result = None
+        if intake_kwargs is not None:
+            try:
+                intake_result = record_intake(actor=actor, source=source, conversation=locked, **intake_kwargs)
+            except InputRejected as exc:
+                if intake is None:
+                    raise
+                raise exc.prefixed("intake") from None
+        now = timezone.now()
+        locked.status = Conversation.Status.ENDED
+        locked.ended_at = now
+        fields = ["status", "ended_at", "updated_at"]
+        if summary is not None:
+            locked.summary = summary
+            fields.append("summary")
+        if extraction_record is not None:
+            locked.extraction = extraction_record
+            fields.append("extraction")
+        locked.save(update_fields=fields)
+        if locked.contact_id:
+            HistoryEntry.objects.bulk_create([_ended_entry(locked, actor=actor, source=source)])
+    return EndResult(conversation=locked, intake=intake_result, extraction=extraction_record)
+
+
+def _ended_entry(conversation: Conversation, *, actor: Actor, source: str) -> HistoryEntry:
+    label = f"{conversation.get_channel_display()} conversation {conversation.external_id or conversation.pk}"
+    extra = ""
+    if conversation.extraction:
+        extra = f"; extraction by {conversation.extraction.get('extractor')}"
+        if conversation.extraction.get("dropped"):
+            extra += f", {len(conversation.extraction['dropped'])} value(s) dropped"
+    return HistoryEntry(
+        contact_id=conversation.contact_id, action=HistoryEntry.Action.CONVERSATION, source=source,
+        changes={"conversation_status": ["open", "ended"]}, summary=f"{label} ended{extra}"[:255],
+        actor_user=actor.user, actor_agent=actor.agent, actor_label=actor.label[:160], conversation=conversation,
+    )

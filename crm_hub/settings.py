@@ -246,6 +246,49 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
 
+# --- Forms (issue 8): public form pages --------------------------------------------
+FORMS_MAX_TEXT_CHARS = env_int("FORMS_MAX_TEXT_CHARS", 1000)
+FORMS_MAX_LONG_TEXT_CHARS = env_int("FORMS_MAX_LONG_TEXT_CHARS", 10000)
+FORMS_MAX_FILE_BYTES = env_int("FORMS_MAX_FILE_BYTES", 5 * 1024 * 1024)
+# POSTs per visitor IP per window, across all forms (honeypot hits and invalid posts count too).
+FORMS_RATE_LIMIT = env_int("FORMS_RATE_LIMIT", 10)
+FORMS_RATE_LIMIT_WINDOW = env_int("FORMS_RATE_LIMIT_WINDOW", 600)
+FORMS_TOKEN_MAX_AGE = env_int("FORMS_TOKEN_MAX_AGE", 2 * 24 * 3600)
+FORMS_TRUST_X_FORWARDED_FOR = env_bool("FORMS_TRUST_X_FORWARDED_FOR", False)
+
+# --- Automations and outbound webhooks (automations/) ------------------------------
+# Rules set off by rules (a tag a rule adds firing "tag added" rules) stop at this depth.
+CRM_AUTOMATION_MAX_DEPTH = env_int("CRM_AUTOMATION_MAX_DEPTH", 3)
+CRM_WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("CRM_WEBHOOK_TIMEOUT_SECONDS", "10"))
+CRM_WEBHOOK_BATCH_SIZE = env_int("CRM_WEBHOOK_BATCH_SIZE", 50)
+# POSTs of one batch run on this many threads, so one slow receiver does not stall the rest.
+CRM_WEBHOOK_SEND_THREADS = env_int("CRM_WEBHOOK_SEND_THREADS", 8)
+# How many delivery tasks a commit queues at most (match the worker's concurrency).
+CRM_WEBHOOK_PARALLEL_TASKS = env_int("CRM_WEBHOOK_PARALLEL_TASKS", 2)
+# A claimed row is due again after this long if its worker died mid-batch (at least the time
+# a batch of timing-out receivers takes).
+CRM_WEBHOOK_LEASE_SECONDS = env_int("CRM_WEBHOOK_LEASE_SECONDS", 120)
+CRM_WEBHOOK_TASK_SECONDS = env_int("CRM_WEBHOOK_TASK_SECONDS", 60)
+# Retries: doubling from BASE up to MAX between tries, with jitter, for RETRY_FOR seconds.
+CRM_WEBHOOK_RETRY_BASE_SECONDS = float(os.environ.get("CRM_WEBHOOK_RETRY_BASE_SECONDS", "30"))
+CRM_WEBHOOK_RETRY_MAX_SECONDS = float(os.environ.get("CRM_WEBHOOK_RETRY_MAX_SECONDS", str(3 * 3600)))
+CRM_WEBHOOK_RETRY_FOR_SECONDS = env_int("CRM_WEBHOOK_RETRY_FOR_SECONDS", 26 * 3600)
+CRM_WEBHOOK_DISABLE_AFTER_SECONDS = env_int("CRM_WEBHOOK_DISABLE_AFTER_SECONDS", 24 * 3600)
+CRM_WEBHOOK_ROTATION_SECONDS = env_int("CRM_WEBHOOK_ROTATION_SECONDS", 24 * 3600)
+CRM_WEBHOOK_QUEUE_ON_COMMIT = env_bool("CRM_WEBHOOK_QUEUE_ON_COMMIT", True)
+CRM_WEBHOOK_POLL_SECONDS = float(os.environ.get("CRM_WEBHOOK_POLL_SECONDS", "15"))
+CELERY_BEAT_SCHEDULE["automations-deliver-due-webhooks"] = {
+    "task": "automations.deliver_due_webhooks",
+    "schedule": CRM_WEBHOOK_POLL_SECONDS,
+    # A run that waited longer than one interval in the queue is superseded by the next.
+    "options": {"expires": CRM_WEBHOOK_POLL_SECONDS},
+}
+CRM_WEBHOOK_KEEP_DAYS = env_int("CRM_WEBHOOK_KEEP_DAYS", 30)
+CELERY_BEAT_SCHEDULE["automations-prune-webhook-log"] = {
+    "task": "automations.prune_webhook_log",
+    "schedule": 24 * 3600.0,
+}
+
 # --- Contact import and export (issue 7) -----------------------------------------------
 # Files with more rows than this run on Celery (anything over 10,000 always does).
 CRM_IMPORT_SYNC_MAX_ROWS = env_int("CRM_IMPORT_SYNC_MAX_ROWS", 2000)

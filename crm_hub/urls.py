@@ -17,6 +17,9 @@ urlpatterns = [
     path("accounts/login/", contacts_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("contacts.urls")),
+    # Forms (issue 8): builder and review for staff, public pages for visitors.
+    path("forms/", include("forms_app.urls")),
+    path("f/", include("forms_app.public_urls")),
 ]
 
 handler403 = "contacts.views.error_403"

@@ -30,7 +30,7 @@ from django.utils.dateparse import parse_date
 from contacts.custom_fields import BadValue, clean_value
 from contacts.importing import mapping as mapping_mod
 from contacts.importing.writers import INTEGRITY_ERRORS, writer_for
-from contacts.models import Contact, CustomField, ImportJob, Tag
+from contacts.models import Contact, CustomField, ImportJob, Source, Tag
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
 from contacts.services import STANDARD_FIELDS
 from crm_hub.actors import Actor
@@ -479,6 +479,54 @@ class Engine:
             entries.append((target.id, changes, ("Created: " if target.is_new else "Updated: ") + self.summary))
         if entries:
             writer.insert_history(entries, actor=self.actor, now=now)
+        self._automations(new_targets, updated)
+
+    def _automations(self, new_targets: list[Target], updated: list[Target]) -> None:
+        """Run automation rules and emit webhook events as upsert_contact does, inside the batch's transaction.
+
+        Two queries per batch find out whether any active rule or subscribed
+        endpoint cares; in the usual bulk import none does and nothing runs per
+        contact. When one does, rules run contact by contact (they assign owners,
+        create tasks), which is the price of behaving like every other source.
+        """
+        from automations import payloads
+        from automations.models import Rule, Trigger, WebhookEndpoint
+        from automations.services import run_rules
+        from automations.webhooks import emit_event
+
+        if not (new_targets or updated):
+            return
+        triggers = set(
+            Rule.objects.filter(active=True, trigger__in=[Trigger.CONTACT_CREATED, Trigger.TAG_ADDED])
+            .values_list("trigger", flat=True)
+        )
+        endpoints = [
+            e for e in WebhookEndpoint.objects.filter(active=True)
+            if {"contact.created", "contact.updated"} & set(e.events or [])
+        ]
+        if not triggers and not endpoints:
+            return
+        contacts = Contact.objects.in_bulk([t.id for t in new_targets + updated])
+        for target in new_targets + updated:
+            contact = contacts.get(target.id)
+            if contact is None:
+                continue
+            tags = [self.tag_names[t] for t in target.tags_added]
+            if target.is_new and Trigger.CONTACT_CREATED in triggers:
+                run_rules(trigger=Trigger.CONTACT_CREATED, contact=contact, actor=self.actor, source=Source.IMPORT, context={"tags": tags})
+            if tags and Trigger.TAG_ADDED in triggers:
+                run_rules(trigger=Trigger.TAG_ADDED, contact=contact, actor=self.actor, source=Source.IMPORT, context={"tags": tags})
+            if endpoints:
+                if target.is_new:
+                    emit_event(event="contact.created", payload=lambda c=contact: payloads.contact_event(c), endpoints=endpoints)
+                else:
+                    changes = {k: v for k, v in target.changes.items() if k not in KEY_FIELDS}
+                    if tags:
+                        changes["tags"] = [[], tags]
+                    emit_event(
+                        event="contact.updated", endpoints=endpoints,
+                        payload=lambda c=contact, ch=changes: payloads.contact_event(c, changes=ch),
+                    )
 
 
 @contextmanager

@@ -417,3 +417,33 @@ def test_cleaning_on_worker_processes_gives_the_same_outcomes_in_file_order(staf
     serial = outcomes(1)
     assert [line for line, _a, _r in serial] == list(range(2, 62))
     assert outcomes(2) == serial
+
+
+def test_imported_contacts_set_off_automation_rules_and_webhook_events(staff_actor, settings, django_capture_on_commit_callbacks):
+    from automations.models import Rule, Trigger, WebhookDelivery
+    from automations.webhooks import create_endpoint
+    from tests.automations.factories import RuleFactory
+    from tests.contacts.factories import UserFactory
+
+    old = existing(staff_actor, name="Old", email="old@example.com")
+    bob = UserFactory(username="bob")
+    RuleFactory(name="Imports to Bob", trigger=Trigger.CONTACT_CREATED, assign_mode=Rule.AssignMode.FIXED, assign_user=bob)
+    endpoint, _secret = create_endpoint(url="http://127.0.0.1:9/hook", events=["contact.created", "contact.updated"])
+    with django_capture_on_commit_callbacks(execute=False):
+        do_import(staff_actor, [["New", "", "new@example.com", "", ""], ["Old renamed", "", "old@example.com", "", ""]])
+    new = Contact.objects.get(email_normalized="new@example.com")
+    assert new.owner == bob
+    old.refresh_from_db()
+    assert old.owner is None  # contact_created rules are for new contacts only
+    events = {(d.event, d.payload["contact"]["id"]) for d in WebhookDelivery.objects.filter(endpoint=endpoint)}
+    # The rule's owner assignment adds its own contact.updated for the new contact, as it does for any source.
+    assert {("contact.created", new.pk), ("contact.updated", old.pk)} <= events
+    assert ("contact.created", old.pk) not in events
+
+
+def test_without_rules_or_endpoints_automations_cost_two_queries_per_batch(staff_actor):
+    rows = [[f"P{i}", "", f"p{i}@example.com", "", ""] for i in range(10)]
+    with CaptureQueriesContext(connection) as ctx:
+        run_import(io.BytesIO(csv_bytes(rows)), fmt="csv", mapping=auto_mapping(HEADERS), mode="create_update", actor=staff_actor)
+    tables = " ".join(q["sql"] for q in ctx.captured_queries)
+    assert tables.count('FROM "automations_rule"') == 1 and tables.count('FROM "automations_webhookendpoint"') == 1

@@ -1,0 +1,271 @@
+"""Automation rules (assignment, starting stage, tags, follow-up tasks) and the webhook outbox."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from contacts.models import Source, Stage, Tag
+
+
+class Trigger(models.TextChoices):
+    CONTACT_CREATED = "contact_created", "Contact created"
+    TAG_ADDED = "tag_added", "Tag added"
+    STAGE_CHANGED = "stage_changed", "Stage changed"
+    FORM_SUBMITTED = "form_submitted", "Form submitted"
+    CONVERSATION_ENDED = "conversation_ended", "Conversation ended"
+
+
+class WebhookEventType(models.TextChoices):
+    CONTACT_CREATED = "contact.created", "contact.created"
+    CONTACT_UPDATED = "contact.updated", "contact.updated"
+    CONTACT_MERGED = "contact.merged", "contact.merged"
+    NOTE_CREATED = "note.created", "note.created"
+    TASK_CREATED = "task.created", "task.created"
+    TASK_COMPLETED = "task.completed", "task.completed"
+    STAGE_CHANGED = "stage.changed", "stage.changed"
+    FORM_SUBMITTED = "form.submitted", "form.submitted"
+    CONVERSATION_ENDED = "conversation.ended", "conversation.ended"
+
+
+class Team(models.Model):
+    """People a rule hands contacts to; ``turn`` is the round-robin counter, taken under a row lock."""
+
+    name = models.CharField(max_length=80, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="TeamMember", related_name="crm_teams")
+    turn = models.PositiveBigIntegerField(default=0, editable=False, help_text="Round-robin turns taken so far.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TeamMember(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveIntegerField(default=0, help_text="Order in the round-robin.")
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="team_member_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team}"
+
+
+class Rule(models.Model):
+    """One automation: when ``trigger`` happens and every set condition holds, do every set action."""
+
+    class AssignMode(models.TextChoices):
+        NONE = "", "Do not assign"
+        FIXED = "fixed", "A fixed user"
+        ROUND_ROBIN = "round_robin", "Round-robin over the team"
+        FEWEST_OPEN_TASKS = "fewest_open_tasks", "Team member with the fewest open tasks"
+
+    class DueUnit(models.TextChoices):
+        MINUTES = "minutes", "minutes"
+        HOURS = "hours", "hours"
+        DAYS = "days", "days"
+
+    name = models.CharField(max_length=120)
+    position = models.PositiveIntegerField(default=0, help_text="Rules run in this order (then by id).")
+    active = models.BooleanField(default=True)
+    trigger = models.CharField(max_length=24, choices=Trigger.choices)
+
+    # Conditions: each one left empty always holds.
+    sources = models.JSONField(
+        default=list, blank=True,
+        help_text=f"Only for changes from these sources ({', '.join(Source.values)}); empty: any source.",
+    )
+    form_id = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Form submitted trigger: only this form (its id)."
+    )
+    tag = models.ForeignKey(
+        Tag, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Tag added trigger: the tag that was added. Other triggers: the contact has this tag.",
+    )
+    stage = models.ForeignKey(
+        Stage, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Stage changed trigger: the stage moved into. Other triggers: the contact is in this stage.",
+    )
+    custom_field_key = models.CharField(max_length=60, blank=True, help_text="Custom field key to test.")
+    custom_field_value = models.CharField(
+        max_length=200, blank=True, help_text="Value it must have (case-insensitive; a multiple choice must contain it)."
+    )
+
+    # Actions, run in this order: owner, stage, tags, task, webhook.
+    assign_mode = models.CharField(max_length=20, choices=AssignMode.choices, blank=True, default="")
+    assign_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    assign_team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.PROTECT, related_name="rules")
+    assign_only_if_unowned = models.BooleanField(default=True, help_text="Leave contacts that already have an owner.")
+    set_stage = models.ForeignKey(
+        Stage, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Put the contact in this stage of its pipeline.",
+    )
+    stage_only_if_not_in_pipeline = models.BooleanField(
+        default=True, help_text="Only when the contact is not already in that pipeline."
+    )
+    add_tags = models.ManyToManyField(Tag, blank=True, related_name="+")
+    task_title = models.CharField(max_length=200, blank=True, help_text="Create a follow-up task for the owner.")
+    task_due_amount = models.PositiveIntegerField(null=True, blank=True)
+    task_due_unit = models.CharField(max_length=8, choices=DueUnit.choices, default=DueUnit.DAYS)
+    webhook_event = models.CharField(
+        max_length=24, choices=WebhookEventType.choices, blank=True,
+        help_text="Send this webhook event about the contact.",
+    )
+    webhook_endpoint = models.ForeignKey(
+        "WebhookEndpoint", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Only to this endpoint; empty: every endpoint subscribed to the event.",
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        indexes = [models.Index(fields=["trigger", "active", "position"], name="rule_trigger_active_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(trigger__in=Trigger.values), name="rule_trigger_valid"),
+            models.CheckConstraint(
+                condition=~Q(assign_mode="fixed") | Q(assign_user__isnull=False), name="rule_fixed_needs_user"
+            ),
+            models.CheckConstraint(
+                condition=~Q(assign_mode__in=["round_robin", "fewest_open_tasks"]) | Q(assign_team__isnull=False),
+                name="rule_team_mode_needs_team",
+            ),
+            models.CheckConstraint(
+                condition=Q(task_title="") | Q(task_due_amount__isnull=False), name="rule_task_needs_due"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.assign_mode == self.AssignMode.FIXED and not self.assign_user_id:
+            errors["assign_user"] = "Choose the user to assign."
+        if self.assign_mode in (self.AssignMode.ROUND_ROBIN, self.AssignMode.FEWEST_OPEN_TASKS) and not self.assign_team_id:
+            errors["assign_team"] = "Choose the team to assign from."
+        if self.task_title and self.task_due_amount is None:
+            errors["task_due_amount"] = "Say when the task is due."
+        unknown = [s for s in (self.sources or []) if s not in Source.values]
+        if not isinstance(self.sources, list) or unknown:
+            errors["sources"] = f"A list of sources from {', '.join(Source.values)}."
+        if bool(self.custom_field_key) != bool(self.custom_field_value):
+            errors["custom_field_value"] = "Give both the custom field key and the value."
+        if errors:
+            raise ValidationError(errors)
+
+
+class RuleRun(models.Model):
+    """A rule that fired (or failed) on a contact: what it did, or why it could not."""
+
+    class Status(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped (depth limit)"
+
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="runs")
+    contact = models.ForeignKey("contacts.Contact", on_delete=models.CASCADE, related_name="rule_runs")
+    trigger = models.CharField(max_length=24, choices=Trigger.choices)
+    status = models.CharField(max_length=8, choices=Status.choices)
+    actions = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "-created_at"], name="rulerun_status_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.rule} on contact {self.contact_id}: {self.status}"
+
+
+class WebhookEndpoint(models.Model):
+    url = models.URLField(max_length=500, help_text="http(s) URL; private addresses are refused unless allow-listed.")
+    description = models.CharField(max_length=200, blank=True)
+    events = models.JSONField(default=list, help_text="Event types this endpoint receives.")
+    active = models.BooleanField(default=True)
+    # Kept in clear: signing needs it. Shown once in admin when created or rotated.
+    secret = models.CharField(max_length=100, editable=False)
+    previous_secret = models.CharField(max_length=100, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    disabled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    disabled_reason = models.CharField(max_length=255, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    """The outbox: one event for one endpoint, written in the transaction that made the change.
+
+    ``next_attempt_at`` is both the retry schedule and the claim lease: a worker that
+    claims a row pushes it forward, so a row whose worker died becomes due again.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed (gave up)"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40, choices=WebhookEventType.choices)
+    msg_id = models.CharField(max_length=40, unique=True, help_text="The webhook-id header; same on every retry.")
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=255, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"], condition=Q(status="pending"), name="delivery_pending_due_idx"
+            ),
+            models.Index(fields=["endpoint", "-created_at"], name="delivery_endpoint_created_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "delivered", "failed"]), name="delivery_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="pending") | Q(next_attempt_at__isnull=False), name="delivery_pending_has_due"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.endpoint_id} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    attempted_at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    response_snippet = models.CharField(max_length=500, blank=True)
+    error = models.CharField(max_length=255, blank=True)
+    success = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-attempted_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.attempted_at:%Y-%m-%d %H:%M:%S} {self.status_code or self.error}"

@@ -1,0 +1,64 @@
+"""What webhook receivers get: plain JSON snapshots taken when the event happened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def contact_data(contact) -> dict[str, Any]:
+    owner = contact.owner
+    return {
+        "id": contact.pk,
+        "name": contact.name,
+        "email": contact.email_normalized or contact.email,
+        "phone": contact.phone_e164 or contact.phone,
+        "company": contact.company,
+        "position": contact.position,
+        "source": contact.source,
+        "owner": {"id": owner.pk, "username": owner.get_username()} if owner else None,
+        "tags": sorted(contact.tags.values_list("name", flat=True)),
+        "custom": contact.custom or {},
+        "created_at": _iso(contact.created_at),
+        "updated_at": _iso(contact.updated_at),
+    }
+
+
+def contact_event(contact, *, changes: dict | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"contact": contact_data(contact)}
+    if changes is not None:
+        payload["changes"] = changes
+    return payload
+
+
+def note_event(note) -> dict[str, Any]:
+    return {
+        "note": {"id": note.pk, "body": note.body, "source": note.source, "created_at": _iso(note.created_at)},
+        "contact": {"id": note.contact_id},
+    }
+
+
+def task_event(task) -> dict[str, Any]:
+    return {
+        "task": {
+            "id": task.pk,
+            "title": task.title,
+            "status": task.status,
+            "due_at": _iso(task.due_at),
+            "assignee": task.assignee.get_username() if task.assignee_id else None,
+            "completed_at": _iso(task.completed_at),
+        },
+        "contact": {"id": task.contact_id},
+    }
+
+
+def stage_event(contact, *, pipeline, from_stage, to_stage) -> dict[str, Any]:
+    return {
+        "contact": {"id": contact.pk},
+        "pipeline": {"id": pipeline.pk, "name": pipeline.name},
+        "from_stage": {"id": from_stage.pk, "name": from_stage.name} if from_stage else None,
+        "to_stage": {"id": to_stage.pk, "name": to_stage.name},
+    }

@@ -1,0 +1,424 @@
+"""Read contact details out of what a visitor wrote: a deterministic extractor and an LLM one.
+
+Extractors only *find* values; nothing they return is trusted. ``validate_found``
+runs the findings through the same validation as an agent's API write
+(``clean_contact_input`` with the agent's Actor) and drops each value that
+fails, recording why, so a bad email or phone never reaches a contact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import phonenumbers
+import requests
+from django.conf import settings
+
+from contacts.models import CustomField
+from contacts.normalize import InvalidEmail, email_normalize
+from contacts.services import clean_contact_input
+from crm_hub.actors import Actor
+from crm_hub.errors import InputRejected
+
+logger = logging.getLogger(__name__)
+
+RULES = "rules"
+LLM = "llm"
+EXTRACTORS = (RULES, LLM)
+
+# Identity (tax/ID numbers) is left out on purpose: a guessed ID number would move a person's identity.
+LLM_CONTACT_FIELDS: tuple[str, ...] = (
+    "name", "phone", "email", "company", "position", "birthday",
+    "zip_code", "country", "state", "city", "district", "street", "number", "complement",
+)
+IDENTITY_FIELDS = ("name", "phone", "email")
+MAX_DROPPED_VALUE = 200
+# Custom field types the rules extractor can read without guessing.
+PATTERN_TYPES = (CustomField.Type.EMAIL, CustomField.Type.PHONE, CustomField.Type.URL)
+CHOICE_TYPES = (CustomField.Type.SINGLE_CHOICE, CustomField.Type.MULTIPLE_CHOICE)
+# How far after a field's label ("my website is ...") its value may start.
+LABEL_WINDOW = 60
+
+
+@dataclass
+class Extraction:
+    """What an extractor found (raw, unvalidated until ``validate_found``) and what it dropped."""
+
+    extractor: str
+    contact: dict[str, Any] = field(default_factory=dict)
+    custom: dict[str, Any] = field(default_factory=dict)
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    error: dict[str, str] | None = None
+    fallback: str = ""
+
+    def drop(self, field_name: str, value: Any, reason: str) -> None:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        self.dropped.append({"field": field_name, "value": text[:MAX_DROPPED_VALUE], "reason": reason})
+
+    @property
+    def has_identity(self) -> bool:
+        return any(self.contact.get(key) for key in IDENTITY_FIELDS)
+
+    def as_record(self) -> dict[str, Any]:
+        """Return the JSON kept on ``Conversation.extraction``."""
+        found: dict[str, Any] = dict(self.contact)
+        if self.custom:
+            found["custom"] = dict(self.custom)
+        record: dict[str, Any] = {
+            "extractor": self.extractor, "found": found, "dropped": list(self.dropped), "error": self.error,
+        }
+        if self.fallback:
+            record["fallback"] = self.fallback
+        return record
+
+
+class ExtractorFailed(Exception):
+    """The extractor could not produce an answer (timeout, HTTP error, reply that is not JSON)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def ai_custom_fields() -> list[CustomField]:
+    return list(CustomField.objects.filter(allow_for_ai=True).order_by("position", "id"))
+
+
+# --- Deterministic extractor ---------------------------------------------------------------
+
+EMAIL_CANDIDATE = re.compile(r"[^\s<>()\[\]{},;:\"'`]+@[^\s<>()\[\]{},;:\"'`]+")
+URL_CANDIDATE = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
+TRAILING_PUNCTUATION = ".,;:!?)]}'\""
+# Conservative on purpose: a lead-in phrase, then one to three capitalised words.
+# "This is ..." is left out: agents hear "this is Acme Corp" as often as a person's name.
+NAME_LEAD_IN = re.compile(r"(?i:\bmy name is|\bmy name's|\bi am|\bi'm|\bi’m)\s+(.{1,80})")
+NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'’.-]*(?:['’-][^\W\d_]+)*")
+NOT_NAME_WORDS = frozenset(
+    """a an the not just so very also here there fine good great ok okay sorry interested looking calling
+    trying writing from in at on with and but or hoping glad happy sure new back available busy free ready
+    wondering still really currently only""".split()
+)
+
+
+def _strip_trailing(text: str) -> str:
+    return text.rstrip(TRAILING_PUNCTUATION)
+
+
+def _find_name(text: str) -> str:
+    for lead in NAME_LEAD_IN.finditer(text):
+        words: list[str] = []
+        rest = lead.group(1)
+        position = 0
+        while len(words) < 3:
+            match = NAME_WORD.match(rest, position)
+            if match is None:
+                break
+            word = match.group(0)
+            if not word[0].isupper() or word.casefold() in NOT_NAME_WORDS:
+                break
+            words.append(word)
+            position = match.end()
+            gap = re.match(r"[ \t]+", rest[position:])
+            if gap is None:
+                break
+            position += gap.end()
+        if words:
+            return " ".join(words)
+    return ""
+
+
+def _label_cues(definition: CustomField) -> list[str]:
+    cues = {definition.label.strip().casefold(), definition.key.replace("_", " ").replace("-", " ").casefold()}
+    return [cue for cue in cues if len(cue) >= 3]
+
+
+def _after_label(text: str, definition: CustomField, pattern: re.Pattern) -> list[str]:
+    """Return values matching ``pattern`` that follow the field's label closely ("my website is ...")."""
+    lowered = text.casefold()
+    values = []
+    for cue in _label_cues(definition):
+        for label in re.finditer(re.escape(cue), lowered):
+            window = text[label.end(): label.end() + LABEL_WINDOW]
+            match = pattern.search(window)
+            if match:
+                values.append(_strip_trailing(match.group(0)))
+    return values
+
+
+def _phones_in(text: str, region: str) -> list[str]:
+    return [
+        phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
+        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
+    ]
+
+
+PHONE_LIKE = re.compile(r"\+?[\d(][\d\s().-]{5,}\d")
+
+
+def _choice_mentions(text: str, choices: Sequence[Any]) -> list[str]:
+    found = []
+    for choice in choices:
+        word = str(choice).strip()
+        if word and re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE):
+            found.append(str(choice))
+    return found
+
+
+def extract_with_rules(texts: Iterable[str], *, definitions: Sequence[CustomField] | None = None) -> Extraction:
+    """Find name, phone, email and pattern-typed AI custom fields in the visitor's messages."""
+    texts = [t for t in texts if t]
+    definitions = list(ai_custom_fields() if definitions is None else definitions)
+    region = settings.CRM_DEFAULT_PHONE_REGION
+    result = Extraction(extractor=RULES)
+    claimed: set[str] = set()
+
+    for definition in definitions:
+        if definition.type in PATTERN_TYPES:
+            pattern = {
+                CustomField.Type.EMAIL: EMAIL_CANDIDATE, CustomField.Type.PHONE: PHONE_LIKE,
+                CustomField.Type.URL: URL_CANDIDATE,
+            }[definition.type]
+            values = [v for text in texts for v in _after_label(text, definition, pattern)]
+            if values:
+                result.custom[definition.key] = values[0]
+                claimed.add(values[0].casefold())
+        elif definition.type in CHOICE_TYPES:
+            mentioned: list[str] = []
+            for text in texts:
+                mentioned += [c for c in _choice_mentions(text, definition.choices or []) if c not in mentioned]
+            if definition.type == CustomField.Type.MULTIPLE_CHOICE and mentioned:
+                result.custom[definition.key] = mentioned
+            elif len(mentioned) == 1:
+                result.custom[definition.key] = mentioned[0]
+            elif len(mentioned) > 1:
+                result.drop(f"custom.{definition.key}", mentioned,
+                            "ambiguous: the visitor mentioned more than one choice")
+
+    claimed_phones = set()
+    for key, value in result.custom.items():
+        if isinstance(value, str) and any(d.key == key and d.type == CustomField.Type.PHONE for d in definitions):
+            claimed_phones.update(_phones_in(value, region))
+
+    for text in texts:
+        for raw in EMAIL_CANDIDATE.findall(text):
+            candidate = _strip_trailing(raw)
+            if candidate.casefold() in claimed:
+                continue
+            try:
+                normalized = email_normalize(candidate)
+            except InvalidEmail:
+                result.drop("email", candidate, "invalid_email: not a valid email address")
+                continue
+            if "email" not in result.contact:
+                result.contact["email"] = normalized
+            elif normalized != result.contact["email"]:
+                result.drop("email", normalized, "another email was found first; only one is kept")
+        for e164 in _phones_in(text, region):
+            if e164 in claimed_phones:
+                continue
+            if "phone" not in result.contact:
+                result.contact["phone"] = e164
+            elif e164 != result.contact["phone"]:
+                result.drop("phone", e164, "another phone was found first; only one is kept")
+        if "name" not in result.contact:
+            name = _find_name(text)
+            if name:
+                result.contact["name"] = name
+    return result
+
+
+# --- LLM extractor (OpenAI-compatible chat completions) ---------------------------------------
+
+SYSTEM_PROMPT = (
+    "You read what a visitor wrote to a company's chat or phone agent and fill a CRM record. "
+    "Extract only facts the visitor stated about themselves; never guess or invent. "
+    "Use null for anything not stated. Phone numbers as written, with the country code if the visitor gave one. "
+    "Answer with a JSON object that matches the schema, and nothing else."
+)
+
+
+def llm_configured() -> bool:
+    return bool(settings.CRM_LLM_BASE_URL)
+
+
+def _custom_property(definition: CustomField) -> dict[str, Any]:
+    T = CustomField.Type
+    description = definition.label + (f": {definition.help_text}" if definition.help_text else "")
+    if definition.bands:
+        ranges = "; ".join(f"{b.get('min')}–{b.get('max')} {b.get('label', '')}" for b in definition.bands)
+        description += f" (bands: {ranges})"
+    if definition.type == T.NUMBER or definition.type == T.DECIMAL:
+        schema: dict[str, Any] = {"type": ["number", "null"]}
+    elif definition.type == T.BOOLEAN:
+        schema = {"type": ["boolean", "null"]}
+    elif definition.type == T.SINGLE_CHOICE:
+        schema = {"type": ["string", "null"], "enum": [str(c) for c in definition.choices or []] + [None]}
+    elif definition.type == T.MULTIPLE_CHOICE:
+        schema = {"type": ["array", "null"], "items": {"type": "string", "enum": [str(c) for c in definition.choices or []]}}
+    else:
+        schema = {"type": ["string", "null"]}
+        if definition.type == T.DATE:
+            description += " (YYYY-MM-DD)"
+        elif definition.type == T.DATETIME:
+            description += " (ISO 8601 date and time)"
+    schema["description"] = description
+    return schema
+
+
+def build_llm_schema(definitions: Sequence[CustomField]) -> dict[str, Any]:
+    """Return the JSON schema the LLM must answer with: the standard fields and the AI-allowed custom fields."""
+    contact_props = {name: {"type": ["string", "null"]} for name in LLM_CONTACT_FIELDS}
+    contact_props["birthday"]["description"] = "YYYY-MM-DD"
+    contact_props["name"]["description"] = "The visitor's own full name as they gave it."
+    properties: dict[str, Any] = {
+        "contact": {
+            "type": "object", "properties": contact_props, "required": list(LLM_CONTACT_FIELDS),
+            "additionalProperties": False,
+        }
+    }
+    if definitions:
+        properties["custom"] = {
+            "type": "object",
+            "properties": {d.key: _custom_property(d) for d in definitions},
+            "required": [d.key for d in definitions],
+            "additionalProperties": False,
+        }
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _call_llm(texts: Sequence[str], definitions: Sequence[CustomField]) -> dict[str, Any]:
+    url = settings.CRM_LLM_BASE_URL.rstrip("/") + "/chat/completions"
+    timeout = settings.CRM_LLM_TIMEOUT_SECONDS
+    headers = {"Content-Type": "application/json"}
+    if settings.CRM_LLM_API_KEY:
+        headers["Authorization"] = f"Bearer {settings.CRM_LLM_API_KEY}"
+    transcript = "\n".join(f"Visitor: {t}" for t in texts)
+    payload = {
+        "model": settings.CRM_LLM_MODEL or "default",
+        "temperature": 0,
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": transcript},
+        ],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "crm_contact", "strict": True, "schema": build_llm_schema(definitions)},
+        },
+    }
+    try:
+        response = requests.post(url, json=payload, headers=headers, timeout=timeout)
+    except requests.Timeout:
+        raise ExtractorFailed("llm_timeout", f"The LLM did not answer within {timeout:g} s.") from None
+    except requests.RequestException as exc:
+        raise ExtractorFailed("llm_unreachable", f"Could not reach the LLM: {type(exc).__name__}.") from None
+    if response.status_code != 200:
+        raise ExtractorFailed("llm_http_error", f"The LLM answered HTTP {response.status_code}.")
+    try:
+        message = response.json()["choices"][0]["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise ExtractorFailed("llm_bad_response", "The LLM's answer is not a chat-completions response.") from None
+    if isinstance(message, dict) and message.get("refusal"):
+        raise ExtractorFailed("llm_refused", f"The LLM refused: {str(message['refusal'])[:200]}")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise ExtractorFailed("llm_bad_response", "The LLM's answer has no text content.")
+    text = content.strip()
+    # Some servers wrap JSON in a Markdown fence even when asked for a schema.
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, re.DOTALL)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ExtractorFailed("llm_invalid_json", f"The LLM's reply is not JSON: {content[:120]!r}") from None
+    if not isinstance(data, dict):
+        raise ExtractorFailed("llm_invalid_json", "The LLM's reply is JSON but not an object.")
+    return data
+
+
+def extract_with_llm(texts: Iterable[str], *, definitions: Sequence[CustomField] | None = None) -> Extraction:
+    """Ask the configured chat-completions endpoint to fill the schema; raise ExtractorFailed if it cannot."""
+    texts = [t for t in texts if t]
+    definitions = list(ai_custom_fields() if definitions is None else definitions)
+    data = _call_llm(texts, definitions)
+    result = Extraction(extractor=LLM)
+    contact = data.get("contact")
+    if isinstance(contact, dict):
+        result.contact = {k: v for k, v in contact.items() if v not in (None, "", [])}
+    elif contact is not None:
+        result.drop("contact", contact, "invalid_value: expected an object")
+    custom = data.get("custom")
+    if isinstance(custom, dict):
+        result.custom = {k: v for k, v in custom.items() if v not in (None, "", [])}
+    elif custom is not None:
+        result.drop("custom", custom, "invalid_value: expected an object")
+    for key in data:
+        if key not in ("contact", "custom"):
+            result.drop(key, data[key], "unknown_field: not part of the schema")
+    return result
+
+
+def run_extractor(name: str, texts: Sequence[str]) -> Extraction:
+    """Run the named extractor; if the LLM fails, record why and fall back to the rules so nothing is lost."""
+    definitions = ai_custom_fields()
+    if name == RULES:
+        return extract_with_rules(texts, definitions=definitions)
+    if not any(t.strip() for t in texts):
+        # Nothing the visitor wrote: there is nothing to send, and no reason to spend a call.
+        return Extraction(extractor=LLM)
+    try:
+        return extract_with_llm(texts, definitions=definitions)
+    except ExtractorFailed as exc:
+        logger.warning("LLM extraction failed (%s): %s", exc.code, exc.message)
+        result = extract_with_rules(texts, definitions=definitions)
+        result.extractor = LLM
+        result.fallback = RULES
+        result.error = {"code": exc.code, "message": exc.message}
+        return result
+
+
+# --- Validation: the same rules as an agent's write -------------------------------------------
+
+
+def validate_found(extraction: Extraction, *, actor: Actor) -> Extraction:
+    """Keep only values that pass agent-write validation; record every dropped one with the reason."""
+    contact = {k: v for k, v in extraction.contact.items() if v not in (None, "")}
+    custom = {k: v for k, v in extraction.custom.items() if v not in (None, "")}
+    for key in [k for k in contact if k not in LLM_CONTACT_FIELDS]:
+        extraction.drop(key, contact.pop(key), "unknown_field: extraction may not write this field")
+    for key, value in list(contact.items()):
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            extraction.drop(key, contact.pop(key), "invalid_value: expected text")
+        elif not isinstance(value, str):
+            contact[key] = str(value)
+    # Each round removes every field the validator named; values are checked independently,
+    # so the second round passes. The bound only guards against a validator that names no field.
+    for _round in range(3):
+        try:
+            clean_contact_input(contact, custom=custom or None, actor=actor, allow_owner=False)
+            break
+        except InputRejected as exc:
+            removed = False
+            for error in exc.errors:
+                name = error.field or ""
+                if name.startswith("custom.") and name[7:] in custom:
+                    value = custom.pop(name[7:])
+                elif name in contact:
+                    value = contact.pop(name)
+                else:
+                    continue
+                removed = True
+                extraction.drop(name, value, f"{error.code}: {error.message}")
+            if not removed:
+                for key, value in [*contact.items(), *(("custom." + k, v) for k, v in custom.items())]:
+                    extraction.drop(key, value, "invalid_value: " + str(exc))
+                contact, custom = {}, {}
+                break
+    extraction.contact, extraction.custom = contact, custom
+    return extraction

@@ -1,0 +1,99 @@
+"""Reads shared by the forms pages, the contact timeline, exports and admin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Count, QuerySet
+from django.urls import NoReverseMatch, reverse
+
+from contacts.models import Contact, Stage
+from contacts.selectors import user_is_crm_admin, visible_contacts
+from forms_app.models import Form, Submission
+
+
+def user_can_build_forms(user) -> bool:
+    """Return whether ``user`` may create and edit forms: CRM admins, or staff granted the forms permissions."""
+    if user is None or not user.is_authenticated or not user.is_active or not user.is_staff:
+        return False
+    return user_is_crm_admin(user) or user.has_perm("forms_app.change_form")
+
+
+def forms_with_counts() -> QuerySet[Form]:
+    return Form.objects.select_related("current_version").annotate(submission_count=Count("submissions"))
+
+
+@dataclass(frozen=True)
+class FormStats:
+    views: int
+    submissions: int
+
+    @property
+    def conversion(self) -> float | None:
+        """Submissions per view, or None before anyone has seen the form."""
+        return self.submissions / self.views if self.views else None
+
+
+def form_stats(form: Form) -> FormStats:
+    return FormStats(views=form.views_count, submissions=form.submissions.count())
+
+
+def _visible_to(queryset: QuerySet[Submission], user) -> QuerySet[Submission]:
+    """Limit to submissions whose contact ``user`` may see (sales users with CRM_SALES_SEE_OWN_ONLY)."""
+    if settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+        return queryset.filter(contact__in=visible_contacts(user))
+    return queryset
+
+
+def submissions_for_form(form: Form, user) -> QuerySet[Submission]:
+    return _visible_to(form.submissions.select_related("contact", "version"), user).order_by("-created_at", "-id")
+
+
+def submission_detail(pk: int, user) -> Submission:
+    return _visible_to(Submission.objects.select_related("form", "version", "contact"), user).get(pk=pk)
+
+
+def submissions_for_contact(contact: Contact) -> list[Submission]:
+    """Return the contact's submissions, newest first, with their form and version, in one query."""
+    return list(
+        Submission.objects.filter(contact=contact)
+        .select_related("form", "version")
+        .order_by("-created_at", "-id")
+    )
+
+
+def export_columns(form: Form) -> list[dict]:
+    """Return every field any version of the form had, newest label first, in the newest order."""
+    columns: dict[str, dict] = {}
+    for version in form.versions.order_by("-number"):
+        for definition in version.fields:
+            columns.setdefault(definition["id"], definition)
+    return list(columns.values())
+
+
+def contact_url(contact: Contact | None) -> str:
+    """Return the contact's page in the web UI, or its admin page where the web UI has none."""
+    if contact is None:
+        return ""
+    try:
+        return contact.get_absolute_url()
+    except NoReverseMatch:
+        return reverse("admin:contacts_contact_change", args=[contact.pk])
+
+
+def stage_choices() -> QuerySet[Stage]:
+    return Stage.objects.select_related("pipeline").order_by("pipeline__position", "pipeline_id", "position", "id")
+
+
+def staff_users():
+    return get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username")
+
+
+def contact_summary(contact: Contact) -> dict:
+    """Return what the submission page shows about its contact: source, tags and stages (two queries)."""
+    return {
+        "tags": list(contact.tags.order_by("name")),
+        "stages": list(contact.stage_memberships.select_related("stage", "pipeline").order_by("pipeline__position")),
+    }

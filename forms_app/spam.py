@@ -1,0 +1,80 @@
+"""Protection of the public form pages: the signed form token, the honeypot, the per-IP rate limit.
+
+Why a signed token instead of Django's CSRF cookie on the public POST
+---------------------------------------------------------------------
+The public page is meant to live inside an ``<iframe>`` on someone else's
+website. There the page is a third-party context: browsers do not send a
+``SameSite=Lax`` cookie with the iframe's POST, and Chrome and Safari block or
+partition third-party cookies even when marked ``SameSite=None; Secure``. Django's
+CSRF check would then refuse every embedded submission. So the public POST is
+``csrf_exempt`` and carries a token signed with ``SECRET_KEY`` (salted, tied to
+the form's id, valid for ``FORMS_TOKEN_MAX_AGE`` seconds) that the page renders
+into a hidden field.
+
+This is safe because the public view has no ambient authority to abuse: it
+ignores ``request.user`` and the session entirely, so a cross-site POST can do
+nothing a visitor could not do by filling the form. The token still proves the
+POST came from a page we rendered for this very form (bots replaying a bare
+POST need to fetch the page first), and the rate limit below caps floods. Staff
+pages keep Django's normal CSRF protection.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+from django.utils.crypto import salted_hmac
+
+TOKEN_SALT = "forms_app.public-form"
+HONEYPOT_FIELD = "website"
+
+
+def client_ip(request) -> str:
+    """Return the visitor's IP: REMOTE_ADDR, or the first X-Forwarded-For hop when behind a trusted proxy."""
+    if settings.FORMS_TRUST_X_FORWARDED_FOR:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded.strip():
+            return forwarded.split(",")[0].strip()
+    return request.META.get("REMOTE_ADDR", "") or ""
+
+
+def hash_ip(ip: str) -> str:
+    """Return an HMAC-SHA256 of the IP keyed by SECRET_KEY: stable for rate limits, useless for finding the IP."""
+    return salted_hmac("forms_app.ip", ip, algorithm="sha256").hexdigest()
+
+
+def make_token(form_id: int) -> str:
+    return signing.TimestampSigner(salt=TOKEN_SALT).sign(str(form_id))
+
+
+def token_is_valid(token: str, form_id: int) -> bool:
+    try:
+        value = signing.TimestampSigner(salt=TOKEN_SALT).unsign(token or "", max_age=settings.FORMS_TOKEN_MAX_AGE)
+    except signing.BadSignature:
+        return False
+    return value == str(form_id)
+
+
+def honeypot_filled(data) -> bool:
+    """Return whether the field people never see (it is hidden from them and from screen readers) was filled."""
+    return bool((data.get(HONEYPOT_FIELD) or "").strip())
+
+
+def allow_attempt(ip_hash: str) -> bool:
+    """Count one POST from this IP in the current window; return False once it is over the limit.
+
+    A fixed window in Django's cache: with a shared cache (Redis via CACHE_URL) the
+    limit holds across every web process.
+    """
+    key = f"forms_app:rate:{ip_hash}"
+    window = settings.FORMS_RATE_LIMIT_WINDOW
+    if cache.add(key, 1, timeout=window):
+        count = 1
+    else:
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add() and incr()
+            cache.set(key, 1, timeout=window)
+            count = 1
+    return count <= settings.FORMS_RATE_LIMIT

@@ -1,0 +1,54 @@
+"""Round-robin fairness with real threads and real transactions on PostgreSQL."""
+
+import threading
+from collections import Counter
+
+import pytest
+from django.db import connection, connections
+
+from automations.models import Rule, Team
+from contacts import services
+from contacts.models import Contact, Source
+from crm_hub.actors import Actor
+from tests.automations.factories import RuleFactory, TeamFactory, TeamMemberFactory
+from tests.contacts.factories import UserFactory
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL"),
+]
+
+
+def test_hundred_contacts_from_ten_threads_share_a_team_of_three_evenly():
+    team = TeamFactory(name="Sales")
+    for position, name in enumerate(["ann", "ben", "cat"]):
+        TeamMemberFactory(team=team, user=UserFactory(username=name), position=position)
+    RuleFactory(assign_mode=Rule.AssignMode.ROUND_ROBIN, assign_team=team)
+    barrier = threading.Barrier(10)
+    errors = []
+
+    def create_ten(thread):
+        try:
+            barrier.wait()
+            for n in range(10):
+                services.upsert_contact(
+                    data={"name": f"Lead {thread}-{n}", "phone": f"+1415555{thread:02d}{n:02d}"},
+                    actor=Actor.for_system("load"), source=Source.API,
+                )
+        except Exception as exc:  # asserted below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=create_ten, args=(t,)) for t in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+
+    assert errors == []
+    counts = Counter(Contact.objects.values_list("owner__username", flat=True))
+    assert sum(counts.values()) == 100 and set(counts) == {"ann", "ben", "cat"}
+    assert max(counts.values()) - min(counts.values()) <= 1
+    assert Team.objects.get(pk=team.pk).turn == 100
