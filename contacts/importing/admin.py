@@ -10,7 +10,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, JsonResponse
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -68,6 +68,7 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
             path("import-contacts/<int:job_id>/", view(self.import_map_view), name="contacts_contact_import_map"),
             path("import-contacts/<int:job_id>/progress/", view(self.import_progress_view), name="contacts_contact_import_progress"),
             path("import-contacts/<int:job_id>/progress.json", view(self.import_progress_json), name="contacts_contact_import_progress_json"),
+            path("import-contacts/<int:job_id>/errors.csv", view(self.import_errors_view), name="contacts_contact_import_errors"),
             path("import-contacts/<int:job_id>/cancel/", view(self.import_cancel_view), name="contacts_contact_import_cancel"),
             path("import-contacts/<int:job_id>/revert/", view(self.import_revert_view), name="contacts_contact_import_revert"),
             *super().get_urls(),
@@ -140,6 +141,15 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
     def import_progress_json(self, request, job_id: int):
         self._check(request)
         return JsonResponse(services.progress(get_object_or_404(ImportJob, pk=job_id)))
+
+    def import_errors_view(self, request, job_id: int):
+        # Served through admin, not MEDIA_URL: the failed rows hold people's personal data.
+        self._check(request)
+        job = get_object_or_404(ImportJob, pk=job_id)
+        if not job.error_file:
+            raise Http404
+        name = f"{job.file_name.rsplit('.', 1)[0]}-errors.csv"
+        return FileResponse(job.error_file.open("rb"), as_attachment=True, filename=name, content_type="text/csv")
 
     def _job_action(self, request, job_id: int, action, done: str):
         self._check(request)

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from contacts.importing import mapping as mapping_mod
@@ -328,6 +329,6 @@ def progress(job: ImportJob) -> dict:
         "skipped": job.skipped_count,
         "failed": job.failed_count,
         "finished": job.status not in (*ACTIVE, ImportJob.Status.DRAFT),
-        "error_file_url": job.error_file.url if job.error_file else "",
+        "error_file_url": reverse("admin:contacts_contact_import_errors", args=[job.pk]) if job.error_file else "",
         "message": job.message,
     }

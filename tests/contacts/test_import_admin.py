@@ -58,11 +58,16 @@ def test_admin_upload_map_preview_confirm_and_revert(admin_client_logged_in):
     assert "Download the failed rows" in page and "Revert this import" in page
     data = client.get(reverse("admin:contacts_contact_import_progress_json", args=[job.pk])).json()
     assert (data["rows_done"], data["created"], data["failed"], data["finished"]) == (2, 1, 1, True)
+    errors = client.get(data["error_file_url"])
+    assert errors["Content-Disposition"] == 'attachment; filename="list-errors.csv"'
+    assert b"Bad,,bad@" in b"".join(errors.streaming_content)
 
     client.post(reverse("admin:contacts_contact_import_revert", args=[job.pk]))
     job.refresh_from_db()
     assert job.status == "reverted"
     assert Contact.objects.count() == 0
+    client.logout()
+    assert client.get(data["error_file_url"]).status_code == 302  # staff only: to the login page
 
 
 def test_admin_import_history_lists_jobs(admin_client_logged_in, staff_user):
