@@ -62,3 +62,33 @@ def stage_event(contact, *, pipeline, from_stage, to_stage) -> dict[str, Any]:
         "from_stage": {"id": from_stage.pk, "name": from_stage.name} if from_stage else None,
         "to_stage": {"id": to_stage.pk, "name": to_stage.name},
     }
+
+
+def form_submitted_event(submission) -> dict[str, Any]:
+    return {
+        "form": {"id": submission.form_id, "slug": submission.form.slug, "title": submission.form.title},
+        "submission": {
+            "id": submission.pk,
+            "version_id": submission.version_id,
+            "answers": submission.answers,
+            "outcome": submission.outcome,
+            "created_at": _iso(submission.created_at),
+        },
+        "contact": contact_data(submission.contact) if submission.contact_id else None,
+    }
+
+
+def conversation_ended_event(conversation) -> dict[str, Any]:
+    return {
+        "conversation": {
+            "id": conversation.pk,
+            "external_id": conversation.external_id,
+            "channel": conversation.channel,
+            "status": conversation.status,
+            "started_at": _iso(conversation.started_at),
+            "ended_at": _iso(conversation.ended_at),
+            "summary": conversation.summary,
+            "agent": conversation.agent.name if conversation.agent_id else None,
+        },
+        "contact": contact_data(conversation.contact) if conversation.contact_id else None,
+    }

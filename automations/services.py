@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
+from automations import switchboard
 from automations.models import Rule, RuleRun, Team, TeamMember, Trigger
 from contacts.models import Contact, ContactStage, ContactTag, HistoryEntry, Task
 from crm_hub.actors import Actor
@@ -187,6 +188,8 @@ def apply_actions(rule: Rule, *, contact: Contact, source: str, trigger: str) ->
 
 
 def _rules_for(trigger: str) -> list[Rule]:
+    if not switchboard.trigger_has_rules(trigger):
+        return []
     return list(
         Rule.objects.filter(trigger=trigger, active=True)
         .select_related("tag", "stage", "assign_user", "assign_team", "set_stage__pipeline", "webhook_endpoint")

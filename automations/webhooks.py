@@ -34,6 +34,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from automations import switchboard
 from automations.models import DeliveryAttempt, WebhookDelivery, WebhookEndpoint, WebhookEventType
 from automations.ssrf import UnsafeURL, check_url
 from crm_hub.errors import FieldError, InputRejected
@@ -209,6 +210,8 @@ def emit_event(
     """
     if event not in WebhookEventType.values:
         raise ValueError(f"Unknown webhook event {event!r}")
+    if endpoints is None and not switchboard.event_has_subscribers(event):
+        return []
     candidates = list(endpoints) if endpoints is not None else list(WebhookEndpoint.objects.filter(active=True))
     targets = [e for e in candidates if e.active and event in (e.events or [])]
     if not targets:

@@ -6,17 +6,21 @@ Each function is keyword-only, validates everything before it writes, raises
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
+import json
 import logging
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models import CharField, Exists, IntegerField, OuterRef, Q, TextField, Value
+from django.db.models.functions import Cast, Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -130,9 +134,83 @@ def _check_source(source: str) -> None:
 
 def _touch(contact: Contact, when: dt.datetime | None = None) -> None:
     when = when or timezone.now()
-    Contact.objects.filter(pk=contact.pk).update(last_activity_at=when, updated_at=when)
+    batch = _intake_batch.get()
+    if batch is not None:
+        batch.touched[contact.pk] = when
+    else:
+        Contact.objects.filter(pk=contact.pk).update(last_activity_at=when, updated_at=when)
     contact.last_activity_at = when
     contact.updated_at = when
+
+
+# --- Intake batching -----------------------------------------------------------------
+# Inside record_intake every part is validated up front and the contact row is locked,
+# so the steps can share one history insert, one "touch" update and one read of the
+# contact's tags and stages, and need no savepoints of their own. That keeps an intake
+# on an existing contact within a fixed, small number of statements.
+
+
+@dataclass
+class _IntakeBatch:
+    history: list[HistoryEntry] = field(default_factory=list)
+    touched: dict[int, dt.datetime] = field(default_factory=dict)
+    # contact pk -> (tag ids, {pipeline id: ContactStage}) read once under the contact lock
+    state: dict[int, tuple[set[int], dict[int, ContactStage]]] = field(default_factory=dict)
+
+    def flush(self) -> None:
+        if self.history:
+            HistoryEntry.objects.bulk_create(self.history)
+            self.history = []
+        for pk, when in self.touched.items():
+            Contact.objects.filter(pk=pk).update(last_activity_at=when, updated_at=when)
+        self.touched = {}
+
+
+_intake_batch: ContextVar[_IntakeBatch | None] = ContextVar("crm_intake_batch", default=None)
+
+
+def _save_history(entries: list[HistoryEntry]) -> None:
+    batch = _intake_batch.get()
+    if batch is not None:
+        batch.history.extend(entries)
+    elif entries:
+        HistoryEntry.objects.bulk_create(entries)
+
+
+def _write_atomic(func):
+    """``transaction.atomic`` that skips the savepoint inside an intake (already validated, one transaction)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with transaction.atomic(savepoint=_intake_batch.get() is None):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _contact_state(contact: Contact) -> tuple[set[int], dict[int, ContactStage]] | None:
+    """Within an intake, return the contact's tag ids and stage memberships, read in one query."""
+    batch = _intake_batch.get()
+    if batch is None:
+        return None
+    if contact.pk not in batch.state:
+        tags = ContactTag.objects.filter(contact=contact).annotate(
+            kind=Value("t", output_field=CharField()), pipe=Value(0, output_field=IntegerField()),
+        ).values_list("kind", "tag_id", "pipe", "tag_id", "added_at").order_by()
+        stages = ContactStage.objects.filter(contact=contact).annotate(
+            kind=Value("s", output_field=CharField()),
+        ).values_list("kind", "id", "pipeline_id", "stage_id", "entered_at").order_by()
+        tag_ids: set[int] = set()
+        memberships: dict[int, ContactStage] = {}
+        for kind, pk, pipeline_id, stage_id, when in tags.union(stages, all=True):
+            if kind == "t":
+                tag_ids.add(pk)
+            else:
+                memberships[pipeline_id] = ContactStage(
+                    pk=pk, contact=contact, pipeline_id=pipeline_id, stage_id=stage_id, entered_at=when
+                )
+        batch.state[contact.pk] = (tag_ids, memberships)
+    return batch.state[contact.pk]
 
 
 def resolve_tags(names: Iterable[str], *, field_name: str = "tags") -> list[Tag]:
@@ -341,9 +419,10 @@ def find_contact_by_keys(*, phone_e164: str = "", email_normalized: str = "", lo
         query |= Q(email_normalized=email_normalized)
     if not query:
         return None, None
-    queryset = Contact.objects.filter(query).order_by("pk")
+    # The owner comes along so a task defaulting to it costs no extra query.
+    queryset = Contact.objects.filter(query).select_related("owner").order_by("pk")
     if lock:
-        queryset = queryset.select_for_update()
+        queryset = queryset.select_for_update(of=("self",))
     by_phone = by_email = None
     for contact in queryset:
         if phone_e164 and contact.phone_e164 == phone_e164:
@@ -376,9 +455,12 @@ def upsert_contact(
     cleaned = cleaned or clean_contact_input(data, custom=custom, tags=tags, actor=actor)
     policy = _protected_policy(actor, protected_changes)
     last_error: IntegrityError | None = None
+    in_intake = _intake_batch.get() is not None
     for _attempt in range(UPSERT_RETRIES):
         try:
-            with transaction.atomic():
+            # In an intake the contact insert keeps its own savepoint (in _create_contact), so a
+            # lost race is retried without one more savepoint around the whole upsert.
+            with contextlib.nullcontext() if in_intake else transaction.atomic():
                 return _upsert_once(
                     cleaned=cleaned, actor=actor, source=source, conversation=conversation,
                     policy=policy, create=create, update=update,
@@ -461,7 +543,7 @@ def _create_contact(*, cleaned: CleanContactInput, actor: Actor, source: str, co
                      changes={"tags": [[], result.tags_added]}, summary="Tags added: " + ", ".join(result.tags_added),
                      conversation=conversation)
         )
-    HistoryEntry.objects.bulk_create(entries)
+    _save_history(entries)
     run_rules(trigger="contact_created", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
     if result.tags_added:
         run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
@@ -538,7 +620,7 @@ def _apply_changes(
         if merged != (contact.custom or {}):
             contact.custom = merged
             update_fields.append("custom")
-    if update_fields or requests or cleaned.tags:
+    if update_fields or requests:
         # A write that changes nothing leaves the record (and its updated_at) alone.
         contact.last_activity_at = now
         contact.updated_at = now
@@ -560,18 +642,20 @@ def _apply_changes(
             )
         result.pending_changes.extend(fresh + repeated)
     if cleaned.tags:
-        existing = set(ContactTag.objects.filter(contact=contact).values_list("tag_id", flat=True))
+        state = _contact_state(contact)
+        existing = state[0] if state else set(ContactTag.objects.filter(contact=contact).values_list("tag_id", flat=True))
         new_tags = [t for t in cleaned.tags if t.pk not in existing]
         if new_tags:
             ContactTag.objects.bulk_create([ContactTag(contact=contact, tag=t) for t in new_tags], ignore_conflicts=True)
+            existing.update(t.pk for t in new_tags)
+            _touch(contact, now)
             result.tags_added = [t.name for t in new_tags]
             entries.append(
                 _history(contact, action=HistoryEntry.Action.TAG_ADDED, actor=actor, source=source,
                          changes={"tags": [[], result.tags_added]}, summary="Tags added: " + ", ".join(result.tags_added),
                          conversation=conversation)
             )
-    if entries:
-        HistoryEntry.objects.bulk_create(entries)
+    _save_history(entries)
     result.changes = changes
     if result.tags_added:
         run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
@@ -757,7 +841,7 @@ class StageMoveResult:
     from_stage: Stage | None
 
 
-@transaction.atomic
+@_write_atomic
 def move_to_stage(
     *, contact: Contact, pipeline: Any, stage: Any, actor: Actor, source: str, conversation=None,
     only_if_not_in_pipeline: bool = False,
@@ -770,10 +854,17 @@ def move_to_stage(
     if isinstance(stage, Stage):
         found_pipeline = stage.pipeline
     now = timezone.now()
-    membership = (
-        ContactStage.objects.select_for_update().select_related("stage")
-        .filter(contact=contact, pipeline=found_pipeline).first()
-    )
+    state = _contact_state(contact)
+    if state is not None:
+        # An intake holds the contact's lock, so the membership read with its tags is current.
+        membership = state[1].get(found_pipeline.pk)
+        if membership is not None and membership.stage_id == found_stage.pk:
+            membership.stage = found_stage
+    else:
+        membership = (
+            ContactStage.objects.select_for_update().select_related("stage")
+            .filter(contact=contact, pipeline=found_pipeline).first()
+        )
     previous = membership.stage if membership else None
     if membership is not None and (only_if_not_in_pipeline or membership.stage_id == found_stage.pk):
         return StageMoveResult(membership=membership, changed=False, from_stage=previous)
@@ -792,10 +883,12 @@ def move_to_stage(
         membership.stage = found_stage
         membership.entered_at = now
         membership.save(update_fields=["stage", "entered_at"])
+    if state is not None:
+        state[1][found_pipeline.pk] = membership
     StageChange.objects.create(
         contact=contact, pipeline=found_pipeline, from_stage=previous, to_stage=found_stage, changed_at=now
     )
-    HistoryEntry.objects.bulk_create([
+    _save_history([
         _history(contact, action=HistoryEntry.Action.STAGE_CHANGED, actor=actor, source=source,
                  changes={f"stage.{found_pipeline.name}": [previous.name if previous else None, found_stage.name]},
                  summary=f"{found_pipeline.name}: {previous.name if previous else '—'} → {found_stage.name}",
@@ -811,7 +904,7 @@ def move_to_stage(
 # --- Notes ---------------------------------------------------------------------------
 
 
-@transaction.atomic
+@_write_atomic
 def add_note(*, contact: Contact, body: str, actor: Actor, source: str, conversation=None) -> Note:
     """Store a sanitized rich-text note on the contact."""
     _check_source(source)
@@ -825,7 +918,7 @@ def add_note(*, contact: Contact, body: str, actor: Actor, source: str, conversa
     note = Note.objects.create(
         contact=contact, body=clean, source=source, author=actor.user, agent=actor.agent, conversation=conversation
     )
-    HistoryEntry.objects.bulk_create([
+    _save_history([
         _history(contact, action=HistoryEntry.Action.NOTE_ADDED, actor=actor, source=source,
                  summary="Note added", conversation=conversation)
     ])
@@ -865,7 +958,7 @@ def parse_due_at(value: Any, *, field_name: str = "due_at") -> dt.datetime:
     return parsed
 
 
-@transaction.atomic
+@_write_atomic
 def create_task(
     *,
     contact: Contact,
@@ -904,7 +997,7 @@ def create_task(
         contact=contact, title=title, description=description or "", due_at=due, assignee=user, priority=priority,
         source=source, created_by=actor.user, agent=actor.agent, conversation=conversation,
     )
-    HistoryEntry.objects.bulk_create([
+    _save_history([
         _history(contact, action=HistoryEntry.Action.TASK_CREATED, actor=actor, source=source,
                  changes={"task": [None, title]}, summary=f"Task: {title} (due {due:%Y-%m-%d %H:%M})",
                  conversation=conversation)
@@ -1030,21 +1123,29 @@ def record_intake(
         cleaned = clean_contact_input(contact_data, custom=None, tags=None, actor=actor, allow_owner=False)
     except InputRejected as exc:
         _prefixed(errors, exc, "contact")
-    if cleaned is not None and custom_values:
+    resolved_tags: list[Tag] = []
+    stage_pair = None
+    quick = _resolve_taxonomy(tag_names, pipeline, stage, with_custom_fields=bool(custom_values))
+    if quick is not None:
+        resolved_tags, stage_pair, definitions = quick
+    if cleaned is not None and custom_values and quick is not None:
+        cleaned.custom, custom_errors = clean_custom_values(
+            dict(custom_values), definitions=definitions, agent_write=actor.is_agent
+        )
+        errors.extend(custom_errors)
+    elif cleaned is not None and custom_values:
         try:
             cleaned.custom = clean_contact_input({}, custom=custom_values, actor=actor).custom
         except InputRejected as exc:
             errors.extend(exc.errors)
     if cleaned is not None and not (cleaned.values.get("name") or cleaned.phone_e164 or cleaned.email_normalized):
         errors.append(FieldError("contact", "required", "Give the contact at least a name, a phone or an email."))
-    resolved_tags: list[Tag] = []
-    if tag_names:
+    if tag_names and quick is None:
         try:
             resolved_tags = resolve_tags(tag_names)
         except InputRejected as exc:
             errors.extend(exc.errors)
-    stage_pair = None
-    if pipeline not in (None, "") or stage not in (None, ""):
+    if (pipeline not in (None, "") or stage not in (None, "")) and quick is None:
         try:
             stage_pair = resolve_stage(pipeline=pipeline, stage=stage)
         except InputRejected as exc:
@@ -1098,7 +1199,9 @@ def record_intake(
     assert cleaned is not None
     cleaned.tags = resolved_tags
 
-    with transaction.atomic():
+    batch = _IntakeBatch()
+    # Everything was validated above, so no savepoint: an error from here on fails the caller's transaction too.
+    with transaction.atomic(savepoint=False), _batching(batch):
         if conversation_spec is not None:
             conversation_obj, _ = get_or_create_conversation(
                 agent=actor.agent,
@@ -1130,18 +1233,109 @@ def record_intake(
             )
             if task_data else None
         )
-        completeness = intake_completeness(person, note=note_obj, task=task_obj)
+        state = batch.state.get(person.pk)
+        completeness = intake_completeness(
+            person, note=note_obj, task=task_obj,
+            has_tags=True if cleaned.tags else (False if upsert.created else (bool(state[0]) if state else None)),
+            has_stage=True if stage_pair else (False if upsert.created else (bool(state[1]) if state else None)),
+        )
+        batch.flush()
     return IntakeResult(
         upsert=upsert, note=note_obj, task=task_obj, stage=stage_result, conversation=conversation_obj,
         completeness=completeness,
     )
 
 
-def intake_completeness(contact: Contact, *, note: Note | None, task: Task | None) -> dict[str, bool]:
-    """Say which parts of a clean record the contact now has: fields, note, tags, stage, task."""
+@contextlib.contextmanager
+def _batching(batch: _IntakeBatch):
+    token = _intake_batch.set(batch)
+    try:
+        yield batch
+    finally:
+        _intake_batch.reset(token)
+
+
+def _resolve_taxonomy(
+    tag_names: list, pipeline: Any, stage: Any, *, with_custom_fields: bool = False,
+) -> tuple[list[Tag], tuple[Pipeline, Stage] | None, dict[str, CustomField]] | None:
+    """Resolve an intake's tags, stage and custom field definitions in one query.
+
+    None sends the caller to resolve_tags/resolve_stage, which also explain what is wrong.
+    """
+    if not all(isinstance(t, str) and t.strip() for t in tag_names):
+        return None
+    wanted = {t.strip().casefold(): t.strip() for t in tag_names}
+    want_stage = pipeline not in (None, "") or stage not in (None, "")
+    if want_stage and (pipeline in (None, "") or stage in (None, "")):
+        return None
+    if not wanted and not want_stage and not with_custom_fields:
+        return [], None, {}
+    text = CharField()
+    number = IntegerField()
+    queries = []
+    if wanted:
+        queries.append(
+            Tag.objects.annotate(lname=Lower("name"))
+            .filter(lname__in=[w.lower() for w in wanted.values()])
+            .annotate(kind=Value("t", output_field=text), pid=Value(0, output_field=number),
+                      pname=Value("", output_field=text), extra=Value("", output_field=TextField()))
+            .values_list("kind", "id", "name", "pid", "pname", "extra").order_by()
+        )
+    if with_custom_fields:
+        # Every definition: an unknown key's error lists the writable ones.
+        queries.append(
+            CustomField.objects.annotate(
+                kind=Value("c", output_field=text), ai=Cast("allow_for_ai", number), ch=Cast("choices", TextField()),
+            ).values_list("kind", "id", "key", "ai", "type", "ch").order_by()
+        )
+    if want_stage:
+        # Ids are tried as ids only: resolve_stage handles a name made of digits.
+        conditions = []
+        for value, by_id, by_name in ((pipeline, "pipeline_id", "plname"), (stage, "pk", "slname")):
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                return None
+            raw = str(value).strip()
+            conditions.append(Q(**{by_id: int(raw)}) if raw.isdigit() else Q(**{by_name: raw.lower()}))
+        queries.append(
+            Stage.objects.annotate(plname=Lower("pipeline__name"), slname=Lower("name"))
+            .filter(conditions[0], conditions[1])
+            .annotate(kind=Value("s", output_field=text), extra=Value("", output_field=TextField()))
+            .values_list("kind", "id", "name", "pipeline_id", "pipeline__name", "extra").order_by()
+        )
+    query = queries[0].union(*queries[1:], all=True) if len(queries) > 1 else queries[0]
+    tags: dict[str, Tag] = {}
+    stages: list[Stage] = []
+    definitions: dict[str, CustomField] = {}
+    for kind, pk, name, number_value, text_value, extra in query:
+        if kind == "t":
+            tags[name.casefold()] = Tag(pk=pk, name=name)
+        elif kind == "s":
+            stages.append(Stage(pk=pk, name=name, pipeline=Pipeline(pk=number_value, name=text_value)))
+        else:
+            choices = extra if isinstance(extra, list) else json.loads(extra or "[]")
+            definitions[name] = CustomField(pk=pk, key=name, allow_for_ai=bool(number_value), type=text_value, choices=choices)
+    if set(wanted) - set(tags) or (want_stage and len(stages) != 1):
+        return None
+    ordered = [tags[key] for key in wanted]
+    return ordered, ((stages[0].pipeline, stages[0]) if want_stage else None), definitions
+
+
+def intake_completeness(
+    contact: Contact, *, note: Note | None, task: Task | None,
+    has_tags: bool | None = None, has_stage: bool | None = None,
+) -> dict[str, bool]:
+    """Say which parts of a clean record the contact now has: fields, note, tags, stage, task.
+
+    ``has_tags``/``has_stage`` let a caller that already knows skip the lookups.
+    """
     fields = bool(contact.name and (contact.phone_e164 or contact.email_normalized))
-    has_tags = ContactTag.objects.filter(contact=contact).exists()
-    has_stage = ContactStage.objects.filter(contact=contact).exists()
+    if has_tags is None or has_stage is None:
+        found = Contact.objects.filter(pk=contact.pk).values(
+            t=Exists(ContactTag.objects.filter(contact=OuterRef("pk"))),
+            s=Exists(ContactStage.objects.filter(contact=OuterRef("pk"))),
+        ).first() or {"t": False, "s": False}
+        has_tags = found["t"] if has_tags is None else has_tags
+        has_stage = found["s"] if has_stage is None else has_stage
     parts = {"fields": fields, "note": note is not None, "tags": has_tags, "stage": has_stage, "task": task is not None}
     parts["clean"] = all(parts.values())
     return parts

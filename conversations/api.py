@@ -23,7 +23,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from contacts.models import Contact, CustomField, Source
+from contacts.models import Contact, CustomField, Source, Task
 from conversations import services
 from conversations.filters import ConversationFilter
 from conversations.models import Conversation, Message
@@ -221,7 +221,7 @@ class IntakeTaskDocSerializer(serializers.Serializer):
     title = serializers.CharField(help_text="What to do.")
     due_at = serializers.DateTimeField(help_text="ISO 8601 due date and time.")
     assignee = serializers.CharField(required=False, help_text="User id, username or email; defaults to the contact's owner.")
-    priority = serializers.ChoiceField(choices=["low", "normal", "high"], required=False, help_text="Defaults to normal.")
+    priority = serializers.ChoiceField(choices=Task.Priority.choices, required=False, help_text="Defaults to normal.")
 
 
 class IntakeDocSerializer(serializers.Serializer):

@@ -11,6 +11,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from automations import payloads
+from automations.services import run_rules
+from automations.webhooks import emit_event
 from contacts.models import Contact, HistoryEntry, Source
 from contacts.services import record_intake
 from conversations.models import Conversation, Message
@@ -425,6 +428,11 @@ def end_conversation(
         locked.save(update_fields=fields)
         if locked.contact_id:
             HistoryEntry.objects.bulk_create([_ended_entry(locked, actor=actor, source=source)])
+            run_rules(
+                trigger="conversation_ended", contact=locked.contact, actor=actor, source=source,
+                context={"conversation_id": locked.pk},
+            )
+        emit_event(event="conversation.ended", payload=lambda: payloads.conversation_ended_event(locked))
     return EndResult(conversation=locked, intake=intake_result, extraction=extraction_record)
 
 

@@ -52,3 +52,35 @@ class Agent(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in (self.scopes or [])
+
+
+class IdempotencyRecord(models.Model):
+    """One agent call made with an ``Idempotency-Key``: its fingerprint and, once answered, its response.
+
+    The unique (agent, key) pair lets the database decide which of two concurrent
+    duplicates runs; the other sees the row and waits, replays or gets 409.
+    """
+
+    class State(models.TextChoices):
+        IN_FLIGHT = "in_flight", "In flight"
+        DONE = "done", "Done"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="idempotency_records")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=500)
+    fingerprint = models.CharField(max_length=64, help_text="sha256 of method, path and body.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.IN_FLIGHT)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    content_type = models.CharField(max_length=120, blank=True)
+    body = models.BinaryField(blank=True, default=b"")
+    created_at = models.DateTimeField(db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "key"], name="idempotency_unique_agent_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}:{self.key} ({self.state})"

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "import_export",
     "crm_hub",
     "contacts",
@@ -81,6 +82,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "crm_hub.api.limits.RequestSizeLimitMiddleware",
+    "crm_hub.api.idempotency.IdempotencyMiddleware",
 ]
 
 ROOT_URLCONF = "crm_hub.urls"
@@ -218,6 +221,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "The write path from a conversation to a clean CRM record.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "crm_hub.api.schema.document_idempotency_key",
+    ],
 }
 
 # --- CRM Hub -------------------------------------------------------------------------
@@ -288,6 +295,25 @@ CELERY_BEAT_SCHEDULE["automations-prune-webhook-log"] = {
     "task": "automations.prune_webhook_log",
     "schedule": 24 * 3600.0,
 }
+
+# --- Agent API (issue 3) -------------------------------------------------------------
+# Stored Idempotency-Key responses are kept this long; purge_idempotency_keys runs hourly.
+CRM_IDEMPOTENCY_TTL_HOURS = max(env_int("CRM_IDEMPOTENCY_TTL_HOURS", 24), 24)
+# How long a duplicate waits for the first call to finish before answering 409.
+CRM_IDEMPOTENCY_WAIT_SECONDS = float(os.environ.get("CRM_IDEMPOTENCY_WAIT_SECONDS", "2"))
+# An in-flight key older than this belonged to a request that died; a retry may take it over.
+CRM_IDEMPOTENCY_IN_FLIGHT_SECONDS = env_int("CRM_IDEMPOTENCY_IN_FLIGHT_SECONDS", 60)
+# POST access/check, per agent: tight, so the check cannot walk the contact list.
+CRM_ACCESS_CHECK_RATE = os.environ.get("CRM_ACCESS_CHECK_RATE", "30/min")
+CELERY_BEAT_SCHEDULE["purge-idempotency-keys"] = {"task": "crm_hub.purge_idempotency_keys", "schedule": 3600.0}
+SPECTACULAR_SETTINGS.update(
+    {
+        "SWAGGER_UI_DIST": "SIDECAR",
+        "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+        "REDOC_DIST": "SIDECAR",
+        "COMPONENT_SPLIT_REQUEST": True,
+    }
+)
 
 # --- Contact import and export (issue 7) -----------------------------------------------
 # Files with more rows than this run on Celery (anything over 10,000 always does).

@@ -22,6 +22,9 @@ from django.db.models import F
 from django.utils.dateparse import parse_date
 from django.utils.text import slugify
 
+from automations import payloads
+from automations.services import run_rules
+from automations.webhooks import emit_event
 from contacts import services as contact_services
 from contacts.models import Contact, CustomField, HistoryEntry, Source, Stage, Tag
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
@@ -513,11 +516,8 @@ def submit_form(*, form: Form, data: Any, files: Any = None, ip_hash: str = "") 
             summary=f"Submitted the form “{form.title}”"[:255], actor_label=actor.label[:160],
             changes={"form_submission": [None, submission.pk]},
         )
-        # --- Automations hook (issue 7, wired by the lead when merging) -------------------
-        # Inside this transaction, after the submission row exists:
-        #   automations.services.run_rules(trigger="form_submitted", contact=contact, actor=actor,
-        #                                  source="form", context={"form_id": form.pk})
-        #   automations.webhooks.emit_event(event="form.submitted", payload={...submission...})
-        # ---------------------------------------------------------------------------------
+        # Inside the transaction: a rolled-back submission fires no rule and sends no webhook.
+        run_rules(trigger="form_submitted", contact=contact, actor=actor, source=Source.FORM, context={"form_id": form.pk})
+        emit_event(event="form.submitted", payload=lambda: payloads.form_submitted_event(submission))
     return SubmitResult(submission=submission, contact=contact, created=upsert.created)
 

@@ -35,6 +35,31 @@ class AgentUser:
         return f"agent:{self.agent.name}"
 
 
+def agent_for_token(http_request, raw_token: str) -> Agent | None:
+    """Return the active agent holding ``raw_token``; looked up once per request and remembered on it.
+
+    The idempotency middleware authenticates before DRF does; both use this, so a call costs one lookup.
+    """
+    cached = getattr(http_request, "_crm_agent_lookup", None)
+    if cached is not None and cached[0] == raw_token:
+        return cached[1]
+    agent = (
+        Agent.objects.filter(token_hash=hash_token(raw_token), is_active=True, revoked_at__isnull=True)
+        .only("id", "name", "scopes", "rate_limit", "is_active", "last_used_at", "revoked_at", "token_prefix")
+        .first()
+    )
+    http_request._crm_agent_lookup = (raw_token, agent)
+    return agent
+
+
+def bearer_token(http_request) -> str | None:
+    """Return the token of an ``Authorization: Bearer <token>`` header, or None."""
+    parts = http_request.META.get("HTTP_AUTHORIZATION", "").split()
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1]
+    return None
+
+
 class AgentTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -47,11 +72,7 @@ class AgentTokenAuthentication(authentication.BaseAuthentication):
             return None
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed("Send the header as 'Authorization: Bearer <token>'.")
-        agent = (
-            Agent.objects.filter(token_hash=hash_token(parts[1]), is_active=True, revoked_at__isnull=True)
-            .only("id", "name", "scopes", "rate_limit", "is_active", "last_used_at", "revoked_at", "token_prefix")
-            .first()
-        )
+        agent = agent_for_token(request._request, parts[1])
         if agent is None:
             raise exceptions.AuthenticationFailed("The token is unknown, revoked, or its agent is inactive.")
         now = timezone.now()

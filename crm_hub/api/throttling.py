@@ -24,3 +24,18 @@ class AgentRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request, view):
         return f"throttle_agent_{request.auth.pk}"
+
+
+class AccessCheckThrottle(SimpleRateThrottle):
+    """A separate, tight budget for POST access/check so it cannot be used to walk the contact list."""
+
+    scope = "access_check"
+
+    def get_rate(self):
+        from django.conf import settings
+
+        return settings.CRM_ACCESS_CHECK_RATE
+
+    def get_cache_key(self, request, view):
+        agent = request.auth if isinstance(request.auth, Agent) else None
+        return f"throttle_access_check_{agent.pk}" if agent else None

@@ -1,14 +1,18 @@
 """The agent API under /api/v1/."""
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+import crm_hub.api.schema  # noqa: F401  (registers the bearer-token scheme with drf-spectacular)
 
 urlpatterns = [
     path("", include("conversations.api")),
     path("schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="api-schema"),
+    # Swagger UI served from drf-spectacular-sidecar's static files: no CDN needed.
     path(
         "docs/",
-        SpectacularRedocView.as_view(url_name="api-schema", authentication_classes=[], permission_classes=[]),
+        SpectacularSwaggerView.as_view(url_name="api-schema", authentication_classes=[], permission_classes=[]),
         name="api-docs",
     ),
+    path("", include("contacts.api.urls")),
 ]

@@ -325,7 +325,8 @@ def test_schema_documents_the_conversation_endpoints():
     assert {"400", "404", "409"} <= set(end_op["responses"])
     assert end_op["requestBody"]["content"]["application/json"]["examples"]
     components = schema["components"]["schemas"]
-    for name in ("StartInput", "EndInput", "MessageInput", "ConversationDetail", "EndResponse"):
+    # Request bodies are split into "<Name>Request" components (COMPONENT_SPLIT_REQUEST).
+    for name in ("StartInputRequest", "EndInputRequest", "MessageInputRequest", "ConversationDetail", "EndResponse"):
         for prop, spec in components[name]["properties"].items():
             assert spec.get("description") or "$ref" in spec or "allOf" in spec, f"{name}.{prop} has no help text"
 

@@ -1,0 +1,60 @@
+"""Filters for GET /api/v1/contacts. Phones and emails go through the same normalizers as writes."""
+
+from __future__ import annotations
+
+import django_filters
+from django.contrib.auth import get_user_model
+from django.db.models import Q
+from django.db.models.functions import Lower
+
+from contacts.models import Contact, ContactStage, ContactTag, Source
+from contacts.normalize import email_normalize_or_none, phone_to_e164_or_none
+from contacts.selectors import search_contacts
+
+
+class ContactApiFilter(django_filters.FilterSet):
+    phone = django_filters.CharFilter(method="filter_phone", help_text="Phone in any format; exact match on the normalized number.")
+    email = django_filters.CharFilter(method="filter_email", help_text="Email; case-insensitive exact match.")
+    q = django_filters.CharFilter(method="filter_q", help_text="Search: a phone or email finds that contact, other text matches name, company or email prefix.")
+    tag = django_filters.CharFilter(method="filter_tag", help_text="Tag name (case-insensitive).")
+    stage = django_filters.CharFilter(method="filter_stage", help_text="Stage id or name (case-insensitive), in any pipeline.")
+    owner = django_filters.CharFilter(method="filter_owner", help_text="Owner's user id, username or email.")
+    source = django_filters.ChoiceFilter(choices=Source.choices, help_text="How the contact came in: chat, form, manual, import or api.")
+    updated_since = django_filters.IsoDateTimeFilter(
+        field_name="updated_at", lookup_expr="gte", help_text="Only contacts changed at or after this ISO 8601 time."
+    )
+
+    class Meta:
+        model = Contact
+        fields = ["phone", "email", "q", "tag", "stage", "owner", "source", "updated_since"]
+
+    def filter_phone(self, queryset, name, value):
+        # An unparseable phone matches nobody rather than everybody.
+        e164 = phone_to_e164_or_none(value)
+        return queryset.filter(phone_e164=e164) if e164 else queryset.none()
+
+    def filter_email(self, queryset, name, value):
+        email = email_normalize_or_none(value)
+        return queryset.filter(email_normalized=email) if email else queryset.none()
+
+    def filter_q(self, queryset, name, value):
+        return search_contacts(queryset, value)
+
+    def filter_tag(self, queryset, name, value):
+        tagged = ContactTag.objects.annotate(lname=Lower("tag__name")).filter(lname=value.strip().lower())
+        return queryset.filter(pk__in=tagged.values("contact_id"))
+
+    def filter_stage(self, queryset, name, value):
+        text = value.strip()
+        condition = Q(pk__in=[])
+        if text.isdigit() and len(text) < 18:
+            condition |= Q(stage_id=int(text))
+        in_stage = ContactStage.objects.annotate(lname=Lower("stage__name")).filter(condition | Q(lname=text.lower()))
+        return queryset.filter(pk__in=in_stage.values("contact_id"))
+
+    def filter_owner(self, queryset, name, value):
+        text = value.strip()
+        users = get_user_model().objects.filter(
+            Q(username__iexact=text) | Q(email__iexact=text) | (Q(pk=int(text)) if text.isdigit() and len(text) < 18 else Q(pk__in=[]))
+        )
+        return queryset.filter(owner__in=users)

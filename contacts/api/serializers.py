@@ -1,0 +1,469 @@
+"""Agent API shapes. Input serializers check types only; the services decide what is valid."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rest_framework import serializers
+
+from contacts.models import ChangeRequest, Contact, Note, Source, Task
+from contacts.services import STANDARD_FIELDS
+from crm_hub.errors import FieldError, InputRejected
+
+FIELD_HELP = {
+    "name": "Full name as the person gave it.",
+    "identity": "Tax or national ID number. Protected: overwriting a filled one needs staff approval.",
+    "phone": "Phone in any format (national numbers use the CRM's default region). The dedup key: matched first. Protected once filled.",
+    "email": "Email address; matched case-insensitively when no phone matches. Protected once filled.",
+    "company": "Company or organisation.",
+    "position": "Job title.",
+    "birthday": "Date of birth as YYYY-MM-DD.",
+    "zip_code": "Postal code.",
+    "country": "Country.",
+    "state": "State or province.",
+    "city": "City.",
+    "district": "District or neighbourhood.",
+    "street": "Street name.",
+    "number": "Street number.",
+    "complement": "Apartment, suite, floor.",
+}
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuse keys the endpoint does not know (code ``unknown_field``) instead of dropping them silently."""
+
+    def __init__(self, *args, path: str = "", **kwargs):
+        self.path = path
+        super().__init__(*args, **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            allowed = sorted(self.fields)
+            unknown = [key for key in data if key not in self.fields]
+            if unknown:
+                raise InputRejected(
+                    FieldError(self._path(key), "unknown_field", f"{key!r} is not a field here.", allowed)
+                    for key in unknown
+                )
+        return super().to_internal_value(data)
+
+    def _path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+
+def _text(name: str) -> serializers.CharField:
+    return serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, trim_whitespace=True, help_text=FIELD_HELP[name]
+    )
+
+
+class ContactFieldsInput(StrictSerializer):
+    """The standard fields plus custom values and tags, as an agent sends them."""
+
+    custom = serializers.DictField(
+        required=False, allow_null=True,
+        help_text="Custom field values keyed by field key, e.g. {\"budget\": 5000}. Only fields with 'Allow for AI' are writable.",
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(help_text="An existing tag name (case-insensitive)."),
+        required=False, allow_null=True, max_length=50,
+        help_text="Existing tag names to add (never replaces tags already on the contact). Unknown names are refused.",
+    )
+    owner = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True,
+        help_text="Owner as user id, username or email. Protected: replacing an owner needs staff approval.",
+    )
+
+    def get_fields(self):
+        fields = {name: _text(name) for name in STANDARD_FIELDS}
+        fields.update(super().get_fields())
+        return fields
+
+
+class ContactPatchInput(ContactFieldsInput):
+    tags = None  # tags have their own endpoints
+
+
+def split_contact_input(validated: dict) -> tuple[dict, dict | None, list | None]:
+    data = dict(validated)
+    return data, data.pop("custom", None), data.pop("tags", None)
+
+
+class BatchUpsertInput(StrictSerializer):
+    contacts = serializers.ListField(
+        child=serializers.DictField(help_text="One contact, shaped like the body of POST contacts/upsert."),
+        min_length=1, max_length=100,
+        help_text="Up to 100 contacts; each is upserted on its own and answered in order.",
+    )
+
+
+class NoteInput(StrictSerializer):
+    body = serializers.CharField(
+        trim_whitespace=False, max_length=100_000,
+        help_text="The note, plain text or basic HTML (sanitised). Typically the conversation summary.",
+    )
+    conversation_id = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=2**62,
+        help_text="Id of the conversation this note came from (optional).",
+    )
+
+
+class TaskInput(StrictSerializer):
+    title = serializers.CharField(max_length=200, help_text="What to do, e.g. 'Call back with a quote'.")
+    due_at = serializers.CharField(
+        help_text="When it is due, ISO 8601 date-time (2026-05-01T14:30:00Z) or a date (then 09:00 local)."
+    )
+    assignee = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True,
+        help_text="User id, username or email; defaults to the contact's owner.",
+    )
+    priority = serializers.ChoiceField(
+        choices=Task.Priority.choices, required=False, default=Task.Priority.NORMAL, help_text="Task priority."
+    )
+    description = serializers.CharField(
+        required=False, allow_blank=True, max_length=10_000, help_text="Details for whoever does it."
+    )
+
+
+class FileInput(StrictSerializer):
+    file = serializers.FileField(help_text="The file (multipart/form-data). Size and type limits come from settings.")
+
+
+class TagsInput(StrictSerializer):
+    tags = serializers.ListField(
+        child=serializers.CharField(help_text="An existing tag name."), min_length=1, max_length=50,
+        help_text="Existing tag names to add; tags already on the contact are kept.",
+    )
+
+
+class StageInput(StrictSerializer):
+    pipeline = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True,
+        help_text="Pipeline id or name (case-insensitive). May be omitted when only one pipeline exists.",
+    )
+    stage = serializers.CharField(help_text="Stage id or name within the pipeline (case-insensitive).")
+
+
+class IntakeTaskInput(StrictSerializer):
+    title = serializers.CharField(allow_blank=True, help_text="The follow-up to do (up to 200 characters).")
+    due_at = serializers.CharField(help_text="ISO 8601 date-time (or date) it is due.")
+    assignee = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True,
+        help_text="User id, username or email; defaults to the contact's owner.",
+    )
+    priority = serializers.ChoiceField(
+        choices=Task.Priority.choices, required=False, help_text="Task priority (normal by default)."
+    )
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000, help_text="Details.")
+
+
+class IntakeConversationInput(StrictSerializer):
+    external_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=200,
+        help_text="The platform's conversation id; the same id always means the same conversation.",
+    )
+    channel = serializers.CharField(
+        required=False, help_text="web_chat, whatsapp, sms, voice, email or other (web_chat by default)."
+    )
+    messages = serializers.ListField(
+        child=serializers.DictField(help_text="{role, content, sent_at?, external_id?}"),
+        required=False, max_length=500, help_text="The transcript (appended; known external ids are skipped).",
+    )
+    metadata = serializers.DictField(required=False, help_text="Free-form data about the conversation.")
+
+
+class IntakeContactInput(ContactFieldsInput):
+    owner = None  # an intake never sets the owner; assignment rules do
+
+
+class IntakeInput(StrictSerializer):
+    contact = IntakeContactInput(path="contact", help_text="The person, as in POST contacts/upsert (no owner).")
+    note = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, trim_whitespace=False,
+        help_text="The conversation summary, stored as a note.",
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(help_text="An existing tag name."), required=False, allow_null=True,
+        max_length=50, help_text="Existing tag names to add.",
+    )
+    pipeline = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, help_text="Pipeline id or name for the stage."
+    )
+    stage = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, help_text="Stage id or name to put the contact in."
+    )
+    task = IntakeTaskInput(path="task", required=False, allow_null=True, help_text="The follow-up task.")
+    conversation = IntakeConversationInput(
+        path="conversation", required=False, allow_null=True,
+        help_text="The conversation and its transcript (needs conversations:write).",
+    )
+
+
+class AccessCheckInput(StrictSerializer):
+    phone = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, help_text="The caller's phone in any format."
+    )
+    email = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, help_text="The caller's email."
+    )
+    tag = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True,
+        help_text="A tag the contact must carry to be allowed (the agent's audience), e.g. 'VIP'.",
+    )
+
+
+# --- Output ----------------------------------------------------------------------------
+
+
+class OwnerOutput(serializers.Serializer):
+    id = serializers.IntegerField(help_text="User id.")
+    username = serializers.CharField(help_text="Login name; agents may use it to assign.")
+    name = serializers.CharField(source="get_full_name", help_text="Full name, may be empty.")
+    email = serializers.CharField(help_text="Email, may be empty.")
+
+
+class ContactOutput(serializers.ModelSerializer):
+    """The record itself. ``identity`` appears only for tokens with identity:read."""
+
+    owner = OwnerOutput(allow_null=True, help_text="The user who owns the contact, or null.")
+    custom = serializers.DictField(help_text="Custom field values keyed by field key.")
+    source = serializers.ChoiceField(
+        choices=Source.choices, help_text="How the contact first came in (Chat for intake, API for other agent writes); never changes."
+    )
+
+    class Meta:
+        model = Contact
+        fields = [
+            "id", "name", "identity", "phone", "phone_e164", "email", "email_normalized", "company", "position",
+            "birthday", "zip_code", "country", "state", "city", "district", "street", "number", "complement",
+            "source", "owner", "custom", "created_at", "updated_at", "last_activity_at",
+        ]
+        extra_kwargs = {
+            "id": {"help_text": "Contact id."},
+            "phone_e164": {"help_text": "The phone in E.164 (dedup key), empty if none."},
+            "email_normalized": {"help_text": "The email lower-cased (dedup key), empty if none."},
+            "created_at": {"help_text": "When the contact was created."},
+            "updated_at": {"help_text": "When the record last changed."},
+            "last_activity_at": {"help_text": "Last note, task, stage or field change."},
+            **{name: {"help_text": FIELD_HELP[name]} for name in FIELD_HELP},
+        }
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if not self.context.get("identity_visible", False):
+            data.pop("identity", None)
+        return data
+
+
+def _when(value) -> str | None:
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def contact_record(contact: Contact, *, identity_visible: bool) -> dict:
+    """ContactOutput's representation, built directly: the write endpoints answer with it on every call
+    and DRF's per-call field construction was a visible share of an intake's time."""
+    owner = contact.owner if contact.owner_id else None
+    data = {
+        "id": contact.pk,
+        **{name: getattr(contact, name) for name in ContactOutput.Meta.fields[1:18]},
+        "source": contact.source,
+        "owner": None if owner is None else {
+            "id": owner.pk, "username": owner.get_username(), "name": owner.get_full_name(), "email": owner.email,
+        },
+        "custom": contact.custom or {},
+        "created_at": _when(contact.created_at),
+        "updated_at": _when(contact.updated_at),
+        "last_activity_at": _when(contact.last_activity_at),
+    }
+    data["birthday"] = contact.birthday.isoformat() if contact.birthday else None
+    if not identity_visible:
+        del data["identity"]
+    return data
+
+
+class ContactListItemOutput(ContactOutput):
+    tags = serializers.SerializerMethodField(help_text="Tag names on the contact.")
+
+    class Meta(ContactOutput.Meta):
+        fields = [*ContactOutput.Meta.fields, "tags"]
+
+    def get_tags(self, contact) -> list[str]:
+        return sorted(t.name for t in contact.tags.all())
+
+
+class PendingChangeOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ChangeRequest
+        fields = ["id", "field", "old_value", "new_value", "status", "created_at"]
+        extra_kwargs = {
+            "id": {"help_text": "Change request id."},
+            "field": {"help_text": "The protected field (phone, email, identity, owner)."},
+            "old_value": {"help_text": "The value now on the record (hidden for identity without identity:read)."},
+            "new_value": {"help_text": "The value that awaits staff approval."},
+            "status": {"help_text": "pending until staff approve or reject it in admin."},
+            "created_at": {"help_text": "When it was requested."},
+        }
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if instance.field == "identity" and not self.context.get("identity_visible", False):
+            data["old_value"] = data["new_value"] = ""
+        return data
+
+
+class UpsertOutput(serializers.Serializer):
+    contact = ContactOutput(help_text="The record after the write.")
+    created = serializers.BooleanField(help_text="True when a new contact was created (status 201).")
+    matched_by = serializers.ChoiceField(
+        choices=["phone", "email"], allow_null=True, help_text="Which key found the existing contact; null when created."
+    )
+    possible_duplicates = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Ids of other contacts flagged as possible duplicates of this one."
+    )
+    pending_changes = PendingChangeOutput(
+        many=True, help_text="Protected-field overwrites waiting for staff approval instead of being applied."
+    )
+
+
+class BatchErrorItem(serializers.Serializer):
+    field = serializers.CharField(allow_null=True, help_text="Dotted path of the field, e.g. contacts.3.phone; null for the whole request.")
+    code = serializers.CharField(help_text="Machine code: required, invalid_phone, unknown_tag, missing_scope, ...")
+    message = serializers.CharField(help_text="What went wrong, for a person.")
+    allowed = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="The permitted values, when the value comes from a list."
+    )
+    scope = serializers.CharField(required=False, help_text="The missing scope (code missing_scope).")
+
+
+class BatchResultOutput(serializers.Serializer):
+    status = serializers.IntegerField(help_text="201 created, 200 updated, 400 refused (see errors).")
+    contact = ContactOutput(allow_null=True, help_text="The record after the write; null when refused.")
+    created = serializers.BooleanField(help_text="True when created.")
+    matched_by = serializers.CharField(allow_null=True, help_text="phone, email or null.")
+    possible_duplicates = serializers.ListField(child=serializers.IntegerField(), help_text="Flagged duplicate ids.")
+    pending_changes = PendingChangeOutput(many=True, help_text="Overwrites awaiting approval.")
+    errors = BatchErrorItem(many=True, help_text="Why this item was refused (field paths start with contacts.<index>).")
+
+
+class BatchUpsertOutput(serializers.Serializer):
+    results = BatchResultOutput(many=True, help_text="One result per input contact, in order.")
+
+
+class CompletenessOutput(serializers.Serializer):
+    fields = serializers.BooleanField(help_text="The contact has a name and a phone or email.")
+    note = serializers.BooleanField(help_text="A note was written.")
+    tags = serializers.BooleanField(help_text="The contact has at least one tag.")
+    stage = serializers.BooleanField(help_text="The contact is in a pipeline stage.")
+    task = serializers.BooleanField(help_text="A follow-up task was created.")
+    clean = serializers.BooleanField(help_text="All five: a clean record.")
+
+
+class IntakeOutput(UpsertOutput):
+    note_id = serializers.IntegerField(allow_null=True, help_text="The note written, or null.")
+    task_id = serializers.IntegerField(allow_null=True, help_text="The task created, or null.")
+    conversation_id = serializers.IntegerField(allow_null=True, help_text="The conversation linked, or null.")
+    completeness = CompletenessOutput(help_text="Which parts of a clean record the contact now has.")
+
+
+class NoteOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Note
+        fields = ["id", "body", "source", "conversation", "created_at"]
+        extra_kwargs = {
+            "id": {"help_text": "Note id."},
+            "body": {"help_text": "Sanitised HTML."},
+            "source": {"help_text": "Where the note came from."},
+            "conversation": {"help_text": "Conversation id, or null."},
+            "created_at": {"help_text": "When it was written."},
+        }
+
+
+class TaskOutput(serializers.ModelSerializer):
+    assignee = serializers.CharField(source="assignee.username", allow_null=True, default=None, help_text="Assignee's username, or null.")
+
+    class Meta:
+        model = Task
+        fields = ["id", "title", "description", "due_at", "assignee", "status", "priority", "created_at"]
+        extra_kwargs = {
+            "id": {"help_text": "Task id."},
+            "title": {"help_text": "What to do."},
+            "description": {"help_text": "Details."},
+            "due_at": {"help_text": "When it is due."},
+            "status": {"help_text": "open or done."},
+            "priority": {"help_text": "low, normal or high."},
+            "created_at": {"help_text": "When it was created."},
+        }
+
+
+class FileOutput(serializers.Serializer):
+    id = serializers.IntegerField(help_text="File id.")
+    name = serializers.CharField(help_text="File name.")
+    size = serializers.IntegerField(help_text="Size in bytes.")
+    content_type = serializers.CharField(help_text="MIME type.")
+    created_at = serializers.DateTimeField(help_text="When it was uploaded.")
+
+
+class TagsOutput(serializers.Serializer):
+    tags = serializers.ListField(child=serializers.CharField(), help_text="All tag names now on the contact.")
+    added = serializers.ListField(child=serializers.CharField(), help_text="Tags this call added.")
+
+
+class TagRemovedOutput(serializers.Serializer):
+    tags = serializers.ListField(child=serializers.CharField(), help_text="All tag names now on the contact.")
+    removed = serializers.BooleanField(help_text="False when the contact did not have the tag.")
+
+
+class StageOutput(serializers.Serializer):
+    pipeline = serializers.CharField(help_text="Pipeline name.")
+    pipeline_id = serializers.IntegerField(help_text="Pipeline id.")
+    stage = serializers.CharField(help_text="Stage name.")
+    stage_id = serializers.IntegerField(help_text="Stage id.")
+    entered_at = serializers.DateTimeField(help_text="When the contact entered the stage.")
+
+
+class StageMoveOutput(StageOutput):
+    changed = serializers.BooleanField(help_text="False when the contact was already in that stage.")
+
+
+class CustomFieldValueOutput(serializers.Serializer):
+    key = serializers.CharField(help_text="Field key.")
+    label = serializers.CharField(help_text="Field label.")
+    type = serializers.CharField(help_text="Field type.")
+    value = serializers.JSONField(help_text="The value.")
+    band = serializers.CharField(help_text="For number fields with bands: the band the value falls in, else empty.")
+
+
+class ConversationOutput(serializers.Serializer):
+    id = serializers.IntegerField(help_text="Conversation id.")
+    external_id = serializers.CharField(help_text="The platform's id.")
+    channel = serializers.CharField(help_text="web_chat, whatsapp, sms, voice, email or other.")
+    status = serializers.CharField(help_text="open or ended.")
+    started_at = serializers.DateTimeField(help_text="When it started.")
+    summary = serializers.CharField(help_text="Its summary, may be empty.")
+
+
+class ContactDetailOutput(ContactOutput):
+    tags = serializers.ListField(child=serializers.CharField(), help_text="Tag names on the contact.")
+    stages = StageOutput(many=True, help_text="The contact's stage in each pipeline it is in.")
+    custom_fields = CustomFieldValueOutput(many=True, help_text="Filled custom fields with labels and band labels.")
+    last_notes = NoteOutput(many=True, help_text="The latest notes, newest first (up to 5).")
+    open_tasks = TaskOutput(many=True, help_text="Open tasks, soonest due first.")
+    recent_conversations = ConversationOutput(many=True, help_text="The latest conversations (up to 5).")
+
+    class Meta(ContactOutput.Meta):
+        fields = [
+            *ContactOutput.Meta.fields, "tags", "stages", "custom_fields", "last_notes", "open_tasks",
+            "recent_conversations",
+        ]
+
+
+class AccessCheckOutput(serializers.Serializer):
+    allowed = serializers.BooleanField(help_text="True when a contact matches (and carries the tag, if one was named).")
+    contact_id = serializers.IntegerField(allow_null=True, help_text="The matching contact's id when allowed, else null.")
+    reason = serializers.ChoiceField(
+        choices=["contact_found", "no_contact", "tag_missing"],
+        help_text="contact_found, no_contact (nobody with that phone/email) or tag_missing.",
+    )

@@ -1,0 +1,171 @@
+"""Tokens, scopes, throttling, the access check and body limits."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from contacts.models import Contact
+from crm_hub.services import revoke_agent_token
+from tests.api.factories import AgentClient, make_agent
+
+pytestmark = pytest.mark.django_db
+
+
+def error(response):
+    return response.json()["errors"][0]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Token abc", "Bearer"])
+def test_missing_or_bad_token_is_401(db, header):
+    extra = {"HTTP_AUTHORIZATION": header} if header else {}
+    response = Client().post("/api/v1/contacts/upsert", data="{}", content_type="application/json", **extra)
+    assert response.status_code == 401
+    assert error(response)["code"] == "not_authenticated"
+
+
+def test_revoked_token_is_401(db):
+    agent, token = make_agent("gone")
+    revoke_agent_token(agent=agent)
+    assert AgentClient(token).get("contacts").status_code == 401
+
+
+SCOPED_CALLS = [
+    ("get", "contacts", "contacts:read"),
+    ("get", "contacts/{id}", "contacts:read"),
+    ("post", "contacts/upsert", "contacts:write"),
+    ("post", "contacts/batch-upsert", "contacts:write"),
+    ("patch", "contacts/{id}", "contacts:write"),
+    ("post", "contacts/{id}/notes", "notes:write"),
+    ("post", "contacts/{id}/tasks", "tasks:write"),
+    ("post", "contacts/{id}/files", "files:write"),
+    ("post", "contacts/{id}/tags", "contacts:write"),
+    ("delete", "contacts/{id}/tags/Lead", "contacts:write"),
+    ("put", "contacts/{id}/stage", "contacts:write"),
+    ("post", "intake", "contacts:write"),
+    ("post", "access/check", "contacts:read"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), SCOPED_CALLS)
+def test_each_endpoint_names_its_missing_scope(db, method, path, scope):
+    contact = Contact.objects.create(name="X", source="api")
+    _agent, token = make_agent("no-scopes", scopes=[])
+    response = getattr(AgentClient(token), method)(path.format(id=contact.pk))
+    assert response.status_code == 403
+    assert error(response)["code"] == "missing_scope"
+    assert error(response)["scope"] == scope
+
+
+def test_throttle_answers_429_with_retry_after(db):
+    _agent, token = make_agent("slow", rate_limit="2/min")
+    client = AgentClient(token)
+    assert [client.get("contacts").status_code for _ in range(3)] == [200, 200, 429]
+    throttled = client.get("contacts")
+    assert throttled.status_code == 429 and int(throttled["Retry-After"]) > 0
+    assert error(throttled)["code"] == "throttled"
+    # Another token has its own budget.
+    _other, other_token = make_agent("other", rate_limit="2/min")
+    assert AgentClient(other_token).get("contacts").status_code == 200
+
+
+def test_access_check_answers_allowed_contact_and_reason_only(bot, taxonomy):
+    contact_id = bot.post("contacts/upsert", {"name": "V", "phone": "+15615550180", "email": "v@example.com", "tags": ["VIP"]}).json()["contact"]["id"]
+    bot.post("contacts/upsert", {"name": "L", "phone": "+15615550181"})
+    assert bot.post("access/check", {"phone": "(561) 555-0180"}).json() == {"allowed": True, "contact_id": contact_id, "reason": "contact_found"}
+    assert bot.post("access/check", {"email": "V@EXAMPLE.COM", "tag": "vip"}).json()["allowed"] is True
+    assert bot.post("access/check", {"phone": "5615550181", "tag": "VIP"}).json() == {"allowed": False, "contact_id": None, "reason": "tag_missing"}
+    assert bot.post("access/check", {"phone": "+15615550199"}).json() == {"allowed": False, "contact_id": None, "reason": "no_contact"}
+    assert error(bot.post("access/check", {"phone": "12"}))["code"] == "invalid_phone"
+    assert error(bot.post("access/check", {}))["code"] == "required"
+
+
+def test_access_check_is_one_query_after_the_token_lookup(bot, taxonomy, django_assert_num_queries):
+    bot.post("contacts/upsert", {"name": "V", "phone": "+15615550180", "tags": ["VIP"]})
+    with django_assert_num_queries(2):
+        bot.post("access/check", {"phone": "+15615550180", "tag": "VIP"})
+
+
+def test_access_check_has_its_own_tight_throttle(bot, settings):
+    settings.CRM_ACCESS_CHECK_RATE = "3/min"
+    answers = [bot.post("access/check", {"phone": f"+1561555{i:04d}"}).status_code for i in range(4)]
+    assert answers == [200, 200, 200, 429]
+    # Other endpoints keep the agent's general budget.
+    assert bot.get("contacts").status_code == 200
+
+
+def test_oversized_json_body_is_413_never_500(bot, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = bot.post("contacts/upsert", {"name": "x" * 2000})
+    assert response.status_code == 413
+    assert error(response)["code"] == "request_too_large"
+    keyed = bot.post("contacts/upsert", {"name": "x" * 2000}, key="big")
+    assert keyed.status_code == 413
+
+
+def test_oversized_upload_is_413(bot, settings):
+    settings.CRM_MAX_UPLOAD_BYTES = 1000
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    contact = Contact.objects.create(name="X", source="api")
+    upload = SimpleUploadedFile("big.pdf", b"x" * 5000, content_type="application/pdf")
+    response = bot.client.post(f"/api/v1/contacts/{contact.pk}/files", {"file": upload}, **bot.headers)
+    assert response.status_code == 413
+
+
+def test_upload_over_the_file_limit_but_under_the_body_limit_is_refused_by_the_service(bot, settings):
+    settings.CRM_MAX_UPLOAD_BYTES = 1000
+    contact = Contact.objects.create(name="X", source="api")
+    upload = SimpleUploadedFile("mid.pdf", b"x" * 1500, content_type="application/pdf")
+    response = bot.client.post(f"/api/v1/contacts/{contact.pk}/files", {"file": upload}, **bot.headers)
+    assert response.status_code == 400
+    assert error(response)["code"] == "file_too_large"
+
+
+def test_docs_and_schema_are_served_without_a_cdn(client):
+    schema = client.get("/api/v1/schema/")
+    assert schema.status_code == 200
+    docs = client.get("/api/v1/docs/")
+    assert docs.status_code == 200
+    page = docs.content.decode()
+    assert "swagger-ui" in page and "cdn.jsdelivr" not in page and "unpkg" not in page
+
+
+def test_every_operation_is_documented_with_examples_and_error_envelope(client):
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/v1/schema/").content)
+    operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
+    contract = {
+        ("/api/v1/contacts/upsert", "post"), ("/api/v1/contacts/batch-upsert", "post"), ("/api/v1/contacts", "get"),
+        ("/api/v1/contacts/{id}", "get"), ("/api/v1/contacts/{id}", "patch"), ("/api/v1/contacts/{id}/notes", "post"),
+        ("/api/v1/contacts/{id}/tasks", "post"), ("/api/v1/contacts/{id}/files", "post"),
+        ("/api/v1/contacts/{id}/tags", "post"), ("/api/v1/contacts/{id}/tags/{tag}", "delete"),
+        ("/api/v1/contacts/{id}/stage", "put"), ("/api/v1/intake", "post"), ("/api/v1/access/check", "post"),
+        ("/api/v1/conversations", "post"), ("/api/v1/conversations", "get"), ("/api/v1/conversations/{id}", "get"),
+        ("/api/v1/conversations/{id}/messages", "post"), ("/api/v1/conversations/{id}/end", "post"),
+    }
+    assert contract <= {(path, method) for path, method, _ in operations}
+    for path, method, op in operations:
+        assert op.get("summary"), (path, method)
+        has_example = any("examples" in body for body in op.get("requestBody", {}).get("content", {}).values()) or any(
+            "examples" in media for status, response in op["responses"].items() if status.startswith("2")
+            for media in response.get("content", {}).values()
+        )
+        assert has_example, (path, method)
+        for status in ("400", "401", "403", "429"):
+            assert status in op["responses"], (path, method, status)
+        if method in ("post", "put", "patch"):
+            assert any(p["name"] == "Idempotency-Key" for p in op.get("parameters", [])), (path, method)
+
+
+@pytest.mark.parametrize("key", [None, "multipart-key"])
+def test_form_fields_over_the_limit_inside_an_allowed_upload_are_413(bot, settings, key):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    settings.CRM_MAX_UPLOAD_BYTES = 100_000
+    contact = Contact.objects.create(name="X", source="api")
+    upload = SimpleUploadedFile("a.txt", b"hi", content_type="text/plain")
+    extra = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    response = bot.client.post(
+        f"/api/v1/contacts/{contact.pk}/files", {"file": upload, "comment": "y" * 500}, **bot.headers, **extra
+    )
+    assert response.status_code == 413
+    assert error(response)["code"] == "request_too_large"

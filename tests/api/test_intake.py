@@ -1,0 +1,119 @@
+"""POST intake: the whole post-conversation write, all or nothing, within a fixed query budget."""
+
+import pytest
+
+from contacts.models import Contact, ContactStage, HistoryEntry, Note, Source, StageChange, Task
+from conversations.models import Conversation, Message
+
+pytestmark = pytest.mark.django_db
+
+FULL = {
+    "contact": {"name": "Marcus Reed", "phone": "(561) 555-0192", "email": "marcus@example.com", "custom": {"budget": 5000}},
+    "note": "Wants a quote for 20 seats.",
+    "tags": ["Lead"],
+    "pipeline": "Sales",
+    "stage": "New",
+    "task": {"title": "Send the quote", "due_at": "2026-05-02T10:00:00Z"},
+}
+
+
+def test_intake_creates_a_clean_record_with_source_chat(bot, taxonomy):
+    body = dict(FULL, conversation={"external_id": "chat-1", "channel": "whatsapp", "messages": [
+        {"role": "visitor", "content": "Hi", "external_id": "m1"}, {"role": "agent", "content": "Hello", "external_id": "m2"}]})
+    response = bot.post("intake", body)
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert data["completeness"] == {"fields": True, "note": True, "tags": True, "stage": True, "task": True, "clean": True}
+    contact = Contact.objects.get()
+    assert contact.source == Source.CHAT
+    assert data["note_id"] == Note.objects.get().pk and data["task_id"] == Task.objects.get().pk
+    assert Note.objects.get().source == Source.CHAT
+    conversation = Conversation.objects.get()
+    assert data["conversation_id"] == conversation.pk and conversation.contact == contact
+    assert Message.objects.count() == 2
+    assert ContactStage.objects.get().stage == taxonomy["new"]
+    assert contact.custom == {"budget": 5000}
+
+
+def test_intake_on_existing_contact_answers_200_and_reports_completeness(bot, taxonomy):
+    bot.post("intake", FULL)
+    again = bot.post("intake", {"contact": {"phone": "+15615550192"}, "note": "Second chat"})
+    assert again.status_code == 200
+    assert again.json()["matched_by"] == "phone"
+    assert again.json()["completeness"] == {"fields": True, "note": True, "tags": True, "stage": True, "task": False, "clean": False}
+    assert Contact.objects.count() == 1 and Note.objects.count() == 2
+
+
+def test_intake_moves_stage_and_records_the_change(bot, taxonomy):
+    bot.post("intake", FULL)
+    moved = bot.post("intake", {"contact": {"phone": "5615550192"}, "pipeline": "Sales", "stage": "Qualified", "tags": ["VIP"]})
+    assert moved.status_code == 200
+    assert ContactStage.objects.get().stage == taxonomy["qualified"]
+    assert StageChange.objects.count() == 2
+    assert sorted(t.name for t in Contact.objects.get().tags.all()) == ["Lead", "VIP"]
+
+
+def test_refused_intake_writes_nothing_and_names_every_field(bot, taxonomy):
+    bad = dict(FULL, stage="Won", tags=["Ghost"], task={"title": "", "due_at": "whenever"}, contact={"phone": "12"})
+    response = bot.post("intake", bad)
+    assert response.status_code == 400
+    fields = {(e["field"], e["code"]) for e in response.json()["errors"]}
+    assert {("contact.phone", "invalid_phone"), ("stage", "unknown_stage"), ("tags", "unknown_tag"),
+            ("task.due_at", "invalid_value")} <= fields
+    assert ("task.title", "required") in fields or ("task.title", "invalid_value") in fields
+    assert Contact.objects.count() == Note.objects.count() == Task.objects.count() == HistoryEntry.objects.count() == 0
+
+
+def test_intake_refuses_unknown_nested_fields_with_their_path(bot, taxonomy):
+    response = bot.post("intake", {"contact": {"name": "X", "nickname": "Y"}})
+    assert response.json()["errors"][0]["field"] == "contact.nickname"
+    assert response.json()["errors"][0]["code"] == "unknown_field"
+    owner = bot.post("intake", {"contact": {"name": "X", "owner": "someone"}})
+    assert owner.json()["errors"][0]["field"] == "contact.owner"
+
+
+def test_intake_refuses_custom_field_closed_to_ai(bot, taxonomy):
+    response = bot.post("intake", {"contact": {"name": "X", "custom": {"credit_limit": 1}}})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "field_not_allowed_for_ai"
+    assert "budget" in response.json()["errors"][0]["allowed"]
+
+
+@pytest.mark.parametrize(("part", "scope"), [("note", "notes:write"), ("task", "tasks:write"), ("conversation", "conversations:write")])
+def test_intake_parts_need_their_scopes(taxonomy, part, scope):
+    from tests.api.factories import WRITER_SCOPES, AgentClient, make_agent
+
+    _agent, token = make_agent("narrow", scopes=[s for s in WRITER_SCOPES if s != scope])
+    client = AgentClient(token)
+    body = dict(FULL, conversation={"external_id": "c"})
+    response = client.post("intake", body)
+    assert response.status_code == 403
+    assert response.json()["errors"][0]["scope"] == scope
+    assert Contact.objects.count() == 0
+
+
+def test_intake_on_existing_contact_stays_within_eight_statements(bot, taxonomy, django_assert_max_num_queries):
+    """Counts every statement of the HTTP call: token lookup, reads and writes (no Idempotency-Key)."""
+    bot.post("intake", FULL)  # first call also stamps the token's last_used_at
+    repeat = dict(FULL, note="Follow-up chat", task={"title": "Call again", "due_at": "2026-05-09T10:00:00Z"})
+    with django_assert_max_num_queries(8):
+        response = bot.post("intake", repeat)
+    assert response.status_code == 200
+    assert response.json()["completeness"]["clean"] is True
+    assert Note.objects.count() == 2 and Task.objects.count() == 2
+    contact = Contact.objects.get()
+    assert contact.history.filter(action="note_added").count() == 2
+    assert contact.last_activity_at >= Note.objects.latest("created_at").created_at
+
+
+def test_intake_with_idempotency_key_adds_only_the_key_writes(bot, taxonomy, django_assert_max_num_queries):
+    """With a key: the same 8, plus inserting and completing the key row (the token lookup is shared).
+
+    Inside the test's transaction each atomic block also costs a SAVEPOINT/RELEASE pair, which a real
+    server (autocommit, outermost block) does not send: 8 + 2 + 2 savepoint pairs.
+    """
+    bot.post("intake", FULL)
+    repeat = dict(FULL, note="Follow-up chat", task={"title": "Call again", "due_at": "2026-05-09T10:00:00Z"})
+    with django_assert_max_num_queries(8 + 2 + 4):
+        response = bot.post("intake", repeat, key="budget-key")
+    assert response.status_code == 200
