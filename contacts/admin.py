@@ -337,3 +337,4 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             services.reject_change_request(request=change, user=request.user)
             done += 1
         self.message_user(request, f"Rejected {done} change(s).")
+from contacts.importing import admin as _importing_admin  # noqa: E402,F401  (issue 7: adds import/export to the Contact admin)

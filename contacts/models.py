@@ -472,3 +472,94 @@ class SavedView(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# --- CSV/XLSX import (issue 7) -------------------------------------------------------
+
+
+class ImportJob(models.Model):
+    """One uploaded contact file: its mapping, mode, progress, counts and error file."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Waiting for confirmation"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLING = "cancelling", "Cancelling"
+        CANCELLED = "cancelled", "Cancelled"
+        REVERTED = "reverted", "Reverted"
+
+    class Mode(models.TextChoices):
+        CREATE_UPDATE = "create_update", "Create and update"
+        CREATE_ONLY = "create_only", "Create only"
+        UPDATE_ONLY = "update_only", "Update only"
+
+    file = models.FileField(upload_to="imports/%Y/%m/", max_length=255)
+    file_name = models.CharField(max_length=255, help_text="Name of the uploaded file.")
+    mapping = models.JSONField(default=dict, blank=True, help_text="{column header: target field}.")
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.CREATE_UPDATE)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
+    background = models.BooleanField(default=False, help_text="Runs on a Celery worker.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rows_total = models.PositiveIntegerField(default=0, help_text="Data rows in the file (estimated for CSV).")
+    rows_done = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    error_file = models.FileField(upload_to="imports/errors/", max_length=255, blank=True)
+    message = models.TextField(blank=True, help_text="Why the import failed, when it did.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    reverted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "queued", "running", "done", "failed", "cancelling", "cancelled", "reverted"]),
+                name="importjob_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(mode__in=["create_update", "create_only", "update_only"]), name="importjob_mode_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Import #{self.pk} {self.file_name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("importing:progress", args=[self.pk])
+
+
+class ImportChange(models.Model):
+    """What one import did to one contact, so the import can be reverted.
+
+    ``contact_id`` is a plain column, not a foreign key: the undo log must not
+    cascade away when a contact is deleted, and it costs no FK check per row.
+    """
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="changes")
+    contact_id = models.BigIntegerField()
+    created = models.BooleanField(help_text="The import created this contact (revert deletes it).")
+    before = models.JSONField(default=dict, blank=True, help_text="Values of the fields the import changed, before it.")
+    tags_added = models.JSONField(default=list, blank=True, help_text="Ids of tags the import added.")
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "created"], name="importchange_job_idx")]
+
+
+class ImportMapping(models.Model):
+    """The column mapping last confirmed for a set of headers, offered again for the same headers."""
+
+    header_key = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the normalized header list.")
+    headers = models.JSONField(default=list)
+    mapping = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return ", ".join(self.headers)[:80]

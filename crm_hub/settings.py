@@ -314,3 +314,12 @@ SPECTACULAR_SETTINGS.update(
         "COMPONENT_SPLIT_REQUEST": True,
     }
 )
+
+# --- Contact import and export (issue 7) -----------------------------------------------
+# Files with more rows than this run on Celery (anything over 10,000 always does).
+CRM_IMPORT_SYNC_MAX_ROWS = env_int("CRM_IMPORT_SYNC_MAX_ROWS", 2000)
+CRM_IMPORT_BATCH_SIZE = env_int("CRM_IMPORT_BATCH_SIZE", 5000)
+# Processes that parse phones for big files (phonenumbers is the import's floor).
+CRM_IMPORT_WORKERS = env_int("CRM_IMPORT_WORKERS", os.cpu_count() or 1)
+# Stock behaviour (drops a leading "="); our export resource also neutralizes + - @ tab CR.
+IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True

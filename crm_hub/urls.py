@@ -11,6 +11,7 @@ admin.site.site_title = "CRM Hub admin"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("imports/", include("contacts.importing.urls")),  # issue 7: import progress page
     path("api/v1/", include("crm_hub.api.urls")),
     # Web UI (issue 5): login/logout, contacts, pipeline board, tasks.
     path("accounts/login/", contacts_views.LoginView.as_view(), name="login"),

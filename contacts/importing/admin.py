@@ -1,0 +1,206 @@
+"""Admin for imports: the Contact admin gains Import (upload, map, preview, confirm, progress) and Export.
+
+Export is django-import-export's (CSV and XLSX, current filters applied) with a
+formula-safe resource; import uses our batch engine, because the stock import
+path runs per-row queries and cannot collapse duplicates inside a file.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from import_export.admin import ExportMixin
+from import_export.formats.base_formats import CSV, XLSX
+
+from contacts.admin import ContactAdmin
+from contacts.importing import services
+from contacts.importing.mapping import target_choices
+from contacts.importing.readers import detect_format, open_rows
+from contacts.importing.resources import ContactExportResource
+from contacts.models import Contact, ImportJob
+from crm_hub.actors import Actor
+from crm_hub.errors import InputRejected
+
+SAMPLE_ROWS = 3
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(help_text="A .csv (comma, semicolon or tab separated, UTF-8) or .xlsx file with a header row.")
+    mode = forms.ChoiceField(choices=ImportJob.Mode.choices, initial=ImportJob.Mode.CREATE_UPDATE)
+
+
+class MappingForm(forms.Form):
+    mode = forms.ChoiceField(choices=ImportJob.Mode.choices)
+
+    def __init__(self, *args, headers: list[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.headers = headers
+        choices = target_choices()
+        for index, header in enumerate(headers):
+            self.fields[f"col_{index}"] = forms.ChoiceField(choices=choices, required=False, label=header)
+
+    def mapping(self) -> dict[str, str]:
+        return {h: self.cleaned_data.get(f"col_{i}") or "" for i, h in enumerate(self.headers)}
+
+    def columns(self):
+        return [(header, self[f"col_{index}"]) for index, header in enumerate(self.headers)]
+
+
+def _actor(request) -> Actor:
+    return Actor.for_user(request.user)
+
+
+class ContactImportExportAdmin(ExportMixin, ContactAdmin):
+    resource_classes = [ContactExportResource]
+    formats = [CSV, XLSX]
+    import_export_change_list_template = "admin/contacts/contact/change_list_import_export.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("import-contacts/", view(self.import_upload_view), name="contacts_contact_import_upload"),
+            path("import-contacts/<int:job_id>/", view(self.import_map_view), name="contacts_contact_import_map"),
+            path("import-contacts/<int:job_id>/progress/", view(self.import_progress_view), name="contacts_contact_import_progress"),
+            path("import-contacts/<int:job_id>/progress.json", view(self.import_progress_json), name="contacts_contact_import_progress_json"),
+            path("import-contacts/<int:job_id>/errors.csv", view(self.import_errors_view), name="contacts_contact_import_errors"),
+            path("import-contacts/<int:job_id>/cancel/", view(self.import_cancel_view), name="contacts_contact_import_cancel"),
+            path("import-contacts/<int:job_id>/revert/", view(self.import_revert_view), name="contacts_contact_import_revert"),
+            *super().get_urls(),
+        ]
+
+    def _check(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+
+    def _context(self, request, **extra):
+        return {**self.admin_site.each_context(request), "opts": self.model._meta, **extra}
+
+    def import_upload_view(self, request):
+        self._check(request)
+        form = UploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                job = services.create_import_job(upload=form.cleaned_data["file"], actor=_actor(request), mode=form.cleaned_data["mode"])
+            except InputRejected as exc:
+                for error in exc.errors:
+                    form.add_error("file" if error.field == "file" else None, error.message)
+            else:
+                return redirect("admin:contacts_contact_import_map", job_id=job.pk)
+        return TemplateResponse(request, "admin/contacts/import_upload.html", self._context(request, form=form, title="Import contacts"))
+
+    def import_map_view(self, request, job_id: int):
+        self._check(request)
+        job = get_object_or_404(ImportJob, pk=job_id)
+        if job.status != ImportJob.Status.DRAFT:
+            return redirect("admin:contacts_contact_import_progress", job_id=job.pk)
+        with job.file.open("rb") as handle, open_rows(handle, detect_format(job.file_name)) as (headers, rows):
+            samples = [row for _, row in zip(range(SAMPLE_ROWS), rows, strict=False)]
+        initial = {"mode": job.mode, **{f"col_{i}": job.mapping.get(h, "") for i, h in enumerate(headers)}}
+        form = MappingForm(request.POST or None, headers=headers, initial=initial)
+        preview = None
+        if request.method == "POST" and form.is_valid():
+            mapping, mode = form.mapping(), form.cleaned_data["mode"]
+            try:
+                if "_confirm" in request.POST:
+                    job = services.confirm_import(job=job, mapping=mapping, mode=mode, actor=_actor(request))
+                    if job.background:
+                        messages.info(request, f"Import #{job.pk} runs in the background; this page shows its progress.")
+                    return redirect("admin:contacts_contact_import_progress", job_id=job.pk)
+                preview = services.preview_import(job=job, mapping=mapping, mode=mode, actor=_actor(request))
+            except InputRejected as exc:
+                for error in exc.errors:
+                    form.add_error(None, f"{error.field}: {error.message}")
+        columns = [
+            (header, field, [row[i] if i < len(row) else "" for row in samples])
+            for i, (header, field) in enumerate(form.columns())
+        ]
+        return TemplateResponse(
+            request,
+            "admin/contacts/import_map.html",
+            self._context(request, job=job, form=form, columns=columns, preview=preview, title=f"Import {job.file_name}"),
+        )
+
+    def import_progress_view(self, request, job_id: int):
+        self._check(request)
+        job = get_object_or_404(ImportJob, pk=job_id)
+        return TemplateResponse(
+            request,
+            "admin/contacts/import_progress.html",
+            self._context(
+                request, job=job, progress=services.progress(job), title=f"Import #{job.pk}: {job.file_name}",
+                json_url=reverse("admin:contacts_contact_import_progress_json", args=[job.pk]),
+            ),
+        )
+
+    def import_progress_json(self, request, job_id: int):
+        self._check(request)
+        return JsonResponse(services.progress(get_object_or_404(ImportJob, pk=job_id)))
+
+    def import_errors_view(self, request, job_id: int):
+        # Served through admin, not MEDIA_URL: the failed rows hold people's personal data.
+        self._check(request)
+        job = get_object_or_404(ImportJob, pk=job_id)
+        if not job.error_file:
+            raise Http404
+        name = f"{job.file_name.rsplit('.', 1)[0]}-errors.csv"
+        return FileResponse(job.error_file.open("rb"), as_attachment=True, filename=name, content_type="text/csv")
+
+    def _job_action(self, request, job_id: int, action, done: str):
+        self._check(request)
+        if request.method != "POST":
+            raise Http404
+        job = get_object_or_404(ImportJob, pk=job_id)
+        try:
+            action(job=job, actor=_actor(request))
+            messages.success(request, done.format(job=job))
+        except InputRejected as exc:
+            messages.error(request, str(exc.errors[0].message))
+        return redirect("admin:contacts_contact_import_progress", job_id=job.pk)
+
+    def import_cancel_view(self, request, job_id: int):
+        return self._job_action(request, job_id, services.cancel_import, "Import #{job.pk} is being cancelled; what it wrote is reverted.")
+
+    def import_revert_view(self, request, job_id: int):
+        return self._job_action(request, job_id, services.revert_import, "Import #{job.pk} was reverted.")
+
+
+admin.site.unregister(Contact)
+admin.site.register(Contact, ContactImportExportAdmin)
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    """Import history: who, when, file, mapping, counts, error file; revert from the progress page."""
+
+    list_display = ["id", "file_name", "created_by", "created_at", "status", "mode", "rows_done",
+                    "created_count", "updated_count", "skipped_count", "failed_count", "progress_link"]
+    list_filter = ["status", "mode", "created_at"]
+    search_fields = ["file_name"]
+    list_select_related = ["created_by"]
+    actions = ["revert_selected"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in ImportJob._meta.fields] + ["progress_link"]
+
+    @admin.display(description="Progress")
+    def progress_link(self, obj):
+        url = reverse("admin:contacts_contact_import_progress", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, "details")
+
+    @admin.action(description="Revert selected imports")
+    def revert_selected(self, request, queryset):
+        for job in queryset:
+            try:
+                services.revert_import(job=job, actor=_actor(request))
+                self.message_user(request, f"Import #{job.pk} reverted.")
+            except InputRejected as exc:
+                self.message_user(request, f"Import #{job.pk}: {exc.errors[0].message}", messages.ERROR)

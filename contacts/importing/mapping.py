@@ -1,0 +1,117 @@
+"""Match file columns to contact fields, custom fields and tags; remember the mapping per header set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+
+from contacts.models import CustomField, ImportMapping
+from contacts.services import STANDARD_FIELDS
+from crm_hub.errors import FieldError, InputRejected
+
+IGNORE = ""
+TAGS = "tags"
+FIRST_NAME = "first_name"
+LAST_NAME = "last_name"
+
+# Header spellings seen in exports of other CRMs and spreadsheets, normalized by _norm().
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "name": ("name", "fullname", "contactname", "contact", "nome", "nomecompleto"),
+    FIRST_NAME: ("firstname", "givenname", "forename"),
+    LAST_NAME: ("lastname", "surname", "familyname"),
+    "phone": ("phone", "phonenumber", "mobile", "mobilephone", "mobilenumber", "cell", "cellphone",
+              "telephone", "tel", "whatsapp", "telefone", "celular"),
+    "email": ("email", "emailaddress", "mail", "emailaddr"),
+    "company": ("company", "companyname", "organization", "organisation", "account", "accountname", "empresa"),
+    "position": ("position", "title", "jobtitle", "role", "cargo"),
+    "identity": ("identity", "taxid", "idnumber", "document", "cpf", "ssn"),
+    "birthday": ("birthday", "birthdate", "dateofbirth", "dob"),
+    "zip_code": ("zip", "zipcode", "postalcode", "postcode", "cep"),
+    "country": ("country", "pais"),
+    "state": ("state", "province", "region", "estado"),
+    "city": ("city", "town", "cidade"),
+    "district": ("district", "neighborhood", "neighbourhood", "bairro"),
+    "street": ("street", "address", "addressline1", "streetaddress", "rua", "logradouro"),
+    "number": ("number", "streetnumber", "housenumber", "numero"),
+    "complement": ("complement", "addressline2", "apt", "suite", "complemento"),
+    TAGS: ("tags", "tag", "labels", "label"),
+}
+
+
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text or "").encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def header_key(headers: list[str]) -> str:
+    return hashlib.sha256(json.dumps([_norm(h) for h in headers]).encode()).hexdigest()
+
+
+def target_choices(definitions: list[CustomField] | None = None) -> list[tuple[str, str]]:
+    """Return (value, label) for every column target: fields, first/last name, custom fields, tags."""
+    definitions = definitions if definitions is not None else list(CustomField.objects.all())
+    choices = [(IGNORE, "— ignore this column —")]
+    choices += [(f, f.replace("_", " ").capitalize()) for f in STANDARD_FIELDS]
+    choices += [(FIRST_NAME, "First name (joined into name)"), (LAST_NAME, "Last name (joined into name)")]
+    choices += [(f"custom.{d.key}", f"Custom: {d.label}") for d in definitions]
+    choices.append((TAGS, "Tags (comma-separated)"))
+    return choices
+
+
+def auto_mapping(headers: list[str], *, definitions: list[CustomField] | None = None) -> dict[str, str]:
+    """Return {header: target}: the remembered mapping for these headers, else obvious matches."""
+    remembered = ImportMapping.objects.filter(header_key=header_key(headers)).first()
+    if remembered is not None:
+        return {h: remembered.mapping.get(h, IGNORE) for h in headers}
+    definitions = definitions if definitions is not None else list(CustomField.objects.all())
+    lookup: dict[str, str] = {}
+    for target, words in SYNONYMS.items():
+        for word in words:
+            lookup.setdefault(word, target)
+    for definition in definitions:
+        # Custom keys and labels win over loose synonyms ("Region" may be a custom field).
+        lookup[_norm(definition.key)] = f"custom.{definition.key}"
+        lookup[_norm(definition.label)] = f"custom.{definition.key}"
+    mapping: dict[str, str] = {}
+    used: set[str] = set()
+    for header in headers:
+        target = lookup.get(_norm(header), IGNORE)
+        if target in used:
+            target = IGNORE  # two "Phone" columns: the first one wins, the user can change it
+        if target:
+            used.add(target)
+        mapping[header] = target
+    return mapping
+
+
+def validate_mapping(mapping: dict[str, str], headers: list[str]) -> list[str]:
+    """Return the target list aligned with ``headers``; raise InputRejected for unknown or repeated targets."""
+    allowed = {value for value, _label in target_choices()}
+    errors: list[FieldError] = []
+    targets: list[str] = []
+    seen: set[str] = set()
+    for header in headers:
+        target = mapping.get(header, IGNORE) or IGNORE
+        if target not in allowed:
+            errors.append(FieldError(f"mapping.{header}", "invalid_value", f"Unknown target {target!r}.", sorted(allowed - {IGNORE})))
+        elif target and target in seen:
+            errors.append(FieldError(f"mapping.{header}", "invalid_value", f"{target!r} is mapped from two columns."))
+        seen.add(target)
+        targets.append(target)
+    unknown = set(mapping) - set(headers)
+    for header in sorted(unknown):
+        errors.append(FieldError(f"mapping.{header}", "unknown_field", f"The file has no column {header!r}.", headers))
+    if not any(t in ("name", "phone", "email", FIRST_NAME, LAST_NAME) for t in targets) and not errors:
+        errors.append(FieldError("mapping", "required", "Map at least a name, phone or email column."))
+    if errors:
+        raise InputRejected(errors)
+    return targets
+
+
+def remember_mapping(headers: list[str], mapping: dict[str, str]) -> None:
+    """Store the confirmed mapping so the next file with the same headers gets it pre-filled."""
+    ImportMapping.objects.update_or_create(
+        header_key=header_key(headers), defaults={"headers": headers, "mapping": mapping}
+    )

@@ -1,0 +1,49 @@
+"""django-import-export resource for exporting contacts from the admin, formula-safe."""
+
+from __future__ import annotations
+
+from import_export import fields, resources
+
+from contacts.importing.cells import neutralize
+from contacts.models import Contact, CustomField
+from contacts.services import STANDARD_FIELDS
+
+
+class ContactExportResource(resources.ModelResource):
+    phone_e164 = fields.Field(attribute="phone_e164", column_name="phone_e164")
+    tags = fields.Field(column_name="tags")
+    owner = fields.Field(column_name="owner")
+
+    class Meta:
+        model = Contact
+        fields = ("id", *STANDARD_FIELDS, "phone_e164", "source", "owner", "tags", "created_at", "updated_at")
+        export_order = fields
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # One column per custom field, named by its immutable key (what import maps back).
+        for definition in CustomField.objects.all():
+            name = f"custom_{definition.key}"
+            self.fields[name] = fields.Field(column_name=f"custom.{definition.key}", attribute=None)
+            self.fields[name].custom_key = definition.key
+
+    def get_export_order(self):
+        return tuple(self.fields)
+
+    def filter_export(self, queryset, **kwargs):
+        return queryset.select_related("owner").prefetch_related("tags")
+
+    def export_field(self, field, instance, **kwargs):
+        key = getattr(field, "custom_key", None)
+        if key is not None:
+            value = (instance.custom or {}).get(key)
+            if isinstance(value, list):
+                value = ", ".join(str(v) for v in value)
+            return neutralize("" if value is None else value)
+        return neutralize(super().export_field(field, instance, **kwargs))
+
+    def dehydrate_tags(self, contact: Contact) -> str:
+        return ", ".join(t.name for t in contact.tags.all())
+
+    def dehydrate_owner(self, contact: Contact) -> str:
+        return contact.owner.get_username() if contact.owner else ""
