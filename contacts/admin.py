@@ -110,7 +110,10 @@ class ContactAdminForm(forms.ModelForm):
 
     class Meta:
         model = Contact
-        fields = "__all__"
+        fields = [
+            "name", "phone", "email", "company", "position", "owner", "identity", "birthday", "zip_code",
+            "country", "state", "city", "district", "street", "number", "complement", "custom",
+        ]
 
     def clean(self):
         cleaned = super().clean()

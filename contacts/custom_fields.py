@@ -8,8 +8,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.utils.dateparse import parse_date, parse_datetime
 from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 
 from contacts.models import CustomField
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, phone_to_e164

@@ -210,6 +210,9 @@ class ContactTag(models.Model):
         constraints = [models.UniqueConstraint(fields=["contact", "tag"], name="contact_tag_unique")]
         indexes = [models.Index(fields=["tag", "contact"], name="contacttag_tag_contact_idx")]
 
+    def __str__(self) -> str:
+        return f"{self.tag_id} on {self.contact_id}"
+
 
 class ContactStage(models.Model):
     """Where a contact stands in one pipeline: at most one stage per pipeline."""
@@ -241,6 +244,9 @@ class StageChange(models.Model):
     class Meta:
         ordering = ["-changed_at", "-id"]
         indexes = [models.Index(fields=["contact", "-changed_at"], name="stagechange_contact_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.from_stage_id} -> {self.to_stage_id}"
 
 
 class Note(models.Model):
@@ -551,6 +557,9 @@ class ImportChange(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["job", "created"], name="importchange_job_idx")]
+
+    def __str__(self) -> str:
+        return f"import {self.job_id}, contact {self.contact_id}"
 
 
 class ImportMapping(models.Model):

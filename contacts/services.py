@@ -1120,7 +1120,12 @@ def record_intake(
     the payload (``contact.phone``, ``task.due_at``, ``stage``).
     """
     from conversations.models import Conversation
-    from conversations.services import add_messages, clean_messages, get_or_create_conversation, link_contact
+    from conversations.services import (
+        add_messages,
+        clean_messages,
+        get_or_create_conversation,
+        link_contact,
+    )
 
     _check_source(source)
     errors: list[FieldError] = []

@@ -6,8 +6,8 @@ class FormsAppConfig(AppConfig):
     verbose_name = "Forms"
 
     def ready(self):
-        from contacts.selectors import register_timeline_source
         from contacts.models import HistoryEntry
+        from contacts.selectors import register_timeline_source
         from forms_app.selectors import submissions_timeline_source
 
         # The submission item shows the answers; the bare history line would repeat it.

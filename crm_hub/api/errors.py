@@ -44,11 +44,11 @@ def flatten_validation_error(detail, codes, prefix: str = "") -> list[dict]:
     elif isinstance(detail, list):
         if all(isinstance(d, (str, exceptions.ErrorDetail)) for d in detail):
             code_list = codes if isinstance(codes, list) else [codes] * len(detail)
-            for message, code in zip(detail, code_list):
+            for message, code in zip(detail, code_list, strict=True):
                 items.append(_item(prefix, str(code or "invalid"), str(message)))
         else:
             code_list = codes if isinstance(codes, list) else [codes] * len(detail)
-            for index, (value, code) in enumerate(zip(detail, code_list)):
+            for index, (value, code) in enumerate(zip(detail, code_list, strict=True)):
                 if value:
                     items += flatten_validation_error(value, code, f"{prefix}.{index}" if prefix else str(index))
     else:

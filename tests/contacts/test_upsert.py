@@ -1,7 +1,14 @@
 import pytest
 
 from contacts import services
-from contacts.models import ChangeRequest, Contact, ContactTag, HistoryEntry, PossibleDuplicate, Source
+from contacts.models import (
+    ChangeRequest,
+    Contact,
+    ContactTag,
+    HistoryEntry,
+    PossibleDuplicate,
+    Source,
+)
 from crm_hub.errors import InputRejected
 from tests.contacts.factories import PipelineFactory, StageFactory, TagFactory
 

@@ -3,9 +3,9 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
+from crm_hub.errors import InputRejected
 from crm_hub.models import Agent
 from crm_hub.services import create_agent, hash_token, revoke_agent_token, rotate_agent_token
-from crm_hub.errors import InputRejected
 
 pytestmark = pytest.mark.django_db
 
