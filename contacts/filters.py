@@ -106,6 +106,15 @@ class _UserChoice(forms.ModelChoiceField):
         return obj.get_full_name() or obj.get_username()
 
 
+def _custom_choices(definition: CustomField) -> list[tuple[str, str]]:
+    if definition.type == CustomField.Type.BOOLEAN:
+        return [("true", "Yes"), ("false", "No")]
+    return [(str(c), str(c)) for c in definition.choices or []]
+
+
+_FORM_CLASSES: dict[tuple, type] = {}
+
+
 class ContactFilter(django_filters.FilterSet):
     """The contact list's filters. Custom choice and yes/no fields get a filter each (``cf_<key>``)."""
 
@@ -130,21 +139,28 @@ class ContactFilter(django_filters.FilterSet):
         model = Contact
         fields: list[str] = []
 
-    def __init__(self, data=None, queryset=None, *, request=None, prefix=None, custom_fields=None):
+    def __init__(self, data=None, queryset=None, *, request=None, prefix=None, custom_fields=None, owner_choices=None):
         super().__init__(data, queryset, request=request, prefix=prefix)
         self.custom_fields = [f for f in (custom_fields or []) if f.type in FILTERABLE_CUSTOM_TYPES]
         for definition in self.custom_fields:
             name = f"cf_{definition.key}"
-            if definition.type == CustomField.Type.BOOLEAN:
-                choices = [("true", "Yes"), ("false", "No")]
-            else:
-                choices = [(str(c), str(c)) for c in definition.choices or []]
             self.filters[name] = django_filters.ChoiceFilter(
-                choices=choices, label=definition.label, method=self._custom_method(definition)
+                choices=_custom_choices(definition), label=definition.label, method=self._custom_method(definition)
             )
-        self.owner_choices = list(
-            get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username")
-        )
+        if owner_choices is None:
+            owner_choices = list(get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username"))
+        self.owner_choices = owner_choices
+
+    def get_form_class(self):
+        # django-filter builds a new Form class (and every form field) per request; the class is
+        # stateless (each form deep-copies its fields), so one per set of custom filters serves all.
+        signature = tuple((f.key, f.label, f.type, tuple(_custom_choices(f))) for f in self.custom_fields)
+        form_class = _FORM_CLASSES.get(signature)
+        if form_class is None:
+            if len(_FORM_CLASSES) >= 32:
+                _FORM_CLASSES.clear()
+            form_class = _FORM_CLASSES[signature] = super().get_form_class()
+        return form_class
 
     def filter_search(self, queryset: QuerySet[Contact], name: str, value: str) -> QuerySet[Contact]:
         return search_contacts(queryset, value)
