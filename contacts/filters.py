@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from django.db import connection
 from django.db.models import Exists, F, FloatField, OuterRef, QuerySet, Subquery
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Lower
+from django.http import QueryDict
 
 from contacts.models import Contact, ContactStage, ContactTag, CustomField, Source, Stage, Tag
 from contacts.selectors import search_contacts
@@ -140,7 +142,18 @@ class ContactFilter(django_filters.FilterSet):
         fields: list[str] = []
 
     def __init__(self, data=None, queryset=None, *, request=None, prefix=None, custom_fields=None, owner_choices=None):
-        super().__init__(data, queryset, request=request, prefix=prefix)
+        # Same as FilterSet.__init__ (django-filter 26), with a shallow copy of the filters.
+        if queryset is None:
+            queryset = Contact.objects.all()
+        self.is_bound = data is not None
+        self.data = data or QueryDict()
+        self.queryset = queryset
+        self.request = request
+        self.form_prefix = prefix
+        self.filters = self._fresh_filters()
+        for filter_ in self.filters.values():
+            filter_.model = queryset.model
+            filter_.parent = self
         self.custom_fields = [f for f in (custom_fields or []) if f.type in FILTERABLE_CUSTOM_TYPES]
         for definition in self.custom_fields:
             name = f"cf_{definition.key}"
@@ -150,6 +163,19 @@ class ContactFilter(django_filters.FilterSet):
         if owner_choices is None:
             owner_choices = list(get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username"))
         self.owner_choices = owner_choices
+
+    @classmethod
+    def _fresh_filters(cls) -> dict[str, django_filters.Filter]:
+        # FilterSet.__init__ deep-copies every filter (and the querysets inside) per request. A
+        # shallow copy is enough: per-request state is only model and parent, set afterwards, and
+        # assigning ``method`` again binds the method proxy to the copy rather than the original.
+        fresh = {}
+        for name, base in cls.base_filters.items():
+            clone = copy.copy(base)
+            if clone.method is not None:
+                clone.method = clone.method
+            fresh[name] = clone
+        return fresh
 
     def get_form_class(self):
         # django-filter builds a new Form class (and every form field) per request; the class is
