@@ -201,7 +201,8 @@ class ContactFilter(django_filters.FilterSet):
         return queryset
 
     def filter_tag(self, queryset: QuerySet[Contact], name: str, value) -> QuerySet[Contact]:
-        if not value:
+        # No tag chosen arrives as an empty queryset (``.none()``): testing it for truth would compile it.
+        if value is None or (isinstance(value, QuerySet) and value.query.is_empty()) or not value:
             return queryset
         # EXISTS rather than a join: no duplicate rows, and the planner can stop at the first match.
         return queryset.filter(

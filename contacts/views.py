@@ -265,13 +265,13 @@ def contact_list(request):
         sort_links[column.key] = copy.urlencode()
     form = state.filterset.form
     form.is_valid()
+    chosen = {c.key for c in columns}
+    chosen_tags = set(params.getlist("tag"))
     context = {
         "rows": page.rows,
         "rows_html": _render_rows(page.rows, columns, show_company="company" not in [c.key for c in columns]),
         "page": page,
         "columns": columns,
-        "all_columns": list(state.columns.values()),
-        "chosen_keys": [c.key for c in columns],
         "sort": sort,
         "sort_label": f"{sort_column.label.lower()}, {'descending' if descending else 'ascending'}",
         "sort_links": sort_links,
@@ -284,9 +284,14 @@ def contact_list(request):
         "save_query": _query_without(params, "after", "before", "view"),
         "filterset": state.filterset,
         "form": form,
-        "tags": state.vocabulary.tags,
-        "stages": state.vocabulary.stages,
-        "owners": state.filterset.owner_choices,
+        # Option lists as (value, label, selected): the template only prints them.
+        "owner_options": [
+            (str(u.pk), u.get_full_name() or u.get_username(), params.get("owner") == str(u.pk))
+            for u in state.filterset.owner_choices
+        ],
+        "tag_options": [(str(t.pk), t.name, str(t.pk) in chosen_tags) for t in state.vocabulary.tags],
+        "stage_groups": _stage_groups(state.vocabulary.stages, params.get("stage")),
+        "column_options": [(c.key, c.label, c.key in chosen) for c in state.columns.values() if c.key != "name"],
         "custom_filters": state.filterset.custom_fields,
         "sources": Source.choices,
         "saved_views": views,
@@ -295,6 +300,18 @@ def contact_list(request):
         "is_admin": user_is_crm_admin(request.user),
     }
     return render(request, "contacts/list.html", context)
+
+
+def _stage_groups(stages: list[Stage], selected: str | None) -> list[tuple[str, list[tuple[str, str, bool]]]]:
+    """Return [(pipeline name, [(stage id, stage name, selected)])] in board order, one group per pipeline."""
+    groups: list[tuple[str, list[tuple[str, str, bool]]]] = []
+    current = None
+    for stage in stages:
+        if stage.pipeline_id != current:
+            current = stage.pipeline_id
+            groups.append((stage.pipeline.name, []))
+        groups[-1][1].append((str(stage.pk), stage.name, selected == str(stage.pk)))
+    return groups
 
 
 def _render_rows(contacts: list[Contact], columns: list[Column], *, show_company: bool) -> str:
