@@ -103,7 +103,9 @@ def list_vocabulary() -> ListVocabulary:
     return vocabulary
 
 
-def forget_list_vocabulary(**_signal_kwargs) -> None:
+def forget_list_vocabulary(update_fields=None, **_signal_kwargs) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # every login saves the user; owner choices do not change with it
     # Dropped now and again after commit: a request reading between the two could otherwise
     # cache the rows as they were before this transaction.
     cache.delete(LIST_VOCABULARY_CACHE_KEY)
