@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from django.db import connection
 from django.db.models import Exists, F, FloatField, OuterRef, QuerySet, Subquery
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Lower
+from django.http import QueryDict
 
 from contacts.models import Contact, ContactStage, ContactTag, CustomField, Source, Stage, Tag
 from contacts.selectors import search_contacts
@@ -106,6 +108,15 @@ class _UserChoice(forms.ModelChoiceField):
         return obj.get_full_name() or obj.get_username()
 
 
+def _custom_choices(definition: CustomField) -> list[tuple[str, str]]:
+    if definition.type == CustomField.Type.BOOLEAN:
+        return [("true", "Yes"), ("false", "No")]
+    return [(str(c), str(c)) for c in definition.choices or []]
+
+
+_FORM_CLASSES: dict[tuple, type] = {}
+
+
 class ContactFilter(django_filters.FilterSet):
     """The contact list's filters. Custom choice and yes/no fields get a filter each (``cf_<key>``)."""
 
@@ -130,21 +141,52 @@ class ContactFilter(django_filters.FilterSet):
         model = Contact
         fields: list[str] = []
 
-    def __init__(self, data=None, queryset=None, *, request=None, prefix=None, custom_fields=None):
-        super().__init__(data, queryset, request=request, prefix=prefix)
+    def __init__(self, data=None, queryset=None, *, request=None, prefix=None, custom_fields=None, owner_choices=None):
+        # Same as FilterSet.__init__ (django-filter 26), with a shallow copy of the filters.
+        if queryset is None:
+            queryset = Contact.objects.all()
+        self.is_bound = data is not None
+        self.data = data or QueryDict()
+        self.queryset = queryset
+        self.request = request
+        self.form_prefix = prefix
+        self.filters = self._fresh_filters()
+        for filter_ in self.filters.values():
+            filter_.model = queryset.model
+            filter_.parent = self
         self.custom_fields = [f for f in (custom_fields or []) if f.type in FILTERABLE_CUSTOM_TYPES]
         for definition in self.custom_fields:
             name = f"cf_{definition.key}"
-            if definition.type == CustomField.Type.BOOLEAN:
-                choices = [("true", "Yes"), ("false", "No")]
-            else:
-                choices = [(str(c), str(c)) for c in definition.choices or []]
             self.filters[name] = django_filters.ChoiceFilter(
-                choices=choices, label=definition.label, method=self._custom_method(definition)
+                choices=_custom_choices(definition), label=definition.label, method=self._custom_method(definition)
             )
-        self.owner_choices = list(
-            get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username")
-        )
+        if owner_choices is None:
+            owner_choices = list(get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username"))
+        self.owner_choices = owner_choices
+
+    @classmethod
+    def _fresh_filters(cls) -> dict[str, django_filters.Filter]:
+        # FilterSet.__init__ deep-copies every filter (and the querysets inside) per request. A
+        # shallow copy is enough: per-request state is only model and parent, set afterwards, and
+        # assigning ``method`` again binds the method proxy to the copy rather than the original.
+        fresh = {}
+        for name, base in cls.base_filters.items():
+            clone = copy.copy(base)
+            if clone.method is not None:
+                clone.method = clone.method
+            fresh[name] = clone
+        return fresh
+
+    def get_form_class(self):
+        # django-filter builds a new Form class (and every form field) per request; the class is
+        # stateless (each form deep-copies its fields), so one per set of custom filters serves all.
+        signature = tuple((f.key, f.label, f.type, tuple(_custom_choices(f))) for f in self.custom_fields)
+        form_class = _FORM_CLASSES.get(signature)
+        if form_class is None:
+            if len(_FORM_CLASSES) >= 32:
+                _FORM_CLASSES.clear()
+            form_class = _FORM_CLASSES[signature] = super().get_form_class()
+        return form_class
 
     def filter_search(self, queryset: QuerySet[Contact], name: str, value: str) -> QuerySet[Contact]:
         return search_contacts(queryset, value)
@@ -159,7 +201,8 @@ class ContactFilter(django_filters.FilterSet):
         return queryset
 
     def filter_tag(self, queryset: QuerySet[Contact], name: str, value) -> QuerySet[Contact]:
-        if not value:
+        # No tag chosen arrives as an empty queryset (``.none()``): testing it for truth would compile it.
+        if value is None or (isinstance(value, QuerySet) and value.query.is_empty()) or not value:
             return queryset
         # EXISTS rather than a join: no duplicate rows, and the planner can stop at the first match.
         return queryset.filter(

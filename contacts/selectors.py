@@ -11,9 +11,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Window
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import (
+    CharField,
+    Count,
+    Exists,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Value,
+    Window,
+)
 from django.db.models.functions import Lower, RowNumber
+from django.db.models.signals import post_delete, post_save
 
 from contacts.models import (
     Contact,
@@ -53,6 +67,54 @@ def search_contacts(queryset: QuerySet[Contact], text: str) -> QuerySet[Contact]
 
 def custom_field_definitions() -> list[CustomField]:
     return list(CustomField.objects.order_by("position", "id"))
+
+
+# --- Contact list vocabulary: cached choices of the filter form (perf) ---------------------
+
+LIST_VOCABULARY_CACHE_KEY = "contacts:list-vocabulary:v1"
+# Saves and deletes in this process (and in every process sharing a Redis cache) drop the entry
+# at once; the TTL bounds how long another process's local-memory cache can show old choices.
+LIST_VOCABULARY_TTL = 60
+
+
+@dataclass(frozen=True)
+class ListVocabulary:
+    """What the contact list offers as filter choices and columns, identical for every request."""
+
+    tags: list[Tag]
+    stages: list[Stage]  # with .pipeline loaded, in board order
+    custom_fields: list[CustomField]
+    staff_users: list[Any]
+
+
+def list_vocabulary() -> ListVocabulary:
+    """Return tags, stages, custom field definitions and staff users, from the cache when it has them."""
+    vocabulary = cache.get(LIST_VOCABULARY_CACHE_KEY)
+    if vocabulary is None:
+        vocabulary = ListVocabulary(
+            tags=list(Tag.objects.order_by(Lower("name"))),
+            stages=list(
+                Stage.objects.select_related("pipeline").order_by("pipeline__position", "pipeline_id", "position")
+            ),
+            custom_fields=custom_field_definitions(),
+            staff_users=list(get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username")),
+        )
+        cache.set(LIST_VOCABULARY_CACHE_KEY, vocabulary, LIST_VOCABULARY_TTL)
+    return vocabulary
+
+
+def forget_list_vocabulary(update_fields=None, **_signal_kwargs) -> None:
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # every login saves the user; owner choices do not change with it
+    # Dropped now and again after commit: a request reading between the two could otherwise
+    # cache the rows as they were before this transaction.
+    cache.delete(LIST_VOCABULARY_CACHE_KEY)
+    transaction.on_commit(lambda: cache.delete(LIST_VOCABULARY_CACHE_KEY))
+
+
+for _model in (Tag, Stage, Pipeline, CustomField, settings.AUTH_USER_MODEL):
+    for _name, _signal in (("save", post_save), ("delete", post_delete)):
+        _signal.connect(forget_list_vocabulary, sender=_model, dispatch_uid=f"list-vocabulary-{_name}-{_model}")
 
 
 def field_provenance(contact: Contact, field_name: str) -> HistoryEntry | None:
@@ -246,6 +308,49 @@ def with_list_relations(queryset: QuerySet[Contact]) -> QuerySet[Contact]:
             queryset=ContactStage.objects.select_related("stage", "pipeline").order_by("pipeline__position", "pipeline_id"),
         ),
     )
+
+
+def attach_list_relations(contacts: list[Contact], vocabulary: ListVocabulary, *, tags: bool, stages: bool) -> None:
+    """Set ``list_tags`` and ``list_stages`` on each contact of a list page in at most one query.
+
+    Only the (contact, tag) and (contact, stage) id pairs are read, in one UNION ALL; the Tag and
+    Stage objects come from the cached vocabulary. Ids it does not know yet (a tag created in
+    another process within the cache's TTL) reload the vocabulary once.
+    """
+    for contact in contacts:
+        contact.list_tags, contact.list_stages = [], []
+    if not contacts or not (tags or stages):
+        return
+    ids = [contact.pk for contact in contacts]
+    kind = CharField()
+    parts = []
+    if tags:
+        parts.append(ContactTag.objects.filter(contact_id__in=ids).annotate(kind=Value("t", output_field=kind))
+                     .values_list("kind", "contact_id", "tag_id").order_by())
+    if stages:
+        parts.append(ContactStage.objects.filter(contact_id__in=ids).annotate(kind=Value("s", output_field=kind))
+                     .values_list("kind", "contact_id", "stage_id").order_by())
+    query = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+    pairs = list(query)
+    tag_by_id = {t.pk: t for t in vocabulary.tags}
+    stage_by_id = {s.pk: s for s in vocabulary.stages}
+    if any(pk not in (tag_by_id if k == "t" else stage_by_id) for k, _contact, pk in pairs):
+        forget_list_vocabulary()
+        vocabulary = list_vocabulary()
+        tag_by_id = {t.pk: t for t in vocabulary.tags}
+        stage_by_id = {s.pk: s for s in vocabulary.stages}
+    tag_rank = {t.pk: i for i, t in enumerate(vocabulary.tags)}
+    stage_rank = {s.pk: i for i, s in enumerate(vocabulary.stages)}
+    by_contact = {contact.pk: contact for contact in contacts}
+    for k, contact_id, pk in pairs:
+        contact = by_contact[contact_id]
+        if k == "t" and pk in tag_by_id:
+            contact.list_tags.append(tag_by_id[pk])
+        elif k == "s" and pk in stage_by_id:
+            contact.list_stages.append(stage_by_id[pk])
+    for contact in contacts:
+        contact.list_tags.sort(key=lambda t: tag_rank[t.pk])
+        contact.list_stages.sort(key=lambda s: stage_rank[s.pk])
 
 
 # --- Contact page: timeline and field provenance (issue 5) -----------------------------

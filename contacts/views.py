@@ -56,6 +56,8 @@ from contacts.models import (
 from contacts.normalize import email_normalize_or_none, phone_to_e164_or_none
 from contacts.selectors import (
     BOARD_COLUMN_SIZE,
+    ListVocabulary,
+    attach_list_relations,
     board_column_page,
     board_columns,
     board_memberships,
@@ -65,10 +67,10 @@ from contacts.selectors import (
     estimated_total,
     fields_provenance,
     keyset_page,
+    list_vocabulary,
     tasks_for,
     user_is_crm_admin,
     visible_contacts,
-    with_list_relations,
 )
 from contacts.services import (
     BULK_ACTION_LIMIT,
@@ -184,6 +186,7 @@ class ListState:
     columns: dict
     filterset: ContactFilter
     queryset: QuerySet
+    vocabulary: ListVocabulary
 
     @property
     def filtered(self) -> bool:
@@ -192,11 +195,13 @@ class ListState:
 
 def _list_state(request, params: QueryDict) -> ListState:
     _guard_owner_param(request, params)
-    definitions = custom_field_definitions()
+    vocabulary = list_vocabulary()
+    definitions = vocabulary.custom_fields
     filterset = ContactFilter(
-        params, queryset=visible_contacts(request.user), request=request, custom_fields=definitions
+        params, queryset=visible_contacts(request.user), request=request, custom_fields=definitions,
+        owner_choices=vocabulary.staff_users,
     )
-    return ListState(params, definitions, available_columns(definitions), filterset, filterset.qs)
+    return ListState(params, definitions, available_columns(definitions), filterset, filterset.qs, vocabulary)
 
 
 def _visible_views(user) -> QuerySet[SavedView]:
@@ -234,13 +239,16 @@ def contact_list(request):
     columns = chosen_columns(params.getlist("cols"), state.columns)
     sort_column, descending, sort = parse_sort(params.get("sort", ""), state.columns)
     page = keyset_page(
-        with_list_relations(state.queryset),
+        state.queryset.select_related("owner"),
         sort_expr=sort_expression(sort_column),
         descending=descending,
         nullable=sort_column.nullable,
         after=params.get("after", ""),
         before=params.get("before", ""),
         size=PAGE_SIZE,
+    )
+    attach_list_relations(
+        page.rows, state.vocabulary, tags="tags" in [c.key for c in columns], stages="stage" in [c.key for c in columns]
     )
     total, exact = estimated_total(
         state.queryset, filtered=state.filtered or _restricted(request.user), page=page,
@@ -257,13 +265,13 @@ def contact_list(request):
         sort_links[column.key] = copy.urlencode()
     form = state.filterset.form
     form.is_valid()
+    chosen = {c.key for c in columns}
+    chosen_tags = set(params.getlist("tag"))
     context = {
         "rows": page.rows,
         "rows_html": _render_rows(page.rows, columns, show_company="company" not in [c.key for c in columns]),
         "page": page,
         "columns": columns,
-        "all_columns": list(state.columns.values()),
-        "chosen_keys": [c.key for c in columns],
         "sort": sort,
         "sort_label": f"{sort_column.label.lower()}, {'descending' if descending else 'ascending'}",
         "sort_links": sort_links,
@@ -276,9 +284,14 @@ def contact_list(request):
         "save_query": _query_without(params, "after", "before", "view"),
         "filterset": state.filterset,
         "form": form,
-        "tags": list(Tag.objects.order_by(Lower("name"))),
-        "stages": list(Stage.objects.select_related("pipeline").order_by("pipeline__position", "pipeline_id", "position")),
-        "owners": state.filterset.owner_choices,
+        # Option lists as (value, label, selected): the template only prints them.
+        "owner_options": [
+            (str(u.pk), u.get_full_name() or u.get_username(), params.get("owner") == str(u.pk))
+            for u in state.filterset.owner_choices
+        ],
+        "tag_options": [(str(t.pk), t.name, str(t.pk) in chosen_tags) for t in state.vocabulary.tags],
+        "stage_groups": _stage_groups(state.vocabulary.stages, params.get("stage")),
+        "column_options": [(c.key, c.label, c.key in chosen) for c in state.columns.values() if c.key != "name"],
         "custom_filters": state.filterset.custom_fields,
         "sources": Source.choices,
         "saved_views": views,
@@ -287,6 +300,18 @@ def contact_list(request):
         "is_admin": user_is_crm_admin(request.user),
     }
     return render(request, "contacts/list.html", context)
+
+
+def _stage_groups(stages: list[Stage], selected: str | None) -> list[tuple[str, list[tuple[str, str, bool]]]]:
+    """Return [(pipeline name, [(stage id, stage name, selected)])] in board order, one group per pipeline."""
+    groups: list[tuple[str, list[tuple[str, str, bool]]]] = []
+    current = None
+    for stage in stages:
+        if stage.pipeline_id != current:
+            current = stage.pipeline_id
+            groups.append((stage.pipeline.name, []))
+        groups[-1][1].append((str(stage.pk), stage.name, selected == str(stage.pk)))
+    return groups
 
 
 def _render_rows(contacts: list[Contact], columns: list[Column], *, show_company: bool) -> str:
@@ -326,19 +351,19 @@ def _cell_html(contact: Contact, column: Column, *, now) -> str:
     key = column.key
     if key == "tags":
         tags = "".join(
-            f'<span class="tag" style="--tag-color: {esc(t.color)}">{esc(t.name)}</span>' for t in contact.tags.all()
+            f'<span class="tag" style="--tag-color: {esc(t.color)}">{esc(t.name)}</span>' for t in contact.list_tags
         )
         return f'<td><div class="tags">{tags}</div></td>'
     if key == "stage":
-        memberships = list(contact.stage_memberships.all())
-        if not memberships:
+        stages = contact.list_stages
+        if not stages:
             return f"<td>{DASH}</td>"
-        several = len(memberships) > 1
+        several = len(stages) > 1
         parts = "".join(
-            f'<div><span class="stage-dot" style="--stage-color: {esc(m.stage.color)}"></span>{esc(m.stage.name)}'
-            + (f' <span class="muted small">({esc(m.pipeline.name)})</span>' if several else "")
+            f'<div><span class="stage-dot" style="--stage-color: {esc(s.color)}"></span>{esc(s.name)}'
+            + (f' <span class="muted small">({esc(s.pipeline.name)})</span>' if several else "")
             + "</div>"
-            for m in memberships
+            for s in stages
         )
         return f'<td class="nowrap">{parts}</td>'
     if key == "owner":
