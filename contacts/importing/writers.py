@@ -194,10 +194,13 @@ class PostgresWriter(OrmWriter):
                 for contact_id, s in rows:
                     copy.write_row([contact_id, *self._row(s)])
             sets = ", ".join(f"{n} = u.{n}" for n in names)
+            # The id list lets PostgreSQL probe the primary key: joined on the
+            # temp table alone (no statistics) it chose a merge or hash join over
+            # the whole contacts table, a full scan per batch that grew with the CRM.
             cursor.execute(
                 f"UPDATE contacts_contact AS c SET {sets}, updated_at = %s, last_activity_at = %s "
-                "FROM import_contact_update AS u WHERE c.id = u.id",
-                [now, now],
+                "FROM import_contact_update AS u WHERE c.id = u.id AND c.id = ANY(%s)",
+                [now, now, [contact_id for contact_id, _s in rows]],
             )
 
     def insert_contact_tags(self, pairs: list[tuple[int, int]], *, now: dt.datetime) -> None:
