@@ -16,6 +16,12 @@ stop() {
   echo
   echo "Stopping the web server and the Celery worker..."
   kill -TERM "$WORKER_PID" 2>/dev/null || true
+  # A warm shutdown finishes running tasks; don't let a stuck one hold the terminal.
+  for _ in $(seq 30); do
+    kill -0 "$WORKER_PID" 2>/dev/null || break
+    sleep 0.5
+  done
+  kill -KILL "$WORKER_PID" 2>/dev/null || true
   wait "$WORKER_PID" 2>/dev/null || true
 }
 trap stop EXIT INT TERM

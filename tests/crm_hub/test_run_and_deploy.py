@@ -94,7 +94,7 @@ def test_make_run_serves_admin_with_printed_login_and_a_worker_and_ctrl_c_stops_
         os.kill(worker_pid, 0)  # alive
 
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-        proc.wait(timeout=60)
+        proc.wait(timeout=90)
         for _ in range(60):
             try:
                 os.kill(worker_pid, 0)
