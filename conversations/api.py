@@ -23,12 +23,14 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from contacts.api.serializers import CompletenessOutput
 from contacts.models import Contact, CustomField, Source, Task
 from conversations import services
 from conversations.filters import ConversationFilter
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_detail, conversation_list
 from crm_hub.actors import Actor
+from crm_hub.api.schema import ERRORS as SHARED_ERRORS
 
 READ = "contacts:read"
 WRITE = "conversations:write"
@@ -43,17 +45,8 @@ class ConversationClosed(exceptions.APIException):
 # --- Serializers: errors -------------------------------------------------------------------------
 
 
-class ConversationErrorItemSerializer(serializers.Serializer):
-    field = serializers.CharField(allow_null=True, help_text="Dotted path of the bad input, e.g. intake.contact.phone.")
-    code = serializers.CharField(help_text="Machine code: required, invalid_value, invalid_email, conversation_ended, ...")
-    message = serializers.CharField(help_text="What went wrong, for a person.")
-    allowed = serializers.ListField(
-        child=serializers.CharField(), required=False, help_text="The permitted values, where the value comes from a list."
-    )
-
-
-class ConversationErrorsSerializer(serializers.Serializer):
-    errors = ConversationErrorItemSerializer(many=True, help_text="Every problem found; nothing was written.")
+# The one error envelope every agent endpoint documents (crm_hub.api.schema).
+ConversationErrorsSerializer = SHARED_ERRORS
 
 
 ERRORS = {
@@ -148,15 +141,6 @@ class PendingChangeSerializer(serializers.Serializer):
     new_value = serializers.CharField(help_text="The value that awaits staff approval.")
 
 
-class CompletenessSerializer(serializers.Serializer):
-    fields = serializers.BooleanField(help_text="The contact has a name and a phone or email.")
-    note = serializers.BooleanField(help_text="A note was written.")
-    tags = serializers.BooleanField(help_text="The contact has tags.")
-    stage = serializers.BooleanField(help_text="The contact is in a pipeline stage.")
-    task = serializers.BooleanField(help_text="A follow-up task was created.")
-    clean = serializers.BooleanField(help_text="All five.")
-
-
 class StartResponseSerializer(serializers.Serializer):
     conversation = ConversationSerializer(help_text="The conversation (created or fetched).")
     created = serializers.BooleanField(help_text="true if created by this call; false if fetched by external_id.")
@@ -178,7 +162,7 @@ class EndResponseSerializer(serializers.Serializer):
     pending_changes = PendingChangeSerializer(many=True, help_text="Protected-field changes awaiting staff approval.")
     note_id = serializers.IntegerField(allow_null=True, help_text="The note written, linked to this conversation.")
     task_id = serializers.IntegerField(allow_null=True, help_text="The task created, linked to this conversation.")
-    completeness = CompletenessSerializer(allow_null=True, help_text="Which parts of a clean record the contact now has.")
+    completeness = CompletenessOutput(allow_null=True, help_text="Which parts of a clean record the contact now has.")
     extraction = serializers.JSONField(allow_null=True, help_text="Extraction outcome when extract was true; else null.")
 
 
