@@ -11,7 +11,6 @@ import datetime as dt
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -31,6 +30,7 @@ from automations.models import (
 )
 from automations.ssrf import UnsafeURL, check_url
 from contacts.models import Contact, Source
+from contacts.selectors import search_contacts
 
 FAILURE_NOTICE_DAYS = 7
 
@@ -149,16 +149,16 @@ class RuleAdmin(admin.ModelAdmin):
 
 
 class TryRuleForm(forms.Form):
-    contact = forms.CharField(label="Sample contact", help_text="Its id, email or phone.")
+    contact = forms.CharField(label="Sample contact", help_text="Its id, email, phone (any format) or name.")
 
     def clean_contact(self):
         text = self.cleaned_data["contact"].strip()
-        query = Q(email__iexact=text) | Q(email_normalized=text.lower()) | Q(phone=text) | Q(phone_e164=text)
-        if text.isdigit():
-            query |= Q(pk=int(text))
-        contact = Contact.objects.filter(query).select_related("owner").order_by("pk").first()
+        contacts = Contact.objects.select_related("owner").order_by("pk")
+        contact = contacts.filter(pk=int(text)).first() if text.isdigit() and len(text) < 12 else None
         if contact is None:
-            raise forms.ValidationError("No contact has this id, email or phone.")
+            contact = search_contacts(contacts, text).first()
+        if contact is None:
+            raise forms.ValidationError("No contact has this id, email, phone or name.")
         return contact
 
 

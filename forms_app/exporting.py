@@ -6,8 +6,7 @@ import csv
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-# A cell starting with one of these is read as a formula by Excel, LibreOffice and Sheets.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+from contacts.exporting import neutralize_cell
 
 
 def neutralize(value: Any) -> str:
@@ -20,8 +19,7 @@ def neutralize(value: Any) -> str:
         value = ", ".join(str(v) for v in value)
     elif isinstance(value, dict):
         value = value.get("name", "")
-    text = str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    return neutralize_cell(str(value))
 
 
 class _Echo:

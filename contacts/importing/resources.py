@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from import_export import fields, resources
 
-from contacts.importing.cells import neutralize
+from contacts.exporting import neutralize_cell as neutralize
 from contacts.models import Contact, CustomField
 from contacts.services import STANDARD_FIELDS
 

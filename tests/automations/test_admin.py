@@ -31,7 +31,9 @@ def test_rule_failures_are_shown_in_admin(admin_client):
 def test_try_a_rule_on_a_sample_contact_from_admin(admin_client):
     bob = UserFactory(username="bob")
     rule = RuleFactory(assign_mode=Rule.AssignMode.FIXED, assign_user=bob, task_title="Call", task_due_amount=1)
-    services.upsert_contact(data={"name": "Ada", "email": "ada@example.com"}, actor=SYSTEM, source=Source.API)
+    services.upsert_contact(
+        data={"name": "Ada", "email": "ada@example.com", "phone": "+15615550192"}, actor=SYSTEM, source=Source.API
+    )
     Task.objects.all().delete()
     history = HistoryEntry.objects.count()
     url = reverse("admin:automations_rule_try", args=[rule.pk])
@@ -42,6 +44,9 @@ def test_try_a_rule_on_a_sample_contact_from_admin(admin_client):
     assert "The conditions hold" in page
     assert "task &#x27;Call&#x27; due" in page
     assert HistoryEntry.objects.count() == history and not Task.objects.exists()
+    # The sample is found the way the search box finds people: a phone in another format works.
+    assert "The conditions hold" in admin_client.post(url, {"contact": "(561) 555-0192"}).content.decode()
+    assert "No contact has" in admin_client.post(url, {"contact": "nobody@nowhere.example"}).content.decode()
     change = admin_client.get(reverse("admin:automations_rule_change", args=[rule.pk])).content.decode()
     assert url in change
 

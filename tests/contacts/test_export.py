@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 from import_export.formats.base_formats import CSV
 
-from contacts.importing.cells import neutralize
+from contacts.exporting import neutralize_cell as neutralize
 from contacts.importing.resources import ContactExportResource
 from contacts.models import Contact, CustomField
 from tests.contacts.factories import CustomFieldFactory, TagFactory, UserFactory
