@@ -49,14 +49,11 @@ class AgentAdmin(admin.ModelAdmin):
         try:
             agent, token = services.create_agent(
                 name=obj.name, scopes=list(form.cleaned_data["scopes"]), description=obj.description,
-                rate_limit=obj.rate_limit,
+                rate_limit=obj.rate_limit, is_active=obj.is_active,
             )
         except InputRejected as exc:
             # The form validated the name's uniqueness already; anything left is a scope or name rule.
             raise forms.ValidationError(str(exc)) from exc
-        if not obj.is_active:
-            agent.is_active = False
-            agent.save(update_fields=["is_active"])
         obj.pk = agent.pk
         obj.refresh_from_db()
         _show_token(request, agent, token)

@@ -35,7 +35,7 @@ def _validate_scopes(scopes: list[str]) -> list[str]:
 
 @transaction.atomic
 def create_agent(
-    *, name: str, scopes: list[str], description: str = "", rate_limit: str = "600/min"
+    *, name: str, scopes: list[str], description: str = "", rate_limit: str = "600/min", is_active: bool = True
 ) -> tuple[Agent, str]:
     """Create an agent and return it with its raw token (the only time the token is seen)."""
     name = name.strip()
@@ -44,7 +44,8 @@ def create_agent(
     if Agent.objects.filter(name=name).exists():
         raise InputRejected([FieldError("name", "invalid_value", f"An agent named {name!r} exists.")])
     agent = Agent(
-        name=name, description=description, scopes=_validate_scopes(scopes), rate_limit=rate_limit
+        name=name, description=description, scopes=_validate_scopes(scopes), rate_limit=rate_limit,
+        is_active=is_active,
     )
     raw = _apply_new_token(agent)
     agent.save()

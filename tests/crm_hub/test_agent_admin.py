@@ -54,3 +54,9 @@ def test_bad_rate_limit_is_refused_beside_the_field(admin_client):
                                  {"name": "bot", "is_active": "on", "scopes": [], "rate_limit": "lots"})
     assert "rate_limit" in response.context["adminform"].form.errors
     assert not Agent.objects.exists()
+
+
+def test_an_agent_created_inactive_stays_inactive(admin_client):
+    admin_client.post(reverse("admin:crm_hub_agent_add"), {"name": "paused", "scopes": [], "rate_limit": "600/min"})
+    agent = Agent.objects.get(name="paused")
+    assert agent.is_active is False and agent.token_hash
