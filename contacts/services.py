@@ -1393,7 +1393,7 @@ def delete_saved_view(*, view: SavedView, user) -> None:
 
 @transaction.atomic
 def bulk_apply(*, contacts: Iterable[Contact], action: str, value: Any, actor: Actor, source: str) -> int:
-    """Apply one action to many contacts through the single-contact services, all or nothing; return how many changed."""
+    """Apply one action to many contacts, all or nothing, in set-based writes; return how many changed."""
     _check_source(source)
     if action not in BULK_ACTIONS:
         raise InputRejected([FieldError("action", "invalid_value", "Unknown bulk action.", list(BULK_ACTIONS))])
@@ -1402,22 +1402,90 @@ def bulk_apply(*, contacts: Iterable[Contact], action: str, value: Any, actor: A
         raise InputRejected([FieldError(
             "contacts", "too_many", f"{len(targets):,} contacts selected; a bulk action takes at most {BULK_ACTION_LIMIT:,}. Narrow the filter."
         )])
-    changed = 0
+    # Set-based: a fixed number of queries per action whatever the selection size.
+    # History, rules and webhooks match the single-contact services (rules and
+    # webhooks cost nothing when none are configured, see automations.switchboard).
+    now = timezone.now()
     if action == "assign_owner":
         owner = resolve_user(value) if value not in (None, "", "none") else None
-        for contact in targets:
-            changed += assign_owner(contact=contact, owner=owner, actor=actor, source=source)
-    elif action in ("add_tag", "remove_tag"):
+        owner_id = owner.pk if owner else None
+        moved = [c for c in targets if c.owner_id != owner_id]
+        if not moved:
+            return 0
+        previous = dict(
+            get_user_model().objects.filter(pk__in={c.owner_id for c in moved if c.owner_id})
+            .values_list("pk", "username")
+        )
+        Contact.objects.filter(pk__in=[c.pk for c in moved]).update(owner=owner, updated_at=now)
+        entries = []
+        for contact in moved:
+            change = {"owner": [previous.get(contact.owner_id, ""), _as_text(owner)]}
+            contact.owner, contact.updated_at = owner, now
+            entries.append(_history(contact, action=HistoryEntry.Action.UPDATED, actor=actor, source=source,
+                                    changes=change, summary=f"Owner set to {_as_text(owner) or 'nobody'}"))
+        HistoryEntry.objects.bulk_create(entries)
+        for contact, entry in zip(moved, entries, strict=True):
+            emit_event(event="contact.updated", payload=lambda c=contact, e=entry: payloads.contact_event(c, changes=e.changes))
+        return len(moved)
+    if action in ("add_tag", "remove_tag"):
         tag = resolve_tags([value] if value else [""], field_name="tag")[0]
-        for contact in targets:
-            if action == "add_tag":
-                changed += bool(add_tags(contact=contact, tags=[tag.name], actor=actor, source=source))
-            else:
-                changed += remove_tag(contact=contact, tag=tag, actor=actor, source=source)
-    else:
-        stage = Stage.objects.select_related("pipeline").filter(pk=value).first() if str(value or "").isdigit() else None
-        if stage is None:
-            raise InputRejected([FieldError("stage", "unknown_stage", "Choose a stage.")])
-        for contact in targets:
-            changed += move_to_stage(contact=contact, pipeline=stage.pipeline, stage=stage, actor=actor, source=source).changed
-    return changed
+        tagged = set(ContactTag.objects.filter(tag=tag, contact__in=[c.pk for c in targets]).values_list("contact_id", flat=True))
+        if action == "add_tag":
+            hit = [c for c in targets if c.pk not in tagged]
+            ContactTag.objects.bulk_create([ContactTag(contact=c, tag=tag) for c in hit], ignore_conflicts=True)
+            changes, summary = {"tags": [[], [tag.name]]}, f"Tags added: {tag.name}"
+            kind = HistoryEntry.Action.TAG_ADDED
+        else:
+            hit = [c for c in targets if c.pk in tagged]
+            ContactTag.objects.filter(tag=tag, contact__in=[c.pk for c in hit]).delete()
+            changes, summary = {"tags": [[tag.name], []]}, f"Tag removed: {tag.name}"
+            kind = HistoryEntry.Action.TAG_REMOVED
+        if not hit:
+            return 0
+        Contact.objects.filter(pk__in=[c.pk for c in hit]).update(last_activity_at=now, updated_at=now)
+        HistoryEntry.objects.bulk_create(
+            [_history(c, action=kind, actor=actor, source=source, changes=changes, summary=summary) for c in hit]
+        )
+        if action == "add_tag":
+            for contact in hit:
+                run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": [tag.name]})
+                emit_event(event="contact.updated", payload=lambda c=contact: payloads.contact_event(c, changes=changes))
+        return len(hit)
+    stage = Stage.objects.select_related("pipeline").filter(pk=value).first() if str(value or "").isdigit() else None
+    if stage is None:
+        raise InputRejected([FieldError("stage", "unknown_stage", "Choose a stage.")])
+    pipeline = stage.pipeline
+    current = {
+        m.contact_id: m
+        for m in ContactStage.objects.select_related("stage").filter(pipeline=pipeline, contact__in=[c.pk for c in targets])
+    }
+    hit = [c for c in targets if c.pk not in current or current[c.pk].stage_id != stage.pk]
+    if not hit:
+        return 0
+    existing = [c.pk for c in hit if c.pk in current]
+    ContactStage.objects.filter(pipeline=pipeline, contact__in=existing).update(stage=stage, entered_at=now)
+    ContactStage.objects.bulk_create(
+        [ContactStage(contact=c, pipeline=pipeline, stage=stage, entered_at=now) for c in hit if c.pk not in current]
+    )
+    StageChange.objects.bulk_create([
+        StageChange(contact=c, pipeline=pipeline, from_stage=current[c.pk].stage if c.pk in current else None,
+                    to_stage=stage, changed_at=now)
+        for c in hit
+    ])
+    Contact.objects.filter(pk__in=[c.pk for c in hit]).update(last_activity_at=now, updated_at=now)
+    entries = []
+    for contact in hit:
+        before = current[contact.pk].stage.name if contact.pk in current else None
+        entries.append(_history(
+            contact, action=HistoryEntry.Action.STAGE_CHANGED, actor=actor, source=source,
+            changes={f"stage.{pipeline.name}": [before, stage.name]},
+            summary=f"{pipeline.name}: {before or '—'} → {stage.name}",
+        ))
+    HistoryEntry.objects.bulk_create(entries)
+    for contact in hit:
+        previous = current[contact.pk].stage if contact.pk in current else None
+        emit_event(event="stage.changed", payload=lambda c=contact, p=previous: payloads.stage_event(
+            c, pipeline=pipeline, from_stage=p, to_stage=stage))
+        run_rules(trigger="stage_changed", contact=contact, actor=actor, source=source,
+                  context={"pipeline_id": pipeline.pk, "stage_id": stage.pk})
+    return len(hit)
