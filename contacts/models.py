@@ -158,14 +158,18 @@ class Contact(models.Model):
     complement = models.CharField(max_length=120, blank=True)
 
     source = models.CharField(max_length=10, choices=Source.choices, editable=False)
+    # No index of its own: contact_owner_created_idx (owner, -created_at) serves every owner lookup.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_contacts"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_contacts",
+        db_index=False,
     )
     tags = models.ManyToManyField(Tag, through="ContactTag", related_name="contacts", blank=True)
     custom = models.JSONField(default=dict, blank=True, help_text="Custom field values keyed by field key.")
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # created_at and updated_at are indexed as (key DESC, id DESC) for keyset paging
+    # (migration 0004_issue5); a second single-column index only costs every write.
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
     last_activity_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
@@ -182,8 +186,6 @@ class Contact(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="contact_owner_created_idx"),
             models.Index(fields=["source", "-created_at"], name="contact_source_created_idx"),
-            models.Index(Lower("name"), name="contact_name_lower_idx"),
-            models.Index(Lower("company"), name="contact_company_lower_idx"),
         ]
 
     def __str__(self) -> str:
