@@ -11,20 +11,20 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
-from django.db.models import CharField, Exists, IntegerField, OuterRef, Q, TextField, Value
-from django.db.models.functions import Cast, Lower
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from automations import payloads
+from automations import payloads, switchboard
 from automations.services import run_rules
 from automations.webhooks import emit_event
 from contacts.custom_fields import clean_custom_values
@@ -48,6 +48,7 @@ from contacts.models import (
 )
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
 from contacts.sanitize import clean_rich_text
+from crm_hub import rawsql
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
 
@@ -157,14 +158,34 @@ class _IntakeBatch:
     touched: dict[int, dt.datetime] = field(default_factory=dict)
     # contact pk -> (tag ids, {pipeline id: ContactStage}) read once under the contact lock
     state: dict[int, tuple[set[int], dict[int, ContactStage]]] = field(default_factory=dict)
+    # Notes, tasks and stage changes: nothing in the intake reads them back, so they are
+    # inserted with the history and the touch in one round trip.
+    inserts: list[Any] = field(default_factory=list)
+    # Webhook events wait for the rows their payloads describe.
+    after_flush: list[Callable[[], Any]] = field(default_factory=list)
 
     def flush(self) -> None:
-        if self.history:
-            HistoryEntry.objects.bulk_create(self.history)
-            self.history = []
-        for pk, when in self.touched.items():
-            Contact.objects.filter(pk=pk).update(last_activity_at=when, updated_at=when)
-        self.touched = {}
+        inserts, history, touched = self.inserts, self.history, self.touched
+        self.inserts, self.history, self.touched = [], [], {}
+        groups: dict[type, list[Any]] = {}
+        for obj in inserts:
+            groups.setdefault(type(obj), []).append(obj)
+        statements = [rawsql.insert(objs, presaved=True) for objs in groups.values()]
+        if history:
+            statements.append(rawsql.insert(history, returning=False))
+        statements += [_touch_statement(pk, when) for pk, when in touched.items()]
+        rawsql.run_together(statements)
+        callbacks, self.after_flush = self.after_flush, []
+        for callback in callbacks:
+            callback()
+
+
+def _touch_statement(pk: int, when: dt.datetime) -> rawsql.Statement:
+    sql = (
+        f"UPDATE {rawsql.table(Contact)} SET {rawsql.column(Contact, 'last_activity_at')} = %s, "
+        f"{rawsql.column(Contact, 'updated_at')} = %s WHERE {rawsql.column(Contact, 'id')} = %s"
+    )
+    return rawsql.Statement(sql=sql, params=[when, when, pk])
 
 
 _intake_batch: ContextVar[_IntakeBatch | None] = ContextVar("crm_intake_batch", default=None)
@@ -176,6 +197,38 @@ def _save_history(entries: list[HistoryEntry]) -> None:
         batch.history.extend(entries)
     elif entries:
         HistoryEntry.objects.bulk_create(entries)
+
+
+def _defer_insert(obj: Any) -> bool:
+    """Within an intake, queue ``obj`` for the batch's one-round-trip flush; False outside one."""
+    batch = _intake_batch.get()
+    if batch is None:
+        return False
+    batch.inserts.append(rawsql.presave(obj))
+    return True
+
+
+def _emit_after_flush(**kwargs) -> None:
+    batch = _intake_batch.get()
+    if batch is None:
+        emit_event(**kwargs)
+    else:
+        batch.after_flush.append(functools.partial(emit_event, **kwargs))
+
+
+def _run_rules(*, trigger: str, contact: Contact, **kwargs) -> None:
+    """run_rules, outside the intake batch: a rule's own writes roll back with its savepoint."""
+    batch = _intake_batch.get()
+    if batch is None or not switchboard.trigger_has_rules(trigger):
+        run_rules(trigger=trigger, contact=contact, **kwargs)
+        return
+    batch.flush()
+    token = _intake_batch.set(None)
+    try:
+        run_rules(trigger=trigger, contact=contact, **kwargs)
+    finally:
+        _intake_batch.reset(token)
+        batch.state.pop(contact.pk, None)  # the rules may have changed its tags or stages
 
 
 def _write_atomic(func):
@@ -195,23 +248,35 @@ def _contact_state(contact: Contact) -> tuple[set[int], dict[int, ContactStage]]
     if batch is None:
         return None
     if contact.pk not in batch.state:
-        tags = ContactTag.objects.filter(contact=contact).annotate(
-            kind=Value("t", output_field=CharField()), pipe=Value(0, output_field=IntegerField()),
-        ).values_list("kind", "tag_id", "pipe", "tag_id", "added_at").order_by()
-        stages = ContactStage.objects.filter(contact=contact).annotate(
-            kind=Value("s", output_field=CharField()),
-        ).values_list("kind", "id", "pipeline_id", "stage_id", "entered_at").order_by()
+        stage_columns = rawsql.columns(ContactStage)
         tag_ids: set[int] = set()
         memberships: dict[int, ContactStage] = {}
-        for kind, pk, pipeline_id, stage_id, when in tags.union(stages, all=True):
-            if kind == "t":
-                tag_ids.add(pk)
+        with connection.cursor() as cursor:
+            cursor.execute(_contact_state_sql(connection.vendor), [contact.pk, contact.pk])
+            rows = cursor.fetchall()
+        for row in rows:
+            if row[0] == "t":
+                tag_ids.add(row[1])
             else:
-                memberships[pipeline_id] = ContactStage(
-                    pk=pk, contact=contact, pipeline_id=pipeline_id, stage_id=stage_id, entered_at=when
-                )
+                membership = stage_columns.instance(row[1:])
+                memberships[membership.pipeline_id] = membership
+                ContactStage.contact.field.set_cached_value(membership, contact)
         batch.state[contact.pk] = (tag_ids, memberships)
     return batch.state[contact.pk]
+
+
+@functools.cache
+def _contact_state_sql(vendor: str) -> str:
+    stage_columns = rawsql.columns(ContactStage)
+    contact_id = rawsql.column(ContactTag, "contact")
+    # The tag rows are padded to the ContactStage row's width so both fit one UNION ALL.
+    padding = ", ".join(["NULL"] * (len(stage_columns.columns) - 1))
+    tag_row = f"'t', {rawsql.column(ContactTag, 'tag')}" + (f", {padding}" if padding else "")
+    return (
+        f"SELECT {tag_row} FROM {rawsql.table(ContactTag)} WHERE {contact_id} = %s "
+        f"UNION ALL SELECT 's', {stage_columns.select_list(rawsql.table(ContactStage))} "
+        f"FROM {rawsql.table(ContactStage)} WHERE {rawsql.column(ContactStage, 'contact')} = %s"
+    )
 
 
 def resolve_tags(names: Iterable[str], *, field_name: str = "tags") -> list[Tag]:
@@ -412,25 +477,52 @@ def _protected_policy(actor: Actor, explicit: str | None) -> str:
 
 
 def find_contact_by_keys(*, phone_e164: str = "", email_normalized: str = "", lock: bool = False) -> tuple[Contact | None, Contact | None]:
-    """Return (phone match, email match) in one query; either may be None."""
-    query = Q()
-    if phone_e164:
-        query |= Q(phone_e164=phone_e164)
-    if email_normalized:
-        query |= Q(email_normalized=email_normalized)
-    if not query:
+    """Return (phone match, email match) in one query; either may be None.
+
+    The owner comes along (a task defaulting to it costs no extra query). Every upsert and
+    intake starts here, so the SQL is built once per shape instead of by the ORM per call.
+    """
+    keys = [k for k in (phone_e164, email_normalized) if k]
+    if not keys:
         return None, None
-    # The owner comes along so a task defaulting to it costs no extra query.
-    queryset = Contact.objects.filter(query).select_related("owner").order_by("pk")
-    if lock:
-        queryset = queryset.select_for_update(of=("self",))
+    sql = _contacts_by_keys_sql(bool(phone_e164), bool(email_normalized), lock and connection.features.has_select_for_update_of)
+    owner_columns = rawsql.columns(get_user_model())
+    contact_columns = rawsql.columns(Contact)
+    split = len(contact_columns.columns)
     by_phone = by_email = None
-    for contact in queryset:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, keys)
+        rows = cursor.fetchall()
+    for row in rows:
+        contact = contact_columns.instance(row[:split])
+        owner = owner_columns.instance(row[split:]) if row[split] is not None else None
+        Contact.owner.field.set_cached_value(contact, owner)
         if phone_e164 and contact.phone_e164 == phone_e164:
             by_phone = contact
         if email_normalized and contact.email_normalized == email_normalized:
             by_email = contact
     return by_phone, by_email
+
+
+@functools.cache
+def _contacts_by_keys_sql_for(vendor: str, by_phone: bool, by_email: bool, lock: bool) -> str:
+    user = get_user_model()
+    conditions = []
+    if by_phone:
+        conditions.append(f"c.{rawsql.column(Contact, 'phone_e164')} = %s")
+    if by_email:
+        conditions.append(f"c.{rawsql.column(Contact, 'email_normalized')} = %s")
+    return (
+        f"SELECT {rawsql.columns(Contact).select_list('c')}, {rawsql.columns(user).select_list('u')} "
+        f"FROM {rawsql.table(Contact)} c LEFT OUTER JOIN {rawsql.table(user)} u "
+        f"ON c.{rawsql.column(Contact, 'owner')} = u.{rawsql.column(user, user._meta.pk.name)} "
+        f"WHERE {' OR '.join(conditions)} ORDER BY c.{rawsql.column(Contact, 'id')}"
+        + (" FOR UPDATE OF c" if lock else "")
+    )
+
+
+def _contacts_by_keys_sql(by_phone: bool, by_email: bool, lock: bool) -> str:
+    return _contacts_by_keys_sql_for(connection.vendor, by_phone, by_email, lock)
 
 
 def upsert_contact(
@@ -555,10 +647,10 @@ def announce_created(contact: Contact, *, tags_added: list[str], actor: Actor, s
     Every path that creates contacts calls this, the bulk ones per created contact,
     so rules and webhooks behave the same whatever the source.
     """
-    run_rules(trigger="contact_created", contact=contact, actor=actor, source=source, context={"tags": tags_added})
+    _run_rules(trigger="contact_created", contact=contact, actor=actor, source=source, context={"tags": tags_added})
     if tags_added:
-        run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": tags_added})
-    emit_event(event="contact.created", payload=lambda: payloads.contact_event(contact))
+        _run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": tags_added})
+    _emit_after_flush(event="contact.created", payload=lambda: payloads.contact_event(contact))
 
 
 def _apply_changes(
@@ -668,9 +760,9 @@ def _apply_changes(
     _save_history(entries)
     result.changes = changes
     if result.tags_added:
-        run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
+        _run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
     if changes or result.tags_added:
-        emit_event(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes=_jsonable(changes)))
+        _emit_after_flush(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes=_jsonable(changes)))
 
 
 def _split_pending(contact: Contact, requests: list[ChangeRequest]) -> tuple[list[ChangeRequest], list[ChangeRequest]]:
@@ -895,9 +987,11 @@ def move_to_stage(
         membership.save(update_fields=["stage", "entered_at"])
     if state is not None:
         state[1][found_pipeline.pk] = membership
-    StageChange.objects.create(
+    stage_change = StageChange(
         contact=contact, pipeline=found_pipeline, from_stage=previous, to_stage=found_stage, changed_at=now
     )
+    if not _defer_insert(stage_change):
+        stage_change.save(force_insert=True)
     _save_history([
         _history(contact, action=HistoryEntry.Action.STAGE_CHANGED, actor=actor, source=source,
                  changes={f"stage.{found_pipeline.name}": [previous.name if previous else None, found_stage.name]},
@@ -905,8 +999,8 @@ def move_to_stage(
                  conversation=conversation)
     ])
     _touch(contact, now)
-    emit_event(event="stage.changed", payload=lambda: payloads.stage_event(contact, pipeline=found_pipeline, from_stage=previous, to_stage=found_stage))
-    run_rules(trigger="stage_changed", contact=contact, actor=actor, source=source,
+    _emit_after_flush(event="stage.changed", payload=lambda: payloads.stage_event(contact, pipeline=found_pipeline, from_stage=previous, to_stage=found_stage))
+    _run_rules(trigger="stage_changed", contact=contact, actor=actor, source=source,
               context={"pipeline_id": found_pipeline.pk, "stage_id": found_stage.pk})
     return StageMoveResult(membership=membership, changed=True, from_stage=previous)
 
@@ -925,15 +1019,17 @@ def add_note(*, contact: Contact, body: str, actor: Actor, source: str, conversa
     clean = clean_rich_text(body)
     if not clean:
         raise InputRejected([FieldError("body", "required", "The note is empty.")])
-    note = Note.objects.create(
+    note = Note(
         contact=contact, body=clean, source=source, author=actor.user, agent=actor.agent, conversation=conversation
     )
+    if not _defer_insert(note):
+        note.save(force_insert=True)
     _save_history([
         _history(contact, action=HistoryEntry.Action.NOTE_ADDED, actor=actor, source=source,
                  summary="Note added", conversation=conversation)
     ])
     _touch(contact)
-    emit_event(event="note.created", payload=lambda: payloads.note_event(note))
+    _emit_after_flush(event="note.created", payload=lambda: payloads.note_event(note))
     return note
 
 
@@ -1003,17 +1099,19 @@ def create_task(
         errors.extend(exc.errors)
     if errors:
         raise InputRejected(errors)
-    task = Task.objects.create(
+    task = Task(
         contact=contact, title=title, description=description or "", due_at=due, assignee=user, priority=priority,
         source=source, created_by=actor.user, agent=actor.agent, conversation=conversation,
     )
+    if not _defer_insert(task):
+        task.save(force_insert=True)
     _save_history([
         _history(contact, action=HistoryEntry.Action.TASK_CREATED, actor=actor, source=source,
                  changes={"task": [None, title]}, summary=f"Task: {title} (due {due:%Y-%m-%d %H:%M})",
                  conversation=conversation)
     ])
     _touch(contact)
-    emit_event(event="task.created", payload=lambda: payloads.task_event(task))
+    _emit_after_flush(event="task.created", payload=lambda: payloads.task_event(task))
     return task
 
 
@@ -1285,43 +1383,40 @@ def _resolve_taxonomy(
         return None
     if not wanted and not want_stage and not with_custom_fields:
         return [], None, {}
-    text = CharField()
-    number = IntegerField()
-    queries = []
+    selects: list[str] = []
+    params: list[Any] = []
     if wanted:
-        queries.append(
-            Tag.objects.annotate(lname=Lower("name"))
-            .filter(lname__in=[w.lower() for w in wanted.values()])
-            .annotate(kind=Value("t", output_field=text), pid=Value(0, output_field=number),
-                      pname=Value("", output_field=text), extra=Value("", output_field=TextField()))
-            .values_list("kind", "id", "name", "pid", "pname", "extra").order_by()
+        selects.append(
+            f"SELECT 't', id, name, 0, '', '' FROM {rawsql.table(Tag)} WHERE LOWER(name) IN "
+            f"({', '.join(['%s'] * len(wanted))})"
         )
+        params += [w.lower() for w in wanted.values()]
     if with_custom_fields:
         # Every definition: an unknown key's error lists the writable ones.
-        queries.append(
-            CustomField.objects.annotate(
-                kind=Value("c", output_field=text), ai=Cast("allow_for_ai", number), ch=Cast("choices", TextField()),
-            ).values_list("kind", "id", "key", "ai", "type", "ch").order_by()
+        selects.append(
+            f"SELECT 'c', id, {rawsql.column(CustomField, 'key')}, CAST(allow_for_ai AS integer), type, "
+            f"CAST(choices AS text) FROM {rawsql.table(CustomField)}"
         )
     if want_stage:
         # Ids are tried as ids only: resolve_stage handles a name made of digits.
         conditions = []
-        for value, by_id, by_name in ((pipeline, "pipeline_id", "plname"), (stage, "pk", "slname")):
+        for value, by_id, by_name in ((pipeline, "s.pipeline_id", "LOWER(p.name)"), (stage, "s.id", "LOWER(s.name)")):
             if isinstance(value, bool) or not isinstance(value, (int, str)):
                 return None
             raw = str(value).strip()
-            conditions.append(Q(**{by_id: int(raw)}) if raw.isdigit() else Q(**{by_name: raw.lower()}))
-        queries.append(
-            Stage.objects.annotate(plname=Lower("pipeline__name"), slname=Lower("name"))
-            .filter(conditions[0], conditions[1])
-            .annotate(kind=Value("s", output_field=text), extra=Value("", output_field=TextField()))
-            .values_list("kind", "id", "name", "pipeline_id", "pipeline__name", "extra").order_by()
+            conditions.append(f"{by_id if raw.isdigit() else by_name} = %s")
+            params.append(int(raw) if raw.isdigit() else raw.lower())
+        selects.append(
+            f"SELECT 's', s.id, s.name, s.pipeline_id, p.name, '' FROM {rawsql.table(Stage)} s "
+            f"JOIN {rawsql.table(Pipeline)} p ON p.id = s.pipeline_id WHERE {' AND '.join(conditions)}"
         )
-    query = queries[0].union(*queries[1:], all=True) if len(queries) > 1 else queries[0]
     tags: dict[str, Tag] = {}
     stages: list[Stage] = []
     definitions: dict[str, CustomField] = {}
-    for kind, pk, name, number_value, text_value, extra in query:
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(selects), params)
+        rows = cursor.fetchall()
+    for kind, pk, name, number_value, text_value, extra in rows:
         if kind == "t":
             tags[name.casefold()] = Tag(pk=pk, name=name)
         elif kind == "s":

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
+from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from crm_hub import rawsql
 from crm_hub.models import Agent
 from crm_hub.services import hash_token
 
@@ -43,13 +46,22 @@ def agent_for_token(http_request, raw_token: str) -> Agent | None:
     cached = getattr(http_request, "_crm_agent_lookup", None)
     if cached is not None and cached[0] == raw_token:
         return cached[1]
-    agent = (
-        Agent.objects.filter(token_hash=hash_token(raw_token), is_active=True, revoked_at__isnull=True)
-        .only("id", "name", "scopes", "rate_limit", "is_active", "last_used_at", "revoked_at", "token_prefix")
-        .first()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_agent_by_token_sql(connection.vendor), [hash_token(raw_token)])
+        row = cursor.fetchone()
+    agent = rawsql.columns(Agent).instance(row) if row else None
     http_request._crm_agent_lookup = (raw_token, agent)
     return agent
+
+
+@functools.cache
+def _agent_by_token_sql(vendor: str) -> str:
+    # Every API call runs this; built once rather than by the ORM per request.
+    return (
+        f"SELECT {rawsql.columns(Agent).select_list(rawsql.table(Agent))} FROM {rawsql.table(Agent)} "
+        f"WHERE {rawsql.column(Agent, 'token_hash')} = %s AND {rawsql.column(Agent, 'is_active')} "
+        f"AND {rawsql.column(Agent, 'revoked_at')} IS NULL"
+    )
 
 
 def bearer_token(http_request) -> str | None:

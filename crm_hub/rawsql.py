@@ -1,0 +1,149 @@
+"""SQL built once per shape for the agent write path, where the ORM's per-call query building
+was most of an intake's time (see bench/agent_write.py).
+
+Rows still become model instances with Django's own converters, inserts still go through
+Django's insert compiler (pre_save, get_db_prep_save), so values read and written are the
+same as through the ORM. Only the per-call cost of building the SQL goes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+from django.db.models import Model
+from django.db.models.sql import InsertQuery
+
+
+@dataclass(frozen=True)
+class ModelColumns:
+    """A model's concrete columns, in one order, with what turns a raw value into the attribute."""
+
+    model: type[Model]
+    columns: tuple[str, ...]
+    attnames: tuple[str, ...]
+    converters: tuple[tuple[int, tuple[Any, ...]], ...]
+    expressions: tuple[Any, ...]
+
+    def select_list(self, alias: str) -> str:
+        quote = connection.ops.quote_name
+        return ", ".join(f"{alias}.{quote(c)}" for c in self.columns)
+
+    def instance(self, values: Sequence[Any]) -> Model:
+        values = list(values)
+        for index, funcs in self.converters:
+            value = values[index]
+            for func in funcs:
+                value = func(value, self.expressions[index], connection)
+            values[index] = value
+        return self.model.from_db(connection.alias, self.attnames, values)
+
+
+@functools.cache
+def _columns_for(model: type[Model], vendor: str) -> ModelColumns:
+    fields = list(model._meta.concrete_fields)
+    expressions = tuple(f.get_col(model._meta.db_table) for f in fields)
+    converters = []
+    for index, (f, expression) in enumerate(zip(fields, expressions, strict=True)):
+        funcs = tuple(connection.ops.get_db_converters(expression) + f.get_db_converters(connection))
+        if funcs:
+            converters.append((index, funcs))
+    return ModelColumns(
+        model=model,
+        columns=tuple(f.column for f in fields),
+        attnames=tuple(f.attname for f in fields),
+        converters=tuple(converters),
+        expressions=expressions,
+    )
+
+
+def columns(model: type[Model]) -> ModelColumns:
+    return _columns_for(model, connection.vendor)
+
+
+def table(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def column(model: type[Model], name: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
+@dataclass
+class Statement:
+    sql: str
+    params: Sequence[Any]
+    # Instances whose primary keys the statement returns, in order (an INSERT ... RETURNING).
+    returns_pks_of: Sequence[Model] = ()
+
+
+def insert(objs: Sequence[Model], *, returning: bool = True, presaved: bool = False) -> Statement:
+    """One multi-row INSERT of ``objs`` (one model), built by Django's insert compiler.
+
+    ``presaved``: the fields' pre_save (auto_now_add and the like) already ran on the objects,
+    when they were queued, so their timestamps are those of the moment they were created.
+    """
+    model = type(objs[0])
+    opts = model._meta
+    fields = [f for f in opts.concrete_fields if not f.generated and f is not opts.auto_field]
+    query = InsertQuery(model)
+    query.insert_values(fields, objs, raw=presaved)
+    compiler = query.get_compiler(connection=connection)
+    compiler.returning_fields = [opts.pk] if returning else None
+    (sql, params), *rest = compiler.as_sql()
+    if rest:  # a backend without multi-row inserts: not the PostgreSQL path this serves
+        raise NotImplementedError("rawsql.insert needs a backend with multi-row INSERT ... RETURNING")
+    return Statement(sql=sql, params=params, returns_pks_of=objs if returning else ())
+
+
+def run_together(statements: Iterable[Statement]) -> None:
+    """Run the statements, on PostgreSQL in one round trip (one statement of data-modifying CTEs).
+
+    They cannot see each other's rows (one snapshot): use it for independent writes only.
+    Primary keys returned by inserts are set on their instances.
+    """
+    statements = [s for s in statements if s.sql]
+    if not statements:
+        return
+    if connection.vendor != "postgresql":
+        # Elsewhere (SQLite) a statement costs no network round trip: run them one by one.
+        with connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement.sql, statement.params)
+                if statement.returns_pks_of:
+                    _set_pks(statement.returns_pks_of, [row[0] for row in cursor.fetchall()])
+        return
+    parts, params, selects = [], [], []
+    for index, statement in enumerate(statements):
+        parts.append(f"s{index} AS ({statement.sql})")
+        params.extend(statement.params)
+        if statement.returns_pks_of:
+            pk = connection.ops.quote_name(statement.returns_pks_of[0]._meta.pk.column)
+            selects.append(f"SELECT {index}, {pk} FROM s{index}")
+    sql = "WITH " + ", ".join(parts) + " " + (" UNION ALL ".join(selects) if selects else "SELECT NULL, NULL")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    for index, statement in enumerate(statements):
+        if statement.returns_pks_of:
+            _set_pks(statement.returns_pks_of, [pk for i, pk in rows if i == index])
+
+
+def _set_pks(objs: Sequence[Model], pks: list[Any]) -> None:
+    if len(pks) != len(objs):
+        raise RuntimeError(f"Expected {len(objs)} primary keys back, got {len(pks)}.")
+    for obj, pk in zip(objs, pks, strict=True):
+        obj.pk = pk
+        obj._state.adding = False
+        obj._state.db = connection.alias
+
+
+def presave(obj: Model) -> Model:
+    """Run each field's pre_save as Model.save() would for an insert (fills auto_now_add now)."""
+    for f in obj._meta.concrete_fields:
+        if f is not obj._meta.auto_field:
+            setattr(obj, f.attname, f.pre_save(obj, add=True))
+    return obj
