@@ -38,9 +38,7 @@ class NaiveIntakeView(APIView):
 
     @extend_schema(exclude=True)
     def post(self, request):
-        serializer = IntakeInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = IntakeInput.clean(request.data)
         agent = request.auth
         person = data["contact"]
         with transaction.atomic():
