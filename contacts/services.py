@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +163,8 @@ class _IntakeBatch:
     inserts: list[Any] = field(default_factory=list)
     # Webhook events wait for the rows their payloads describe.
     after_flush: list[Callable[[], Any]] = field(default_factory=list)
+    # ((phone, email), contacts) read and locked by the intake's prefetch, for the upsert's lookup.
+    locked: tuple[tuple[str, str], list[Contact]] | None = None
 
     def flush(self) -> None:
         inserts, history, touched = self.inserts, self.history, self.touched
@@ -485,23 +487,31 @@ def find_contact_by_keys(*, phone_e164: str = "", email_normalized: str = "", lo
     keys = [k for k in (phone_e164, email_normalized) if k]
     if not keys:
         return None, None
-    sql = _contacts_by_keys_sql(bool(phone_e164), bool(email_normalized), lock and connection.features.has_select_for_update_of)
-    owner_columns = rawsql.columns(get_user_model())
-    contact_columns = rawsql.columns(Contact)
-    split = len(contact_columns.columns)
+    batch = _intake_batch.get()
+    if lock and batch is not None and batch.locked is not None and batch.locked[0] == (phone_e164, email_normalized):
+        # The intake's prefetch read (and locked) them; used once, so a retry after a lost race reads again.
+        contacts, batch.locked = batch.locked[1], None
+    else:
+        sql = _contacts_by_keys_sql(bool(phone_e164), bool(email_normalized), lock and connection.features.has_select_for_update_of)
+        split = len(rawsql.columns(Contact).columns)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, keys)
+            contacts = [_contact_from_row(row, split) for row in cursor.fetchall()]
     by_phone = by_email = None
-    with connection.cursor() as cursor:
-        cursor.execute(sql, keys)
-        rows = cursor.fetchall()
-    for row in rows:
-        contact = contact_columns.instance(row[:split])
-        owner = owner_columns.instance(row[split:]) if row[split] is not None else None
-        Contact.owner.field.set_cached_value(contact, owner)
+    for contact in contacts:
         if phone_e164 and contact.phone_e164 == phone_e164:
             by_phone = contact
         if email_normalized and contact.email_normalized == email_normalized:
             by_email = contact
     return by_phone, by_email
+
+
+def _contact_from_row(row: Sequence[Any], split: int) -> Contact:
+    """A Contact and its owner from _contacts_by_keys_sql's columns (contact's, then the owner's)."""
+    contact = rawsql.columns(Contact).instance(row[:split])
+    owner = rawsql.columns(get_user_model()).instance(row[split:]) if row[split] is not None else None
+    Contact.owner.field.set_cached_value(contact, owner)
+    return contact
 
 
 @functools.cache
@@ -1217,6 +1227,34 @@ def record_intake(
     Everything is validated before the first write; errors name their place in
     the payload (``contact.phone``, ``task.due_at``, ``stage``).
     """
+    batch = _IntakeBatch()
+    # One transaction from the first read: on PostgreSQL the taxonomy, the contact (locked) and its
+    # tags and stages come back in one statement. A refused intake leaves the block normally (it
+    # wrote nothing) and is raised after it, so a caller's own transaction is not marked failed.
+    with transaction.atomic(savepoint=False), _batching(batch):
+        outcome = _record_intake_in(
+            batch, contact=contact, actor=actor, source=source, custom=custom, tags=tags, note=note,
+            pipeline=pipeline, stage=stage, task=task, conversation=conversation,
+        )
+    if isinstance(outcome, InputRejected):
+        raise outcome
+    return outcome
+
+
+def _record_intake_in(
+    batch: _IntakeBatch,
+    *,
+    contact: Mapping[str, Any] | None,
+    actor: Actor,
+    source: str = Source.CHAT,
+    custom: Mapping[str, Any] | None = None,
+    tags: Iterable[str] | None = None,
+    note: str | None = None,
+    pipeline: Any = None,
+    stage: Any = None,
+    task: Mapping[str, Any] | None = None,
+    conversation: Mapping[str, Any] | Any = None,
+) -> IntakeResult | InputRejected:
     from conversations.models import Conversation
     from conversations.services import (
         add_messages,
@@ -1238,7 +1276,7 @@ def record_intake(
         _prefixed(errors, exc, "contact")
     resolved_tags: list[Tag] = []
     stage_pair = None
-    quick = _resolve_taxonomy(tag_names, pipeline, stage, with_custom_fields=bool(custom_values))
+    quick = _intake_prefetch(batch, cleaned, tag_names, pipeline, stage, with_custom_fields=bool(custom_values))
     if quick is not None:
         resolved_tags, stage_pair, definitions = quick
     if cleaned is not None and custom_values and quick is not None:
@@ -1308,51 +1346,48 @@ def record_intake(
             if channel not in Conversation.Channel.values:
                 errors.append(FieldError("conversation.channel", "invalid_value", f"Unknown channel {channel!r}.", list(Conversation.Channel.values)))
     if errors:
-        raise InputRejected(errors)
+        return InputRejected(errors)
     assert cleaned is not None
     cleaned.tags = resolved_tags
-
-    batch = _IntakeBatch()
     # Everything was validated above, so no savepoint: an error from here on fails the caller's transaction too.
-    with transaction.atomic(savepoint=False), _batching(batch):
-        if conversation_spec is not None:
-            conversation_obj, _ = get_or_create_conversation(
-                agent=actor.agent,
-                external_id=str(conversation_spec.get("external_id") or ""),
-                channel=conversation_spec.get("channel") or Conversation.Channel.WEB_CHAT,
-                metadata=conversation_spec.get("metadata"),
-            )
-            add_messages(conversation=conversation_obj, messages=messages)
-        upsert = upsert_contact(
-            data={}, actor=actor, source=source, cleaned=cleaned, conversation=conversation_obj
+    if conversation_spec is not None:
+        conversation_obj, _ = get_or_create_conversation(
+            agent=actor.agent,
+            external_id=str(conversation_spec.get("external_id") or ""),
+            channel=conversation_spec.get("channel") or Conversation.Channel.WEB_CHAT,
+            metadata=conversation_spec.get("metadata"),
         )
-        person = upsert.contact
-        if conversation_obj is not None:
-            link_contact(conversation=conversation_obj, contact=person, actor=actor, source=source)
-        note_obj = (
-            add_note(contact=person, body=note_body, actor=actor, source=source, conversation=conversation_obj)
-            if note_body else None
+        add_messages(conversation=conversation_obj, messages=messages)
+    upsert = upsert_contact(
+        data={}, actor=actor, source=source, cleaned=cleaned, conversation=conversation_obj
+    )
+    person = upsert.contact
+    if conversation_obj is not None:
+        link_contact(conversation=conversation_obj, contact=person, actor=actor, source=source)
+    note_obj = (
+        add_note(contact=person, body=note_body, actor=actor, source=source, conversation=conversation_obj)
+        if note_body else None
+    )
+    stage_result = (
+        move_to_stage(contact=person, pipeline=stage_pair[0], stage=stage_pair[1], actor=actor, source=source,
+                      conversation=conversation_obj)
+        if stage_pair else None
+    )
+    task_obj = (
+        create_task(
+            contact=person, title=task_data["title"], due_at=task_data["due_at"], actor=actor, source=source,
+            assignee=task_data.get("assignee"), priority=task_data.get("priority", Task.Priority.NORMAL),
+            description=task_data.get("description", ""), conversation=conversation_obj,
         )
-        stage_result = (
-            move_to_stage(contact=person, pipeline=stage_pair[0], stage=stage_pair[1], actor=actor, source=source,
-                          conversation=conversation_obj)
-            if stage_pair else None
-        )
-        task_obj = (
-            create_task(
-                contact=person, title=task_data["title"], due_at=task_data["due_at"], actor=actor, source=source,
-                assignee=task_data.get("assignee"), priority=task_data.get("priority", Task.Priority.NORMAL),
-                description=task_data.get("description", ""), conversation=conversation_obj,
-            )
-            if task_data else None
-        )
-        state = batch.state.get(person.pk)
-        completeness = intake_completeness(
-            person, note=note_obj, task=task_obj,
-            has_tags=True if cleaned.tags else (False if upsert.created else (bool(state[0]) if state else None)),
-            has_stage=True if stage_pair else (False if upsert.created else (bool(state[1]) if state else None)),
-        )
-        batch.flush()
+        if task_data else None
+    )
+    state = batch.state.get(person.pk)
+    completeness = intake_completeness(
+        person, note=note_obj, task=task_obj,
+        has_tags=True if cleaned.tags else (False if upsert.created else (bool(state[0]) if state else None)),
+        has_stage=True if stage_pair else (False if upsert.created else (bool(state[1]) if state else None)),
+    )
+    batch.flush()
     return IntakeResult(
         upsert=upsert, note=note_obj, task=task_obj, stage=stage_result, conversation=conversation_obj,
         completeness=completeness,
@@ -1375,59 +1410,132 @@ def _resolve_taxonomy(
 
     None sends the caller to resolve_tags/resolve_stage, which also explain what is wrong.
     """
-    if not all(isinstance(t, str) and t.strip() for t in tag_names):
+    query = _TaxonomyQuery.build(tag_names, pipeline, stage, with_custom_fields=with_custom_fields)
+    if query is None:
         return None
-    wanted = {t.strip().casefold(): t.strip() for t in tag_names}
-    want_stage = pipeline not in (None, "") or stage not in (None, "")
-    if want_stage and (pipeline in (None, "") or stage in (None, "")):
-        return None
-    if not wanted and not want_stage and not with_custom_fields:
+    if not query.sql:
         return [], None, {}
-    selects: list[str] = []
-    params: list[Any] = []
-    if wanted:
-        selects.append(
-            f"SELECT 't', id, name, 0, '', '' FROM {rawsql.table(Tag)} WHERE LOWER(name) IN "
-            f"({', '.join(['%s'] * len(wanted))})"
-        )
-        params += [w.lower() for w in wanted.values()]
-    if with_custom_fields:
-        # Every definition: an unknown key's error lists the writable ones.
-        selects.append(
-            f"SELECT 'c', id, {rawsql.column(CustomField, 'key')}, CAST(allow_for_ai AS integer), type, "
-            f"CAST(choices AS text) FROM {rawsql.table(CustomField)}"
-        )
-    if want_stage:
-        # Ids are tried as ids only: resolve_stage handles a name made of digits.
-        conditions = []
-        for value, by_id, by_name in ((pipeline, "s.pipeline_id", "LOWER(p.name)"), (stage, "s.id", "LOWER(s.name)")):
-            if isinstance(value, bool) or not isinstance(value, (int, str)):
-                return None
-            raw = str(value).strip()
-            conditions.append(f"{by_id if raw.isdigit() else by_name} = %s")
-            params.append(int(raw) if raw.isdigit() else raw.lower())
-        selects.append(
-            f"SELECT 's', s.id, s.name, s.pipeline_id, p.name, '' FROM {rawsql.table(Stage)} s "
-            f"JOIN {rawsql.table(Pipeline)} p ON p.id = s.pipeline_id WHERE {' AND '.join(conditions)}"
-        )
-    tags: dict[str, Tag] = {}
-    stages: list[Stage] = []
-    definitions: dict[str, CustomField] = {}
     with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(selects), params)
+        cursor.execute(query.sql, query.params)
+        return query.result(cursor.fetchall())
+
+
+@dataclass
+class _TaxonomyQuery:
+    sql: str
+    params: list[Any]
+    wanted: dict[str, str]
+    want_stage: bool
+
+    @classmethod
+    def build(cls, tag_names: list, pipeline: Any, stage: Any, *, with_custom_fields: bool) -> _TaxonomyQuery | None:
+        if not all(isinstance(t, str) and t.strip() for t in tag_names):
+            return None
+        wanted = {t.strip().casefold(): t.strip() for t in tag_names}
+        want_stage = pipeline not in (None, "") or stage not in (None, "")
+        if want_stage and (pipeline in (None, "") or stage in (None, "")):
+            return None
+        # Every branch names its columns: the intake prefetch reads them as JSON.
+        selects: list[str] = []
+        params: list[Any] = []
+        if wanted:
+            selects.append(
+                f"SELECT 't' AS kind, id AS pk, name AS name, 0 AS num, '' AS text, '' AS extra FROM {rawsql.table(Tag)} "
+                f"WHERE LOWER(name) IN ({', '.join(['%s'] * len(wanted))})"
+            )
+            params += [w.lower() for w in wanted.values()]
+        if with_custom_fields:
+            # Every definition: an unknown key's error lists the writable ones.
+            selects.append(
+                f"SELECT 'c' AS kind, id AS pk, {rawsql.column(CustomField, 'key')} AS name, "
+                f"CAST(allow_for_ai AS integer) AS num, type AS text, CAST(choices AS text) AS extra "
+                f"FROM {rawsql.table(CustomField)}"
+            )
+        if want_stage:
+            # Ids are tried as ids only: resolve_stage handles a name made of digits.
+            conditions = []
+            for value, by_id, by_name in ((pipeline, "s.pipeline_id", "LOWER(p.name)"), (stage, "s.id", "LOWER(s.name)")):
+                if isinstance(value, bool) or not isinstance(value, (int, str)):
+                    return None
+                raw = str(value).strip()
+                conditions.append(f"{by_id if raw.isdigit() else by_name} = %s")
+                params.append(int(raw) if raw.isdigit() else raw.lower())
+            selects.append(
+                f"SELECT 's' AS kind, s.id AS pk, s.name AS name, s.pipeline_id AS num, p.name AS text, '' AS extra "
+                f"FROM {rawsql.table(Stage)} s JOIN {rawsql.table(Pipeline)} p ON p.id = s.pipeline_id "
+                f"WHERE {' AND '.join(conditions)}"
+            )
+        return cls(sql=" UNION ALL ".join(selects), params=params, wanted=wanted, want_stage=want_stage)
+
+    def result(self, rows) -> tuple[list[Tag], tuple[Pipeline, Stage] | None, dict[str, CustomField]] | None:
+        tags: dict[str, Tag] = {}
+        stages: list[Stage] = []
+        definitions: dict[str, CustomField] = {}
+        for kind, pk, name, number_value, text_value, extra in rows:
+            if kind == "t":
+                tags[name.casefold()] = Tag(pk=pk, name=name)
+            elif kind == "s":
+                stages.append(Stage(pk=pk, name=name, pipeline=Pipeline(pk=number_value, name=text_value)))
+            else:
+                choices = extra if isinstance(extra, list) else json.loads(extra or "[]")
+                definitions[name] = CustomField(
+                    pk=pk, key=name, allow_for_ai=bool(number_value), type=text_value, choices=choices
+                )
+        if set(self.wanted) - set(tags) or (self.want_stage and len(stages) != 1):
+            return None
+        ordered = [tags[key] for key in self.wanted]
+        return ordered, ((stages[0].pipeline, stages[0]) if self.want_stage else None), definitions
+
+
+def _intake_prefetch(
+    batch: _IntakeBatch, cleaned: CleanContactInput | None, tag_names: list, pipeline: Any, stage: Any, *,
+    with_custom_fields: bool,
+) -> tuple[list[Tag], tuple[Pipeline, Stage] | None, dict[str, CustomField]] | None:
+    """_resolve_taxonomy, and on PostgreSQL in the same statement the contacts holding the intake's
+    phone or email, locked, with their tags and stages: what the upsert and the stage move read next."""
+    phone_e164 = cleaned.phone_e164 if cleaned is not None else ""
+    email_normalized = cleaned.email_normalized if cleaned is not None else ""
+    if connection.vendor != "postgresql" or not (phone_e164 or email_normalized):
+        return _resolve_taxonomy(tag_names, pipeline, stage, with_custom_fields=with_custom_fields)
+    query = _TaxonomyQuery.build(tag_names, pipeline, stage, with_custom_fields=with_custom_fields)
+    locked_sql = _contacts_by_keys_sql(bool(phone_e164), bool(email_normalized), True)
+    taxonomy = (
+        f"(SELECT json_agg(json_build_array(t.kind, t.pk, t.name, t.num, t.text, t.extra)) FROM ({query.sql}) t)"
+        if query is not None and query.sql else "NULL"
+    )
+    tag_link, membership = rawsql.table(ContactTag), rawsql.table(ContactStage)
+    sql = (
+        f"WITH locked AS MATERIALIZED ({locked_sql.replace('SELECT ', 'SELECT c.id AS locked_id, ', 1)}) "
+        f"SELECT {taxonomy}, "
+        f"ARRAY(SELECT tag_id FROM {tag_link} WHERE contact_id = l.locked_id), "
+        f"(SELECT json_agg(json_build_array(id, pipeline_id, stage_id, entered_at)) FROM {membership} "
+        f"WHERE contact_id = l.locked_id), l.* "
+        f"FROM (SELECT 1) AS one LEFT JOIN locked l ON true ORDER BY l.locked_id"
+    )
+    keys = [k for k in (phone_e164, email_normalized) if k]
+    with connection.cursor() as cursor:
+        # Placeholders in text order: the CTE's keys, then the taxonomy's values.
+        cursor.execute(sql, [*keys, *(query.params if query is not None and query.sql else [])])
         rows = cursor.fetchall()
-    for kind, pk, name, number_value, text_value, extra in rows:
-        if kind == "t":
-            tags[name.casefold()] = Tag(pk=pk, name=name)
-        elif kind == "s":
-            stages.append(Stage(pk=pk, name=name, pipeline=Pipeline(pk=number_value, name=text_value)))
-        else:
-            choices = extra if isinstance(extra, list) else json.loads(extra or "[]")
-            definitions[name] = CustomField(pk=pk, key=name, allow_for_ai=bool(number_value), type=text_value, choices=choices)
-    if set(wanted) - set(tags) or (want_stage and len(stages) != 1):
+    contacts = []
+    split = 4 + len(rawsql.columns(Contact).columns)
+    for row in rows:
+        if row[3] is None:
+            continue
+        contact = _contact_from_row(row[4:], split - 4)
+        memberships = {}
+        for pk, pipeline_id, stage_id, entered_at in row[2] or []:
+            memberships[pipeline_id] = ContactStage(
+                pk=pk, contact=contact, pipeline_id=pipeline_id, stage_id=stage_id, entered_at=parse_datetime(entered_at),
+            )
+        batch.state[contact.pk] = (set(row[1] or []), memberships)
+        contacts.append(contact)
+    batch.locked = ((phone_e164, email_normalized), contacts)
+    if query is None:
         return None
-    ordered = [tags[key] for key in wanted]
-    return ordered, ((stages[0].pipeline, stages[0]) if want_stage else None), definitions
+    if not query.sql:
+        return [], None, {}
+    return query.result(rows[0][0] or [])
 
 
 def intake_completeness(
