@@ -253,10 +253,7 @@ def _contact_state(contact: Contact) -> tuple[set[int], dict[int, ContactStage]]
         stage_columns = rawsql.columns(ContactStage)
         tag_ids: set[int] = set()
         memberships: dict[int, ContactStage] = {}
-        with connection.cursor() as cursor:
-            cursor.execute(_contact_state_sql(connection.vendor), [contact.pk, contact.pk])
-            rows = cursor.fetchall()
-        for row in rows:
+        for row in rawsql.fetch(_contact_state_sql(connection.vendor), [contact.pk, contact.pk]):
             if row[0] == "t":
                 tag_ids.add(row[1])
             else:
@@ -494,9 +491,7 @@ def find_contact_by_keys(*, phone_e164: str = "", email_normalized: str = "", lo
     else:
         sql = _contacts_by_keys_sql(bool(phone_e164), bool(email_normalized), lock and connection.features.has_select_for_update_of)
         split = len(rawsql.columns(Contact).columns)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, keys)
-            contacts = [_contact_from_row(row, split) for row in cursor.fetchall()]
+        contacts = [_contact_from_row(row, split) for row in rawsql.fetch(sql, keys)]
     by_phone = by_email = None
     for contact in contacts:
         if phone_e164 and contact.phone_e164 == phone_e164:
@@ -518,10 +513,10 @@ def _contact_from_row(row: Sequence[Any], split: int) -> Contact:
 def _contacts_by_keys_sql_for(vendor: str, by_phone: bool, by_email: bool, lock: bool) -> str:
     user = get_user_model()
     conditions = []
-    if by_phone:
-        conditions.append(f"c.{rawsql.column(Contact, 'phone_e164')} = %s")
-    if by_email:
-        conditions.append(f"c.{rawsql.column(Contact, 'email_normalized')} = %s")
+    # "<> ''" lets a prepared (generic) plan use the partial unique indexes, whose predicate it is.
+    for wanted, name in ((by_phone, "phone_e164"), (by_email, "email_normalized")):
+        if wanted:
+            conditions.append(f"(c.{rawsql.column(Contact, name)} = %s AND c.{rawsql.column(Contact, name)} <> '')")
     return (
         f"SELECT {rawsql.columns(Contact).select_list('c')}, {rawsql.columns(user).select_list('u')} "
         f"FROM {rawsql.table(Contact)} c LEFT OUTER JOIN {rawsql.table(user)} u "
@@ -1415,9 +1410,7 @@ def _resolve_taxonomy(
         return None
     if not query.sql:
         return [], None, {}
-    with connection.cursor() as cursor:
-        cursor.execute(query.sql, query.params)
-        return query.result(cursor.fetchall())
+    return query.result(rawsql.fetch(query.sql, query.params))
 
 
 @dataclass
@@ -1513,10 +1506,8 @@ def _intake_prefetch(
         f"FROM (SELECT 1) AS one LEFT JOIN locked l ON true ORDER BY l.locked_id"
     )
     keys = [k for k in (phone_e164, email_normalized) if k]
-    with connection.cursor() as cursor:
-        # Placeholders in text order: the CTE's keys, then the taxonomy's values.
-        cursor.execute(sql, [*keys, *(query.params if query is not None and query.sql else [])])
-        rows = cursor.fetchall()
+    # Placeholders in text order: the CTE's keys, then the taxonomy's values.
+    rows = rawsql.fetch(sql, [*keys, *(query.params if query is not None and query.sql else [])])
     contacts = []
     split = 4 + len(rawsql.columns(Contact).columns)
     for row in rows:

@@ -46,10 +46,8 @@ def agent_for_token(http_request, raw_token: str) -> Agent | None:
     cached = getattr(http_request, "_crm_agent_lookup", None)
     if cached is not None and cached[0] == raw_token:
         return cached[1]
-    with connection.cursor() as cursor:
-        cursor.execute(_agent_by_token_sql(connection.vendor), [hash_token(raw_token)])
-        row = cursor.fetchone()
-    agent = rawsql.columns(Agent).instance(row) if row else None
+    rows = rawsql.fetch(_agent_by_token_sql(connection.vendor), [hash_token(raw_token)])
+    agent = rawsql.columns(Agent).instance(rows[0]) if rows else None
     http_request._crm_agent_lookup = (raw_token, agent)
     return agent
 
@@ -59,7 +57,7 @@ def _agent_by_token_sql(vendor: str) -> str:
     # Every API call runs this; built once rather than by the ORM per request.
     return (
         f"SELECT {rawsql.columns(Agent).select_list(rawsql.table(Agent))} FROM {rawsql.table(Agent)} "
-        f"WHERE {rawsql.column(Agent, 'token_hash')} = %s AND {rawsql.column(Agent, 'is_active')} "
+        f"WHERE {rawsql.column(Agent, 'token_hash')} = %s AND {rawsql.column(Agent, 'token_hash')} <> '' AND {rawsql.column(Agent, 'is_active')} "
         f"AND {rawsql.column(Agent, 'revoked_at')} IS NULL"
     )
 
