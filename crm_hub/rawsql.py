@@ -15,7 +15,6 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Model
-from django.db.models.sql import InsertQuery
 
 
 @dataclass(frozen=True)
@@ -114,22 +113,39 @@ class Statement:
 
 
 def insert(objs: Sequence[Model], *, returning: bool = True, presaved: bool = False) -> Statement:
-    """One multi-row INSERT of ``objs`` (one model), built by Django's insert compiler.
+    """One multi-row INSERT of ``objs`` (one model): SQL built once per model and row count.
 
-    ``presaved``: the fields' pre_save (auto_now_add and the like) already ran on the objects,
-    when they were queued, so their timestamps are those of the moment they were created.
+    Values go through each field's pre_save and get_db_prep_save, as in Model.save().
+    ``presaved``: pre_save (auto_now_add and the like) already ran on the objects when they
+    were queued, so their timestamps are those of the moment they were created.
     """
     model = type(objs[0])
+    fields, sql = _insert_sql(model, len(objs), returning, connection.vendor)
+    params: list[Any] = []
+    for obj in objs:
+        for f in fields:
+            value = getattr(obj, f.attname) if presaved else f.pre_save(obj, add=True)
+            params.append(f.get_db_prep_save(value, connection))
+    return Statement(sql=sql, params=params, returns_pks_of=objs if returning else ())
+
+
+@functools.cache
+def _insert_sql(model: type[Model], rows: int, returning: bool, vendor: str) -> tuple[list, str]:
     opts = model._meta
     fields = [f for f in opts.concrete_fields if not f.generated and f is not opts.auto_field]
-    query = InsertQuery(model)
-    query.insert_values(fields, objs, raw=presaved)
-    compiler = query.get_compiler(connection=connection)
-    compiler.returning_fields = [opts.pk] if returning else None
-    (sql, params), *rest = compiler.as_sql()
-    if rest:  # a backend without multi-row inserts: not the PostgreSQL path this serves
-        raise NotImplementedError("rawsql.insert needs a backend with multi-row INSERT ... RETURNING")
-    return Statement(sql=sql, params=params, returns_pks_of=objs if returning else ())
+    quote = connection.ops.quote_name
+    # Typed placeholders: a NULL in every row of a column must still be that column's type.
+    if vendor == "postgresql":
+        row = "(" + ", ".join(f"%s::{f.cast_db_type(connection)}" for f in fields) + ")"
+    else:
+        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (
+        f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES {', '.join([row] * rows)}"
+    )
+    if returning:
+        sql += f" RETURNING {quote(opts.pk.column)}"
+    return fields, sql
 
 
 def run_together(statements: Iterable[Statement]) -> None:
