@@ -81,14 +81,15 @@ def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchall() if cursor.description else []
+            return cursor.fetchall()
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors:
         cursor = connection._prepare_cursor(_prepared_cursor_class()(connection.connection))
+    # Every statement here returns rows (a SELECT, or a WITH ending in one).
     with cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
+        return cursor.fetchall()
 
 
 @functools.cache
