@@ -345,3 +345,24 @@ def test_dry_run_shows_unmet_conditions_and_failures():
     assert not outcome.matched
     assert outcome.reasons == ["Source api is not one of form."]
     assert "no active members" in outcome.error
+
+
+def test_failing_rule_inside_an_intake_leaves_no_trace_of_its_own_writes():
+    """A rule's writes roll back with its savepoint even when an intake batches the caller's writes."""
+    stage = StageFactory(name="Rule stage")
+    RuleFactory(position=0, name="Half done", set_stage=stage, task_title="Rule task", task_due_amount=1,
+                webhook_event="no.such.event")
+
+    result = services.record_intake(
+        contact={"name": "Ada", "phone": "+14155550123"}, actor=Actor.for_system("test"), source=Source.CHAT,
+        note="Asked about pricing", task={"title": "Call back", "due_at": "2026-06-01T10:00:00Z"},
+    )
+
+    contact = result.upsert.contact
+    assert RuleRun.objects.get().status == RuleRun.Status.FAILED
+    assert not ContactStage.objects.filter(contact=contact).exists()
+    assert list(Task.objects.filter(contact=contact).values_list("title", flat=True)) == ["Call back"]
+    actions = set(HistoryEntry.objects.filter(contact=contact).values_list("action", flat=True))
+    assert HistoryEntry.Action.STAGE_CHANGED not in actions
+    assert not HistoryEntry.objects.filter(contact=contact, summary__contains="Rule task").exists()
+    assert {HistoryEntry.Action.CREATED, HistoryEntry.Action.NOTE_ADDED, HistoryEntry.Action.TASK_CREATED} <= actions
