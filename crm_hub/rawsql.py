@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Model
 
@@ -75,10 +76,12 @@ def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
     """Run one of this module's statements and return its rows.
 
     On PostgreSQL it goes out as a prepared statement: these few statements run on every agent
-    call, and planning them each time cost the server more than running them. The cursor is
+    call, and planning them each time cost the server more than running them. Behind a pooler
+    that cannot keep them (PgBouncer in transaction mode before 1.21), set
+    CRM_PREPARED_STATEMENTS=0. The cursor is
     wrapped like Django's own, so query counting, logging and error translation still apply.
     """
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or not settings.CRM_PREPARED_STATEMENTS:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()

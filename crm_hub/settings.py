@@ -228,6 +228,9 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- CRM Hub -------------------------------------------------------------------------
+# The agent write path sends its hottest statements as prepared statements on PostgreSQL
+# (crm_hub/rawsql.py); turn off behind a pooler that cannot keep them.
+CRM_PREPARED_STATEMENTS = env_bool("CRM_PREPARED_STATEMENTS", True)
 CRM_DEFAULT_PHONE_REGION = os.environ.get("CRM_DEFAULT_PHONE_REGION", "US").upper()
 CRM_MAX_UPLOAD_BYTES = env_int("CRM_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
 CRM_ALLOWED_UPLOAD_TYPES = env_list(

@@ -124,3 +124,14 @@ def test_intake_with_idempotency_key_adds_only_the_key_writes(bot, taxonomy, dja
     with django_assert_max_num_queries(INTAKE_STATEMENTS[connection.vendor] + 2 + 4):
         response = bot.post("intake", repeat, key="budget-key")
     assert response.status_code == 200
+
+
+def test_intake_without_prepared_statements_writes_the_same(bot, taxonomy, settings, django_assert_max_num_queries):
+    """CRM_PREPARED_STATEMENTS=0 (for poolers that cannot keep them) changes how statements are sent, not what."""
+    settings.CRM_PREPARED_STATEMENTS = False
+    bot.post("intake", FULL)
+    repeat = dict(FULL, note="Follow-up chat", task={"title": "Call again", "due_at": "2026-05-09T10:00:00Z"})
+    with django_assert_max_num_queries(INTAKE_STATEMENTS[connection.vendor]):
+        response = bot.post("intake", repeat)
+    assert response.status_code == 200 and response.json()["completeness"]["clean"] is True
+    assert Note.objects.count() == 2 and Task.objects.count() == 2
