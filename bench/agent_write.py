@@ -128,6 +128,23 @@ def count_statements(token: str) -> dict[str, int]:
     return counts
 
 
+SERVER_PIDS_FILE = ROOT / "var" / "bench-agent" / "server.pids"
+
+
+def record_server_pids(server: subprocess.Popen) -> None:
+    """Write the gunicorn master's and workers' pids, for server_cpu_seconds."""
+    pids = [server.pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server.pid:
+            pids.append(int(stat.parent.name))
+    SERVER_PIDS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    SERVER_PIDS_FILE.write_text("\n".join(map(str, pids)))
+
+
 def start_server(port: int, workers: int) -> subprocess.Popen:
     env = dict(os.environ, **SERVER_ENV)
     server = subprocess.Popen(
@@ -159,6 +176,28 @@ def post(port: int, path: str, body: dict, headers: dict) -> tuple[int, float]:
     return response.status, time.perf_counter() - started
 
 
+def server_cpu_seconds() -> float:
+    """CPU seconds used so far by the gunicorn workers and their PostgreSQL backends.
+
+    Work done per call, unlike wall time, does not change when something else loads the machine.
+    """
+    pids = [int(line) for line in Path(SERVER_PIDS_FILE).read_text().split()] if Path(SERVER_PIDS_FILE).exists() else []
+    import psycopg
+
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        pids += [row[0] for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB_NAME]
+        )]
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def load(port: int, path: str, bodies: list[dict], concurrency: int, headers_for) -> dict:
     latencies: list[float] = []
     failures: list[int] = []
@@ -178,16 +217,19 @@ def load(port: int, path: str, bodies: list[dict], concurrency: int, headers_for
                     failures.append(status)
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    cpu_before = server_cpu_seconds()
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
+    cpu = server_cpu_seconds() - cpu_before
     cuts = statistics.quantiles(latencies, n=100)
     return {
         "rps": len(latencies) / elapsed, "p50": cuts[49] * 1000, "p95": cuts[94] * 1000, "p99": cuts[98] * 1000,
         "failures": len(failures), "elapsed": elapsed, "count": len(latencies),
+        "cpu_ms": cpu * 1000 / max(1, len(latencies)),
     }
 
 
@@ -212,6 +254,7 @@ def main() -> None:
         warm = [intake_body(i) for i in range(40)]
         load(args.port, "/api/v1/intake", warm, 4, lambda i: auth)
         load(args.port, "/bench/naive-intake", warm, 4, lambda i: auth)
+        record_server_pids(server)
         rows = []
         endpoints = (
             ("intake", "/api/v1/intake", lambda i: auth),
@@ -231,14 +274,17 @@ def main() -> None:
                 rows.append((concurrency, label, ranked[len(ranked) // 2]))
 
         print(f"\nPOST intake on existing contacts (gunicorn {args.workers} sync workers, PostgreSQL, CONN_MAX_AGE on, DEBUG off)")
-        print(f"{'conc':>4}  {'endpoint':<26} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'SQL/call':>9} {'errors':>7}")
+        print(f"{'conc':>4}  {'endpoint':<26} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'SQL/call':>9} "
+              f"{'CPU ms/call':>12} {'errors':>7}")
         for concurrency, label, r in rows:
             print(f"{concurrency:>4}  {label:<26} {r['rps']:>8.1f} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f} "
-                  f"{statements[label]:>9} {r['failures']:>7}")
+                  f"{statements[label]:>9} {r['cpu_ms']:>12.2f} {r['failures']:>7}")
+        print("(CPU ms/call: gunicorn workers + PostgreSQL backends, the server's work per call whatever else runs)")
         for concurrency in (1, 8):
             mine = next(r for c, label, r in rows if c == concurrency and label == "intake")
             naive = next(r for c, label, r in rows if c == concurrency and label == "naive baseline")
-            print(f"concurrency {concurrency}: intake / naive throughput = {mine['rps'] / naive['rps']:.2f}x")
+            print(f"concurrency {concurrency}: intake / naive throughput = {mine['rps'] / naive['rps']:.2f}x, "
+                  f"server CPU per call naive / intake = {naive['cpu_ms'] / mine['cpu_ms']:.2f}x")
 
         # Batch upsert of 100 new contacts vs the same contacts one per call; new phones every round.
         per_row_runs, batch_runs = [], []

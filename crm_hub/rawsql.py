@@ -87,8 +87,13 @@ def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
             return cursor.fetchall()
     connection.close_if_health_check_failed()
     connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django turns psycopg's preparing off for the connection (prepare_threshold None). Its own
+        # client-side-binding cursors never prepare, so only this module's cursors are affected.
+        raw.prepare_threshold = 2**31
     with connection.wrap_database_errors:
-        cursor = connection._prepare_cursor(_prepared_cursor_class()(connection.connection))
+        cursor = connection._prepare_cursor(_prepared_cursor_class()(raw))
     # Every statement here returns rows (a SELECT, or a WITH ending in one).
     with cursor:
         cursor.execute(sql, params)

@@ -135,3 +135,18 @@ def test_intake_without_prepared_statements_writes_the_same(bot, taxonomy, setti
         response = bot.post("intake", repeat)
     assert response.status_code == 200 and response.json()["completeness"]["clean"] is True
     assert Note.objects.count() == 2 and Task.objects.count() == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL")
+def test_intake_statements_are_prepared_once_per_connection(bot, taxonomy):
+    """Django turns psycopg's preparing off; the agent path turns it on for its own cursors only."""
+    for note in ("First chat", "Second chat", "Third chat"):
+        assert bot.post("intake", dict(FULL, note=note)).status_code in (200, 201)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE name LIKE '_pg3_%%'")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any(sql.startswith("WITH locked AS MATERIALIZED") for sql in prepared)
+    assert any('INSERT INTO "contacts_note"' in sql for sql in prepared)
+    # Statements through Django's own cursors stay unprepared.
+    assert not any(sql.startswith("SELECT statement FROM pg_prepared_statements") for sql in prepared)
