@@ -1204,6 +1204,26 @@ def _prefixed(errors: list[FieldError], exc: InputRejected, prefix: str) -> None
     errors.extend(exc.prefixed(prefix).errors)
 
 
+def _one_intake_transaction(func):
+    """Run an intake in one transaction from its first read, with an _IntakeBatch.
+
+    On PostgreSQL the taxonomy, the contact (locked) and its tags and stages come back in one
+    statement at the start. A refused intake (an InputRejected returned, having written nothing)
+    leaves the block normally and is raised after it, so a caller's transaction is not marked failed.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with transaction.atomic(savepoint=False), _batching(_IntakeBatch()):
+            outcome = func(*args, **kwargs)
+        if isinstance(outcome, InputRejected):
+            raise outcome
+        return outcome
+
+    return wrapper
+
+
+@_one_intake_transaction
 def record_intake(
     *,
     contact: Mapping[str, Any] | None,
@@ -1216,40 +1236,13 @@ def record_intake(
     stage: Any = None,
     task: Mapping[str, Any] | None = None,
     conversation: Mapping[str, Any] | Any = None,
-) -> IntakeResult:
+) -> IntakeResult | InputRejected:
     """Write a conversation's outcome (contact, note, tags, stage, task, transcript) all or nothing.
 
     Everything is validated before the first write; errors name their place in
-    the payload (``contact.phone``, ``task.due_at``, ``stage``).
+    the payload (``contact.phone``, ``task.due_at``, ``stage``). A refusal is returned
+    here and raised by the decorator once the transaction block is left.
     """
-    batch = _IntakeBatch()
-    # One transaction from the first read: on PostgreSQL the taxonomy, the contact (locked) and its
-    # tags and stages come back in one statement. A refused intake leaves the block normally (it
-    # wrote nothing) and is raised after it, so a caller's own transaction is not marked failed.
-    with transaction.atomic(savepoint=False), _batching(batch):
-        outcome = _record_intake_in(
-            batch, contact=contact, actor=actor, source=source, custom=custom, tags=tags, note=note,
-            pipeline=pipeline, stage=stage, task=task, conversation=conversation,
-        )
-    if isinstance(outcome, InputRejected):
-        raise outcome
-    return outcome
-
-
-def _record_intake_in(
-    batch: _IntakeBatch,
-    *,
-    contact: Mapping[str, Any] | None,
-    actor: Actor,
-    source: str = Source.CHAT,
-    custom: Mapping[str, Any] | None = None,
-    tags: Iterable[str] | None = None,
-    note: str | None = None,
-    pipeline: Any = None,
-    stage: Any = None,
-    task: Mapping[str, Any] | None = None,
-    conversation: Mapping[str, Any] | Any = None,
-) -> IntakeResult | InputRejected:
     from conversations.models import Conversation
     from conversations.services import (
         add_messages,
@@ -1257,6 +1250,8 @@ def _record_intake_in(
         get_or_create_conversation,
         link_contact,
     )
+
+    batch = _intake_batch.get()
 
     _check_source(source)
     errors: list[FieldError] = []
