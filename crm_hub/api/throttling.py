@@ -2,28 +2,61 @@
 
 from __future__ import annotations
 
-from rest_framework.throttling import SimpleRateThrottle
+import time
+
+from django.core.cache import cache
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from crm_hub.models import Agent
 
+PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-class AgentRateThrottle(SimpleRateThrottle):
-    scope = "agent"
 
-    def get_rate(self):
-        # The rate is per agent, so it is resolved in allow_request, not from settings.
-        return None
+def parse_rate(rate: str) -> tuple[int, int]:
+    """"600/min" -> (600, 60): the count and the window in seconds (DRF's notation)."""
+    count, period = rate.split("/")
+    return int(count), PERIODS[period[0]]
+
+
+class AgentRateThrottle(BaseThrottle):
+    """A sliding-window counter per agent: two integers in the cache, whatever the rate.
+
+    DRF's SimpleRateThrottle keeps a list of every request time in the window and writes it
+    back on each call; at an agent's "6000/min" that is thousands of floats pickled per request
+    (and sent over the network with a Redis cache). Here the previous window's count is weighted
+    by how much of it still overlaps the last ``duration`` seconds.
+    """
 
     def allow_request(self, request, view):
         agent = request.auth if isinstance(request.auth, Agent) else None
         if agent is None or not agent.rate_limit:
             return True
-        self.rate = agent.rate_limit
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        limit, duration = parse_rate(agent.rate_limit)
+        now = time.time()
+        window = int(now // duration)
+        current_key, previous_key = f"throttle_agent_{agent.pk}_{window}", f"throttle_agent_{agent.pk}_{window - 1}"
+        counts = cache.get_many([current_key, previous_key])
+        current, previous = counts.get(current_key, 0), counts.get(previous_key, 0)
+        into_window = (now % duration) / duration
+        if previous * (1 - into_window) + current >= limit:
+            self._wait = self._seconds_until_allowed(limit, duration, current, previous, into_window)
+            return False
+        if not cache.add(current_key, 1, timeout=2 * duration):
+            try:
+                cache.incr(current_key)
+            except ValueError:  # expired between add and incr
+                cache.add(current_key, 1, timeout=2 * duration)
+        return True
 
-    def get_cache_key(self, request, view):
-        return f"throttle_agent_{request.auth.pk}"
+    @staticmethod
+    def _seconds_until_allowed(limit: int, duration: int, current: int, previous: int, into_window: float) -> float:
+        if current >= limit or previous == 0:
+            return (1 - into_window) * duration  # the next window starts with this one as "previous"
+        # previous * (1 - t) + current < limit  =>  t > 1 - (limit - current) / previous
+        return max(0.0, (1 - (limit - current) / previous) - into_window) * duration or 1.0
+
+    def wait(self):
+        return getattr(self, "_wait", None)
 
 
 class AccessCheckThrottle(SimpleRateThrottle):

@@ -169,3 +169,25 @@ def test_form_fields_over_the_limit_inside_an_allowed_upload_are_413(bot, settin
     )
     assert response.status_code == 413
     assert error(response)["code"] == "request_too_large"
+
+
+def test_throttle_window_slides_and_keeps_two_counters_whatever_the_rate(db, monkeypatch):
+    """The previous minute still counts for the part of it that overlaps the last 60 seconds."""
+    from django.core.cache import cache
+
+    from crm_hub.api import throttling
+
+    agent, _token = make_agent("busy", rate_limit="10/min")
+    request = type("Request", (), {"auth": agent})()
+    clock = [60 * 1000 + 40.0]  # 40 s into a window
+    monkeypatch.setattr(throttling.time, "time", lambda: clock[0])
+    throttle = throttling.AgentRateThrottle()
+    assert [throttle.allow_request(request, None) for _ in range(11)] == [True] * 10 + [False]
+    assert 19.9 < throttle.wait() <= 20.01  # the next window starts in 20 s
+    clock[0] = 60 * 1001 + 6.0  # 6 s into the next one: 10 * 0.9 = 9 of the 10 still count
+    assert [throttle.allow_request(request, None) for _ in range(2)] == [True, False]
+    assert 0 < throttle.wait() <= 54.01
+    clock[0] = 60 * 1001 + 30.0  # halfway: 10 * 0.5 + 1 = 6
+    assert [throttle.allow_request(request, None) for _ in range(5)] == [True] * 4 + [False]
+    stored = cache.get_many([f"throttle_agent_{agent.pk}_1000", f"throttle_agent_{agent.pk}_1001"])
+    assert stored == {f"throttle_agent_{agent.pk}_1000": 10, f"throttle_agent_{agent.pk}_1001": 5}
