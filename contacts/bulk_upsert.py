@@ -17,6 +17,7 @@ from django.db.models import Q
 from contacts import services
 from contacts.custom_fields import clean_custom_values
 from contacts.models import Contact, ContactTag, CustomField, HistoryEntry, Source, Tag
+from crm_hub import rawsql
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
 
@@ -72,15 +73,7 @@ def upsert_contacts_batch(*, items: list[Item | InputRejected], actor: Actor, so
     if not valid:
         return outcomes
     with transaction.atomic():
-        phones = {c.phone_e164 for _, c in valid if c.phone_e164}
-        emails = {c.email_normalized for _, c in valid if c.email_normalized}
-        taken: set[tuple[str, str]] = set()
-        if phones or emails:
-            for phone, email in (
-                Contact.objects.filter(Q(phone_e164__in=phones, phone_e164__gt="") | Q(email_normalized__in=emails, email_normalized__gt=""))
-                .order_by("pk").select_for_update().values_list("phone_e164", "email_normalized")
-            ):
-                taken.update({("p", phone), ("e", email)})
+        taken = _lock_existing(valid)
         fresh, slow = [], []
         for index, item in valid:
             keys = {("p", item.phone_e164)} if item.phone_e164 else set()
@@ -91,18 +84,44 @@ def upsert_contacts_batch(*, items: list[Item | InputRejected], actor: Actor, so
             else:
                 fresh.append((index, item))
             taken |= keys
+        # Concurrent batches write the same people in one order (by key, ties in input order): two
+        # inserts that wait on each other's unique-index entries in opposite orders deadlock.
+        fresh.sort(key=_key_order)
         created = _insert_fresh(fresh, actor=actor, source=source)
         if created is None:
-            slow = sorted(slow + fresh, key=lambda pair: pair[0])
+            # Another writer committed some of these people first. Lock every match again, in
+            # primary-key order like the first time, before going row by row: rows locked one at
+            # a time in each caller's input order would deadlock two such batches.
+            _lock_existing(valid)
+            slow = slow + fresh
         else:
             for (index, _item), result in zip(fresh, created, strict=True):
                 outcomes[index] = result
-        for index, item in slow:
+        for index, item in sorted(slow, key=_key_order):
             try:
                 outcomes[index] = services.upsert_contact(data={}, cleaned=item, actor=actor, source=source)
             except InputRejected as exc:
                 outcomes[index] = exc.prefixed(f"contacts.{index}")
     return outcomes
+
+
+def _key_order(pair: tuple[int, services.CleanContactInput]) -> tuple[str, str, int]:
+    index, item = pair
+    return (item.phone_e164 or "\U0010ffff", item.email_normalized or "\U0010ffff", index)
+
+
+def _lock_existing(valid) -> set[tuple[str, str]]:
+    """Lock the contacts any item's phone or email matches, in primary-key order; return their keys."""
+    phones = {c.phone_e164 for _, c in valid if c.phone_e164}
+    emails = {c.email_normalized for _, c in valid if c.email_normalized}
+    taken: set[tuple[str, str]] = set()
+    if phones or emails:
+        for phone, email in (
+            Contact.objects.filter(Q(phone_e164__in=phones, phone_e164__gt="") | Q(email_normalized__in=emails, email_normalized__gt=""))
+            .order_by("pk").select_for_update().values_list("phone_e164", "email_normalized")
+        ):
+            taken.update({("p", phone), ("e", email)})
+    return taken
 
 
 def _insert_fresh(fresh, *, actor: Actor, source: str) -> list[services.UpsertResult] | None:
@@ -123,7 +142,7 @@ def _insert_fresh(fresh, *, actor: Actor, source: str) -> list[services.UpsertRe
         all_changes.append(changes)
     try:
         with transaction.atomic():
-            Contact.objects.bulk_create(contacts)
+            rawsql.run_together([rawsql.insert(contacts)])
     except IntegrityError:
         return None
     entries, links, results = [], [], []
@@ -139,9 +158,9 @@ def _insert_fresh(fresh, *, actor: Actor, source: str) -> list[services.UpsertRe
                                              changes={"tags": [[], result.tags_added]},
                                              summary="Tags added: " + ", ".join(result.tags_added)))
         results.append(result)
-    if links:
-        ContactTag.objects.bulk_create(links)
-    HistoryEntry.objects.bulk_create(entries)
+    # Tag links and history rows in one round trip; SQL built once per row count.
+    rawsql.run_together([rawsql.insert(links, returning=False) if links else rawsql.Statement("", ()),
+                         rawsql.insert(entries, returning=False)])
     for result in results:
         services.announce_created(result.contact, tags_added=result.tags_added, actor=actor, source=source)
     return results

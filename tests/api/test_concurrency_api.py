@@ -81,3 +81,24 @@ def test_twenty_concurrent_calls_with_one_key_write_once():
     replays = [r for r in results if r[0] == 201 and r[2] == "true"]
     assert all(r[1] == originals[0][1] for r in replays)
     assert IdempotencyRecord.objects.get().state == "done"
+
+
+def test_concurrent_batch_upserts_of_the_same_new_people_leave_one_contact_each():
+    """Each batch inserts its fresh contacts in one statement; a batch that loses the race to
+    another falls back to matching row by row, so no item fails and nobody is stored twice."""
+    _agent, token = make_agent("batcher")
+    people = [{"name": f"Person {i}", "phone": f"+1 (561) 555-{i:04d}", "tags": []} for i in range(30)]
+
+    def call(index):
+        # Each caller sends the same people in its own order and phone format.
+        items = [dict(p, phone=p["phone"].replace(" ", "") if index % 2 else p["phone"]) for p in people]
+        items = items[index % 3:] + items[:index % 3]
+        response = AgentClient(token).post("contacts/batch-upsert", {"contacts": items})
+        return response.status_code, response.json()
+
+    results, errors = run_in_threads(8, call)
+    assert errors == []
+    assert all(status == 200 for status, _ in results)
+    assert {item["status"] for _, body in results for item in body["results"]} <= {200, 201}
+    assert Contact.objects.count() == 30
+    assert sum(item["status"] == 201 for _, body in results for item in body["results"]) == 30
