@@ -205,11 +205,15 @@ def _automation_history(contact: Contact, *, rule: Rule, source: str, summary: s
     )
 
 
+# Django builds Trigger.values afresh on each access; this runs for every contact write.
+_KNOWN_TRIGGERS = frozenset(Trigger.values)
+
+
 def run_rules(
     *, trigger: str, contact: Contact, actor: Actor, source: str, context: dict | None = None
 ) -> list[RuleOutcome]:
     """Run the active rules for ``trigger`` in order on ``contact``, inside the caller's transaction."""
-    if trigger not in Trigger.values:
+    if trigger not in _KNOWN_TRIGGERS:
         raise ValueError(f"Unknown trigger {trigger!r}")
     context = context or {}
     rules = _rules_for(trigger)

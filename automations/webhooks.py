@@ -198,6 +198,10 @@ def _queue_after_commit(count: int) -> None:
     transaction.on_commit(kick)
 
 
+# Django builds WebhookEventType.values afresh on each access; this runs for every contact write.
+_KNOWN_EVENTS = frozenset(WebhookEventType.values)
+
+
 def emit_event(
     *, event: str, payload: dict | Callable[[], dict], endpoints: Iterable[WebhookEndpoint] | None = None
 ) -> list[WebhookDelivery]:
@@ -208,7 +212,7 @@ def emit_event(
     queries the hot write paths should not pay for nobody). ``endpoints`` narrows
     the recipients (a rule's webhook action names one).
     """
-    if event not in WebhookEventType.values:
+    if event not in _KNOWN_EVENTS:
         raise ValueError(f"Unknown webhook event {event!r}")
     if endpoints is None and not switchboard.event_has_subscribers(event):
         return []
