@@ -197,14 +197,19 @@ def _passthrough_fields(model: type[Model]) -> dict[Any, tuple[type, ...]]:
     return passthrough
 
 
+_TYPE_MODIFIER = re.compile(r"\([^)]*\)")
+
+
 @functools.cache
 def _insert_sql(model: type[Model], rows: int, returning: bool, vendor: str) -> tuple[list, str]:
     opts = model._meta
     fields = [f for f in opts.concrete_fields if not f.generated and f is not opts.auto_field]
     quote = connection.ops.quote_name
-    # Typed placeholders: a NULL in every row of a column must still be that column's type.
+    # Typed placeholders: a NULL in every row of a column must still be that column's type. The
+    # cast names the type without its modifier: an explicit cast to varchar(n) silently cuts a
+    # longer value, where the insert's own assignment refuses it as the ORM's would.
     if vendor == "postgresql":
-        row = "(" + ", ".join(f"%s::{f.cast_db_type(connection)}" for f in fields) + ")"
+        row = "(" + ", ".join(f"%s::{_TYPE_MODIFIER.sub('', f.cast_db_type(connection))}" for f in fields) + ")"
     else:
         row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = (
