@@ -204,8 +204,9 @@ class Contact(models.Model):
 
 
 class ContactTag(models.Model):
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE)
-    tag = models.ForeignKey(Tag, on_delete=models.PROTECT)
+    # No single-column indexes: the unique (contact, tag) and the (tag, contact) index lead with each.
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, db_index=False)
+    tag = models.ForeignKey(Tag, on_delete=models.PROTECT, db_index=False)
     added_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -434,7 +435,8 @@ class HistoryEntry(models.Model):
         AUTOMATION = "automation", "Automation"
         IMPORTED = "imported", "Imported"
 
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="history")
+    # history_contact_created_idx leads with contact: a second index on it alone cost every write.
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="history", db_index=False)
     action = models.CharField(max_length=24, choices=Action.choices)
     # {"field": [before, after], ...}; custom fields as "custom.<key>".
     changes = models.JSONField(default=dict, blank=True)
@@ -551,7 +553,7 @@ class ImportChange(models.Model):
     cascade away when a contact is deleted, and it costs no FK check per row.
     """
 
-    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="changes")
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="changes", db_index=False)  # importchange_job_idx leads with it
     contact_id = models.BigIntegerField()
     created = models.BooleanField(help_text="The import created this contact (revert deletes it).")
     before = models.JSONField(default=dict, blank=True, help_text="Values of the fields the import changed, before it.")
