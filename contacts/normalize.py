@@ -9,6 +9,12 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+# phonenumbers compiles its metadata patterns through re.compile on every use, so each match
+# pays a lookup in the re module's cache (and a recompile once numbers from many regions have
+# pushed a pattern out of it). Its own pattern cache keeps them compiled: a tenth of a parse.
+if hasattr(phonenumbers, "enable_pattern_cache"):  # phonenumbers 9+
+    phonenumbers.enable_pattern_cache()
+
 
 class InvalidPhone(ValueError):
     pass
