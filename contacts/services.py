@@ -1269,16 +1269,19 @@ def record_intake(
     quick = _intake_prefetch(batch, cleaned, tag_names, pipeline, stage, with_custom_fields=bool(custom_values))
     if quick is not None:
         resolved_tags, stage_pair, definitions = quick
+    # Errors name the path in the caller's body: contact.custom.<key> when the values came in the
+    # contact (as over the API), custom.<key> when the caller passed them apart.
+    custom_prefix = "" if custom else "contact"
     if cleaned is not None and custom_values and quick is not None:
         cleaned.custom, custom_errors = clean_custom_values(
             dict(custom_values), definitions=definitions, agent_write=actor.is_agent
         )
-        errors.extend(custom_errors)
+        errors.extend(InputRejected(custom_errors).prefixed(custom_prefix).errors if custom_prefix else custom_errors)
     elif cleaned is not None and custom_values:
         try:
             cleaned.custom = clean_contact_input({}, custom=custom_values, actor=actor).custom
         except InputRejected as exc:
-            errors.extend(exc.errors)
+            errors.extend(exc.prefixed(custom_prefix).errors if custom_prefix else exc.errors)
     if cleaned is not None and not (cleaned.values.get("name") or cleaned.phone_e164 or cleaned.email_normalized):
         errors.append(FieldError("contact", "required", "Give the contact at least a name, a phone or an email."))
     if tag_names and quick is None:

@@ -77,6 +77,7 @@ def test_intake_refuses_custom_field_closed_to_ai(bot, taxonomy):
     response = bot.post("intake", {"contact": {"name": "X", "custom": {"credit_limit": 1}}})
     assert response.status_code == 400
     assert response.json()["errors"][0]["code"] == "field_not_allowed_for_ai"
+    assert response.json()["errors"][0]["field"] == "contact.custom.credit_limit"  # its path in the body
     assert "budget" in response.json()["errors"][0]["allowed"]
 
 
