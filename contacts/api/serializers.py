@@ -237,9 +237,17 @@ def split_contact_input(validated: dict) -> tuple[dict, dict | None, list | None
     return data, data.pop("custom", None), data.pop("tags", None)
 
 
+class _BatchItemField(serializers.DictField):
+    """An object, or anything else handed on as it is: the view refuses that item alone, as
+    contacts.<index>, so one malformed item does not stop the good ones."""
+
+    def run_validation(self, data=serializers.empty):
+        return super().run_validation(data) if isinstance(data, dict) else data
+
+
 class BatchUpsertInput(StrictSerializer):
     contacts = serializers.ListField(
-        child=serializers.DictField(help_text="One contact, shaped like the body of POST contacts/upsert."),
+        child=_BatchItemField(help_text="One contact, shaped like the body of POST contacts/upsert."),
         min_length=1, max_length=100,
         help_text="Up to 100 contacts; each is upserted on its own and answered in order.",
     )

@@ -163,6 +163,18 @@ def test_batch_upsert_answers_each_item_in_order(bot, taxonomy):
     assert created.history.filter(action="created").count() == 1
 
 
+def test_a_batch_item_that_is_not_an_object_fails_alone(bot):
+    response = bot.post("contacts/batch-upsert", {"contacts": [
+        {"name": "Kept", "phone": "+15615550142"}, "Ana, 561 555 0143", None, [1], {"name": "Also kept"},
+    ]})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [201, 400, 400, 400, 201]
+    assert [r["errors"][0]["field"] for r in results[1:4]] == ["contacts.1", "contacts.2", "contacts.3"]
+    assert {r["errors"][0]["code"] for r in results[1:4]} <= {"invalid_value", "required"}
+    assert Contact.objects.count() == 2
+
+
 def test_batch_upsert_limits(bot):
     assert bot.post("contacts/batch-upsert", {"contacts": []}).status_code == 400
     too_many = bot.post("contacts/batch-upsert", {"contacts": [{"name": f"N{i}"} for i in range(101)]})
