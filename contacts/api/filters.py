@@ -7,9 +7,11 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.db.models.functions import Lower
 
-from contacts.models import Contact, ContactStage, ContactTag, Source
+from contacts.models import Contact, ContactStage, ContactTag, Source, Stage
 from contacts.normalize import email_normalize_or_none, phone_to_e164_or_none
 from contacts.selectors import search_contacts
+from contacts.services import resolve_tags
+from crm_hub.errors import FieldError, InputRejected
 
 
 class ContactApiFilter(django_filters.FilterSet):
@@ -40,17 +42,22 @@ class ContactApiFilter(django_filters.FilterSet):
     def filter_q(self, queryset, name, value):
         return search_contacts(queryset, value)
 
+    # An unknown tag or stage is refused with the allowed names rather than matching nobody: to
+    # an agent an empty answer reads as "no such contacts", and a typo would go unnoticed.
     def filter_tag(self, queryset, name, value):
-        tagged = ContactTag.objects.annotate(lname=Lower("tag__name")).filter(lname=value.strip().lower())
-        return queryset.filter(pk__in=tagged.values("contact_id"))
+        (tag,) = resolve_tags([value], field_name="tag")
+        return queryset.filter(pk__in=ContactTag.objects.filter(tag=tag).values("contact_id"))
 
     def filter_stage(self, queryset, name, value):
         text = value.strip()
-        condition = Q(pk__in=[])
+        condition = Q(lname=text.lower())
         if text.isdigit() and len(text) < 18:
-            condition |= Q(stage_id=int(text))
-        in_stage = ContactStage.objects.annotate(lname=Lower("stage__name")).filter(condition | Q(lname=text.lower()))
-        return queryset.filter(pk__in=in_stage.values("contact_id"))
+            condition |= Q(pk=int(text))
+        stages = list(Stage.objects.annotate(lname=Lower("name")).filter(condition).values_list("pk", flat=True))
+        if not stages:
+            allowed = sorted(set(Stage.objects.values_list("name", flat=True)), key=str.casefold)
+            raise InputRejected([FieldError("stage", "unknown_stage", f"No stage {text!r} in any pipeline.", allowed)])
+        return queryset.filter(pk__in=ContactStage.objects.filter(stage_id__in=stages).values("contact_id"))
 
     def filter_owner(self, queryset, name, value):
         text = value.strip()

@@ -207,6 +207,11 @@ def test_lookup_finds_phone_in_any_format_and_filters(bot, taxonomy):
     future = (timezone.now() + dt.timedelta(hours=1)).isoformat()
     assert ids(updated_since=future) == []
     assert bot.get("contacts", {"updated_since": "yesterday"}).status_code == 400
+    for param, code in (("tag", "unknown_tag"), ("stage", "unknown_stage")):
+        refused = bot.get("contacts", {param: "Ghost"})
+        assert refused.status_code == 400
+        assert refused.json()["errors"][0] == {**refused.json()["errors"][0], "field": param, "code": code}
+        assert refused.json()["errors"][0]["allowed"]
     listed = bot.get("contacts", {"phone": "5615550150"}).json()["results"][0]
     assert listed["tags"] == ["VIP"] and "identity" not in listed
 
