@@ -18,8 +18,8 @@ class ContactApiFilter(django_filters.FilterSet):
     phone = django_filters.CharFilter(method="filter_phone", help_text="Phone in any format; exact match on the normalized number.")
     email = django_filters.CharFilter(method="filter_email", help_text="Email; case-insensitive exact match.")
     q = django_filters.CharFilter(method="filter_q", help_text="Search: a phone or email finds that contact, other text matches name, company or email prefix.")
-    tag = django_filters.CharFilter(method="filter_tag", help_text="Tag name (case-insensitive).")
-    stage = django_filters.CharFilter(method="filter_stage", help_text="Stage id or name (case-insensitive), in any pipeline.")
+    tag = django_filters.CharFilter(method="filter_tag", help_text="Tag name (case-insensitive); an unknown tag answers 400 unknown_tag with the allowed names.")
+    stage = django_filters.CharFilter(method="filter_stage", help_text="Stage id or name (case-insensitive), in any pipeline; an unknown stage answers 400 unknown_stage.")
     owner = django_filters.CharFilter(method="filter_owner", help_text="Owner's user id, username or email.")
     source = django_filters.ChoiceFilter(choices=Source.choices, help_text="How the contact came in: chat, form, manual, import or api.")
     updated_since = django_filters.IsoDateTimeFilter(
