@@ -553,6 +553,10 @@ class AccessCheckView(AgentView):
         if errors:
             raise InputRejected(errors)
         contact_id, has_tag = selectors.access_match(phone_e164=e164, email_normalized=normalized, tag=tag.strip())
+        if tag.strip() and not (contact_id and has_tag):
+            # A gate naming a tag that does not exist would turn everyone away without a word: refuse it
+            # (one more query, on the refusing path only).
+            services.resolve_tags([tag], field_name="tag")
         if contact_id is None:
             return Response({"allowed": False, "contact_id": None, "reason": "no_contact"})
         if not has_tag:

@@ -77,6 +77,8 @@ def test_access_check_answers_allowed_contact_and_reason_only(bot, taxonomy):
     assert bot.post("access/check", {"phone": "+15615550199"}).json() == {"allowed": False, "contact_id": None, "reason": "no_contact"}
     assert error(bot.post("access/check", {"phone": "12"}))["code"] == "invalid_phone"
     assert error(bot.post("access/check", {}))["code"] == "required"
+    unknown = error(bot.post("access/check", {"phone": "5615550181", "tag": "VIPP"}))
+    assert (unknown["field"], unknown["code"], "VIP" in unknown["allowed"]) == ("tag", "unknown_tag", True)
 
 
 def test_access_check_is_one_query_after_the_token_lookup(bot, taxonomy, django_assert_num_queries):
