@@ -30,6 +30,7 @@ from conversations.filters import ConversationFilter
 from conversations.models import Conversation, Message
 from conversations.selectors import conversation_detail, conversation_list
 from crm_hub.actors import Actor
+from crm_hub.api.errors import validated
 from crm_hub.api.schema import ERRORS as SHARED_ERRORS
 
 READ = "contacts:read"
@@ -169,8 +170,16 @@ class EndResponseSerializer(serializers.Serializer):
 # --- Serializers: input --------------------------------------------------------------------------
 
 
+class MessageRoleField(serializers.ChoiceField):
+    def to_internal_value(self, data):
+        return super().to_internal_value(services.ROLE_ALIASES.get(data, data) if isinstance(data, str) else data)
+
+
 class MessageInputSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=Message.Role.choices, help_text="Who wrote it: visitor, agent, staff, system or tool.")
+    role = MessageRoleField(
+        choices=Message.Role.choices,
+        help_text="Who wrote it: visitor, agent, staff, system or tool (\"user\" and \"assistant\" are taken as visitor and agent).",
+    )
     content = serializers.CharField(max_length=services.MAX_MESSAGE_CHARS, trim_whitespace=False, help_text="The message text.")
     sent_at = serializers.DateTimeField(required=False, allow_null=True, help_text="ISO 8601; defaults to now.")
     external_id = serializers.CharField(
@@ -301,10 +310,9 @@ class ConversationListCreateView(generics.ListAPIView):
         ],
     )
     def post(self, request, *args, **kwargs):
-        body = StartInputSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        data = validated(StartInputSerializer(data=request.data))
         try:
-            result = services.start_conversation(actor=Actor.for_agent(request.auth), source=Source.CHAT, **body.validated_data)
+            result = services.start_conversation(actor=Actor.for_agent(request.auth), source=Source.CHAT, **data)
         except services.ConversationEnded as exc:
             raise ConversationClosed(str(exc)) from None
         conversation = conversation_detail(result.conversation.pk)
@@ -348,10 +356,9 @@ class ConversationMessagesView(APIView):
     )
     def post(self, request, pk: int):
         conversation = _own_conversation(request, pk)
-        body = AppendInputSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        data = validated(AppendInputSerializer(data=request.data))
         try:
-            result = services.append_messages(conversation=conversation, messages=body.validated_data["messages"])
+            result = services.append_messages(conversation=conversation, messages=data["messages"])
         except services.ConversationEnded as exc:
             raise ConversationClosed(str(exc)) from None
         data = AppendResponseSerializer(
@@ -383,9 +390,7 @@ class ConversationEndView(APIView):
     )
     def post(self, request, pk: int):
         conversation = _own_conversation(request, pk)
-        body = EndInputSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        options = body.validated_data
+        options = validated(EndInputSerializer(data=request.data))
         try:
             result = services.end_conversation(
                 conversation=conversation, actor=Actor.for_agent(request.auth), source=Source.CHAT,

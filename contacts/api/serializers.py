@@ -16,6 +16,7 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from contacts.models import ChangeRequest, Contact, Note, Source, Task
 from contacts.services import STANDARD_FIELDS
+from crm_hub.api.errors import validated
 from crm_hub.errors import FieldError, InputRejected
 
 FIELD_HELP = {
@@ -50,9 +51,7 @@ class StrictSerializer(serializers.Serializer):
         plain = cls.plain(data)
         if plain is not None:
             return plain
-        serializer = cls(data=data)
-        serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
+        return validated(cls(data=data))
 
     @classmethod
     def plain(cls, data) -> dict | None:

@@ -49,7 +49,7 @@ from contacts.bulk_upsert import upsert_contacts_batch
 from contacts.models import Contact, Source, Tag
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, phone_to_e164
 from crm_hub.actors import Actor
-from crm_hub.api.errors import flatten_validation_error
+from crm_hub.api.errors import flatten_validation_error, validated
 from crm_hub.api.permissions import MissingScope
 from crm_hub.api.schema import IDEMPOTENCY_KEY, READ_ERRORS, WRITE_ERRORS, error_responses
 from crm_hub.api.throttling import AccessCheckThrottle, AgentRateThrottle
@@ -385,9 +385,8 @@ class ContactFilesView(AgentView):
     )
     def post(self, request, pk: int):
         contact = self.contact(pk)
-        serializer = FileInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        stored = services.add_file(contact=contact, upload=serializer.validated_data["file"], actor=self.actor(), source=Source.API)
+        upload = validated(FileInput(data=request.data))["file"]
+        stored = services.add_file(contact=contact, upload=upload, actor=self.actor(), source=Source.API)
         return Response(FileOutput(stored).data, status=status.HTTP_201_CREATED)
 
 

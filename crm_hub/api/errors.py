@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from crm_hub.api.permissions import MissingScope
-from crm_hub.errors import InputRejected
+from crm_hub.errors import FieldError, InputRejected
 
 # DRF's generic codes, renamed to the contract's vocabulary.
 CODE_NAMES = {
@@ -54,6 +56,40 @@ def flatten_validation_error(detail, codes, prefix: str = "") -> list[dict]:
     else:
         items.append(_item(prefix, str(codes or "invalid"), str(detail)))
     return items
+
+
+def validated(serializer) -> dict:
+    """``serializer.validated_data``, or InputRejected naming every problem.
+
+    Where the value must come from a list (a ChoiceField, at any depth) the error carries
+    ``allowed``, as the contract asks; DRF's own message only says the value is not valid.
+    """
+    try:
+        serializer.is_valid(raise_exception=True)
+    except exceptions.ValidationError as exc:
+        raise InputRejected(
+            FieldError(item["field"], item["code"], item["message"], _choices_at(serializer, item["field"]))
+            for item in flatten_validation_error(exc.detail, exc.get_codes())
+        ) from None
+    return serializer.validated_data
+
+
+def _choices_at(serializer, path: str | None) -> list[str] | None:
+    """The choices of the ChoiceField at ``path`` ("messages.0.role") in ``serializer``, if it is one."""
+    if not path:
+        return None
+    field = serializer
+    for part in path.split("."):
+        if part.isdigit():
+            if not isinstance(field, (serializers.ListField, serializers.ListSerializer)):
+                return None
+            field = field.child
+            continue
+        fields = getattr(field, "fields", None)
+        if not isinstance(fields, Mapping) or part not in fields:
+            return None
+        field = fields[part]
+    return [str(key) for key in field.choices] if isinstance(field, serializers.ChoiceField) else None
 
 
 def _item(field: str, code: str, message: str) -> dict:

@@ -281,6 +281,8 @@ def test_notes_tasks_tags_stage_files(bot, taxonomy):
     assert task.status_code == 201 and task.json()["priority"] == "high"
     assert ("due_at", "invalid_value") in codes(bot.post(f"contacts/{contact_id}/tasks", {"title": "x", "due_at": "soon"}))
     assert ("assignee", "invalid_value") in codes(bot.post(f"contacts/{contact_id}/tasks", {"title": "x", "due_at": "2026-05-02", "assignee": "ghost"}))
+    urgent = bot.post(f"contacts/{contact_id}/tasks", {"title": "x", "due_at": "2026-05-02", "priority": "urgent!"}).json()["errors"][0]
+    assert (urgent["field"], urgent["code"], urgent["allowed"]) == ("priority", "invalid_value", ["low", "normal", "high"])
 
     tags = bot.post(f"contacts/{contact_id}/tags", {"tags": ["lead", "VIP"]})
     assert tags.json() == {"tags": ["Lead", "VIP"], "added": ["Lead", "VIP"]}
