@@ -39,6 +39,10 @@ def _parse_time(value: Any, *, field_name: str) -> dt.datetime:
     return timezone.make_aware(parsed) if timezone.is_naive(parsed) else parsed
 
 
+# Chat-completion transcripts name the two sides "user" and "assistant"; an agent may send them as they are.
+ROLE_ALIASES = {"user": "visitor", "assistant": "agent"}
+
+
 def clean_messages(messages: Iterable[Mapping[str, Any]] | None, *, prefix: str = "messages") -> list[dict]:
     """Validate messages; raise InputRejected naming each bad one by index."""
     if messages is None:
@@ -55,6 +59,7 @@ def clean_messages(messages: Iterable[Mapping[str, Any]] | None, *, prefix: str 
             errors.append(FieldError(path, "invalid_value", "Expected an object with role and content."))
             continue
         role = item.get("role")
+        role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
         content = item.get("content")
         if role not in roles:
             errors.append(FieldError(f"{path}.role", "invalid_value" if role else "required", "Unknown role.", roles))

@@ -75,6 +75,20 @@ def test_message_resent_with_same_external_id_is_stored_once(api):
     assert mixed.json()["conversation"]["message_count"] == 3
 
 
+def test_chat_completion_roles_are_taken_and_a_bad_role_lists_the_allowed_ones(api):
+    started = start(api, external_id="chat-roles", messages=[
+        {"role": "user", "content": "Hi, I'm Eve"}, {"role": "assistant", "content": "Hi Eve"},
+    ])
+    assert started.status_code == 201
+    assert list(Message.objects.order_by("id").values_list("role", flat=True)) == ["visitor", "agent"]
+    refused = start(api, external_id="chat-roles-2", messages=[{"role": "robot", "content": "x"}])
+    assert refused.status_code == 400
+    error = refused.json()["errors"][0]
+    assert (error["field"], error["code"]) == ("messages.0.role", "invalid_value")
+    assert error["allowed"] == ["visitor", "agent", "staff", "system", "tool"]
+    assert not Conversation.objects.filter(external_id="chat-roles-2").exists()
+
+
 def test_database_refuses_a_second_message_with_the_same_external_id():
     message = MessageFactory(external_id="m1")
     with pytest.raises(IntegrityError):
