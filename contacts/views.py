@@ -15,7 +15,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, Q, QuerySet
 from django.db.models.functions import Lower
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseServerError, QueryDict
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponse,
+    HttpResponseServerError,
+    JsonResponse,
+    QueryDict,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template import loader
 from django.urls import reverse
@@ -126,13 +133,24 @@ def error_403(request, exception=None):
     return render(request, "errors/403.html", status=403)
 
 
+def _api_error(request, status: int, code: str, message: str) -> JsonResponse | None:
+    """Under /api/ every error is the API's JSON envelope, also for paths no view matched."""
+    if not request.path.startswith("/api/"):
+        return None
+    return JsonResponse({"errors": [{"field": None, "code": code, "message": message}]}, status=status)
+
+
 def error_404(request, exception=None):
-    return render(request, "errors/404.html", status=404)
+    return _api_error(request, 404, "not_found", "No such endpoint or record.") or render(
+        request, "errors/404.html", status=404
+    )
 
 
 def error_500(request):
     # No context processors beyond the request: the database may be what failed.
-    return HttpResponseServerError(loader.get_template("errors/500.html").render({"request": request}))
+    return _api_error(request, 500, "server_error", "Something went wrong on our side; it has been logged.") or (
+        HttpResponseServerError(loader.get_template("errors/500.html").render({"request": request}))
+    )
 
 
 

@@ -1,8 +1,10 @@
 """Tokens, scopes, throttling, the access check and body limits."""
 
+import json
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.test import Client, override_settings
 
 from contacts.models import Contact
 from crm_hub.services import revoke_agent_token
@@ -193,3 +195,18 @@ def test_throttle_window_slides_and_keeps_two_counters_whatever_the_rate(db, mon
     assert [throttle.allow_request(request, None) for _ in range(5)] == [True] * 4 + [False]
     stored = cache.get_many([f"throttle_agent_{agent.pk}_1000", f"throttle_agent_{agent.pk}_1001"])
     assert stored == {f"throttle_agent_{agent.pk}_1000": 10, f"throttle_agent_{agent.pk}_1001": 5}
+
+
+@override_settings(DEBUG=False)
+def test_an_unknown_api_path_answers_the_json_error_envelope(bot):
+    response = bot.get("conversations/not-a-number/messages")
+    assert response.status_code == 404
+    assert response.json() == {"errors": [{"field": None, "code": "not_found", "message": "No such endpoint or record."}]}
+
+
+def test_a_server_error_under_the_api_is_json_too(rf):
+    from contacts.views import error_500
+
+    response = error_500(rf.post("/api/v1/intake"))
+    assert response.status_code == 500
+    assert json.loads(response.content)["errors"][0]["code"] == "server_error"
