@@ -105,7 +105,9 @@ def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
 _PLACEHOLDER = re.compile(r"%(.)", re.DOTALL)
 
 
-@functools.lru_cache(maxsize=512)
+# Bounded: batch inserts come in a shape per row count, up to ~100 kB of SQL each; the few
+# shapes of the per-call statements stay in it.
+@functools.lru_cache(maxsize=128)
 def _native_placeholders(sql: str) -> str:
     """``%s`` placeholders as PostgreSQL's ``$1, $2, ...``, worked out once per statement.
 
