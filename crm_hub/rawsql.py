@@ -202,7 +202,7 @@ def _passthrough_fields(model: type[Model]) -> dict[Any, tuple[type, ...]]:
 _TYPE_MODIFIER = re.compile(r"\([^)]*\)")
 
 
-@functools.cache
+@functools.lru_cache(maxsize=128)  # a shape per model and row count; see _native_placeholders
 def _insert_sql(model: type[Model], rows: int, returning: bool, vendor: str) -> tuple[list, str]:
     opts = model._meta
     fields = [f for f in opts.concrete_fields if not f.generated and f is not opts.auto_field]
