@@ -10,6 +10,8 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from crm_hub.migration_ops import drop_single_column_indexes
+
 
 class Migration(migrations.Migration):
 
@@ -27,19 +29,29 @@ class Migration(migrations.Migration):
             model_name='contact',
             name='contact_company_lower_idx',
         ),
-        migrations.AlterField(
-            model_name='contact',
-            name='created_at',
-            field=models.DateTimeField(auto_now_add=True),
-        ),
-        migrations.AlterField(
-            model_name='contact',
-            name='owner',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='owned_contacts', to=settings.AUTH_USER_MODEL),
-        ),
-        migrations.AlterField(
-            model_name='contact',
-            name='updated_at',
-            field=models.DateTimeField(auto_now=True),
+        # The database keeps the owner foreign key as it is (see drop_single_column_indexes).
+        migrations.SeparateDatabaseAndState(
+            database_operations=[drop_single_column_indexes([
+                ("contacts_contact", "created_at"),
+                ("contacts_contact", "updated_at"),
+                ("contacts_contact", "owner_id"),
+            ])],
+            state_operations=[
+                migrations.AlterField(
+                    model_name='contact',
+                    name='created_at',
+                    field=models.DateTimeField(auto_now_add=True),
+                ),
+                migrations.AlterField(
+                    model_name='contact',
+                    name='owner',
+                    field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='owned_contacts', to=settings.AUTH_USER_MODEL),
+                ),
+                migrations.AlterField(
+                    model_name='contact',
+                    name='updated_at',
+                    field=models.DateTimeField(auto_now=True),
+                ),
+            ],
         ),
     ]

@@ -10,28 +10,7 @@ drop and re-add them, re-checking every row of these large tables).
 import django.db.models.deletion
 from django.db import migrations, models
 
-COVERED = [
-    ("contacts_contacttag", "contact_id"),
-    ("contacts_contacttag", "tag_id"),
-    ("contacts_historyentry", "contact_id"),
-    ("contacts_importchange", "job_id"),
-]
-
-
-def drop_single_column_indexes(apps, schema_editor):
-    connection = schema_editor.connection
-    with connection.cursor() as cursor:
-        for table, column in COVERED:
-            for name, info in connection.introspection.get_constraints(cursor, table).items():
-                if info["index"] and not info["unique"] and not info["primary_key"] and info["columns"] == [column]:
-                    schema_editor.execute(f"DROP INDEX {schema_editor.quote_name(name)}")
-
-
-def recreate_single_column_indexes(apps, schema_editor):
-    quote = schema_editor.quote_name
-    for table, column in COVERED:
-        name = schema_editor._create_index_name(table, [column])
-        schema_editor.execute(f"CREATE INDEX {quote(name)} ON {quote(table)} ({quote(column)})")
+from crm_hub.migration_ops import drop_single_column_indexes
 
 
 class Migration(migrations.Migration):
@@ -42,7 +21,12 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.SeparateDatabaseAndState(
-            database_operations=[migrations.RunPython(drop_single_column_indexes, recreate_single_column_indexes)],
+            database_operations=[drop_single_column_indexes([
+                ("contacts_contacttag", "contact_id"),
+                ("contacts_contacttag", "tag_id"),
+                ("contacts_historyentry", "contact_id"),
+                ("contacts_importchange", "job_id"),
+            ])],
             state_operations=[
                 migrations.AlterField(
                     model_name='contacttag',
