@@ -9,14 +9,6 @@ from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from crm_hub.models import Agent
 
-PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_rate(rate: str) -> tuple[int, int]:
-    """"600/min" -> (600, 60): the count and the window in seconds (DRF's notation)."""
-    count, period = rate.split("/")
-    return int(count), PERIODS[period[0]]
-
 
 class AgentRateThrottle(BaseThrottle):
     """A sliding-window counter per agent: two integers in the cache, whatever the rate.
@@ -31,7 +23,8 @@ class AgentRateThrottle(BaseThrottle):
         agent = request.auth if isinstance(request.auth, Agent) else None
         if agent is None or not agent.rate_limit:
             return True
-        limit, duration = parse_rate(agent.rate_limit)
+        # DRF's own parser ("600/min" -> (600, 60)); it reads nothing from the throttle instance.
+        limit, duration = SimpleRateThrottle.parse_rate(None, agent.rate_limit)
         now = time.time()
         window = int(now // duration)
         current_key, previous_key = f"throttle_agent_{agent.pk}_{window}", f"throttle_agent_{agent.pk}_{window - 1}"
