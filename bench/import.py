@@ -127,6 +127,20 @@ def _cpu_seconds() -> dict:
     return {"cpu_main_s": round(own.ru_utime + own.ru_stime, 1), "cpu_workers_s": round(workers.ru_utime + workers.ru_stime, 1)}
 
 
+def _backend_cpu_s() -> float:
+    """CPU seconds used so far by this process's PostgreSQL backend (same machine: read from /proc)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _peak_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -143,6 +157,7 @@ def child_ours(path: str) -> dict:
 
     job = ImportJob.objects.create(file_name=Path(path).name, file=f"bench/{Path(path).name}", status="running")
     rows = sum(1 for _ in open(path, "rb")) - 1
+    db_cpu_before = _backend_cpu_s()
     start = time.monotonic()
     with open(path, "rb") as handle:
         result = run_import(
@@ -151,7 +166,8 @@ def child_ours(path: str) -> dict:
         )
     seconds = time.monotonic() - start
     return {"rows": result.rows, "seconds": seconds, "created": result.created, "updated": result.updated,
-            "skipped": result.skipped, "failed": result.failed, "peak_mb": _peak_mb(), **_cpu_seconds()}
+            "skipped": result.skipped, "failed": result.failed, "peak_mb": _peak_mb(), **_cpu_seconds(),
+            "cpu_db_s": round(_backend_cpu_s() - db_cpu_before, 1)}
 
 
 def child_stock(path: str) -> dict:

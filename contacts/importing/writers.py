@@ -156,8 +156,16 @@ class PostgresWriter(OrmWriter):
             "OR (email_normalized = ANY(%s) AND NOT (email_normalized = ''))"
         )
         with self.raw.cursor() as cursor:
+            # A batch looks up thousands of keys at once. Past a few hundred thousand
+            # contacts the planner prices that many index probes above a (parallel)
+            # scan of the whole table and switches to the scan: 0.2 s per batch at 1M
+            # contacts and growing, against ~10 ms for the probes. So no scan, for
+            # this statement only (the batch's UPDATE must scan its temp table).
+            cursor.execute("SET LOCAL enable_seqscan TO OFF")
             cursor.execute(sql, [list(phones), list(emails)])
-            return [dict(zip(FETCH_FIELDS, row, strict=True)) for row in cursor.fetchall()]
+            rows = cursor.fetchall()
+            cursor.execute("SET LOCAL enable_seqscan TO DEFAULT")
+            return [dict(zip(FETCH_FIELDS, row, strict=True)) for row in rows]
 
     def fetch_tags(self, contact_ids: list[int]) -> list[tuple[int, int]]:
         with self.raw.cursor() as cursor:
