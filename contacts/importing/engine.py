@@ -13,7 +13,6 @@ import datetime as dt
 import gc
 import json
 import logging
-import multiprocessing
 import signal
 import time
 from collections import deque
@@ -182,19 +181,30 @@ def _chunks(rows: Iterable[list[str]], size: int, first_line: int) -> Iterator[t
         yield start, chunk
 
 
+def cleaning_pool(ctx: CleanContext, workers: int):
+    """Start ``workers`` processes that clean rows, or return None (the caller then cleans inline).
+
+    billiard (Celery's fork of multiprocessing) rather than the standard
+    library: a Celery prefork child is a daemonic process, and the standard
+    library refuses to start processes from one, so the background imports that
+    need the cores most would clean on one.
+    """
+    import billiard
+
+    try:
+        return billiard.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(ctx,))
+    except (AssertionError, OSError, ValueError) as exc:
+        logger.info("import cleaning runs inline: %s", exc)
+        return None
+
+
 def cleaned_batches(ctx: CleanContext, rows: Iterable[list[str]], *, batch_size: int, workers: int) -> Iterator[list[Prepared]]:
     """Yield batches of cleaned rows in file order; with workers > 1, phone parsing runs on other cores.
 
     Only a few batches are in flight at once, so memory stays flat whatever the file size.
     """
     chunks = _chunks(rows, batch_size, first_line=2)  # line 1 is the header
-    pool = None
-    if workers > 1:
-        try:
-            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(ctx,))
-        except (AssertionError, OSError, ValueError) as exc:
-            # Celery's prefork children are daemonic and may not fork; clean inline there.
-            logger.info("import cleaning runs inline: %s", exc)
+    pool = cleaning_pool(ctx, workers) if workers > 1 else None
     if pool is None:
         for start, chunk in chunks:
             yield [clean_row(ctx, start + i, cells) for i, cells in enumerate(chunk)]

@@ -419,6 +419,34 @@ def test_cleaning_on_worker_processes_gives_the_same_outcomes_in_file_order(staf
     assert outcomes(2) == serial
 
 
+def _clean_in_worker_processes_from_a_daemonic_process(rows):
+    """Runs inside a Celery-style (billiard prefork, daemonic) child, as a background import does."""
+    from contacts.importing.engine import CleanContext, cleaned_batches, cleaning_pool
+
+    ctx = CleanContext(targets=["name", "phone", "email"], definitions={}, tags={}, allowed_tags=[], region="US")
+    pool = cleaning_pool(ctx, 2)
+    if pool is None:
+        return None
+    pool.terminate()
+    pool.join()
+    return [row[:6] for batch in cleaned_batches(ctx, rows, batch_size=3, workers=2) for row in batch]
+
+
+def test_background_imports_clean_on_worker_processes_inside_a_celery_prefork_child():
+    """The standard library refuses to start processes from a daemonic one; billiard does not."""
+    import billiard
+
+    from contacts.importing.engine import CleanContext, cleaned_batches
+
+    rows = [[f"P{i}", f"(561) 555-{i:04d}", f"P{i}@Example.com"] for i in range(10)]
+    with billiard.get_context("fork").Pool(1) as celery_like_child:
+        cleaned = celery_like_child.apply(_clean_in_worker_processes_from_a_daemonic_process, (rows,))
+    assert cleaned is not None, "cleaning fell back to one core inside the daemonic child"
+    ctx = CleanContext(targets=["name", "phone", "email"], definitions={}, tags={}, allowed_tags=[], region="US")
+    inline = [row[:6] for batch in cleaned_batches(ctx, rows, batch_size=3, workers=1) for row in batch]
+    assert cleaned == inline and cleaned[0][3] == "+15615550000" and cleaned[0][5] == "p0@example.com"
+
+
 def test_imported_contacts_set_off_automation_rules_and_webhook_events(staff_actor, settings, django_capture_on_commit_callbacks):
     from automations.models import Rule, Trigger, WebhookDelivery
     from automations.webhooks import create_endpoint
