@@ -129,10 +129,12 @@ class OrmWriter:
 class PostgresWriter(OrmWriter):
     """Same queries as OrmWriter, as COPY and set-based SQL on the raw psycopg connection.
 
-    Django's psycopg cursor binds parameters client-side (quoting every array
-    element in Python); a plain psycopg cursor binds them server-side and COPY
-    streams rows through psycopg's C encoder. Both share Django's connection,
-    so the caller's ``transaction.atomic`` still covers them.
+    Going past Django's cursor wrapper skips its per-query bookkeeping and
+    lets COPY stream rows through psycopg's C encoder. Parameters are still
+    bound client-side (Django sets that cursor factory on the connection);
+    binding the lookup's arrays server-side measured no faster. The cursors
+    share Django's connection, so the caller's ``transaction.atomic`` still
+    covers them.
     """
 
     def __init__(self, connection):
