@@ -98,6 +98,7 @@ from contacts.services import (
     upsert_contact,
 )
 from crm_hub.actors import Actor
+from crm_hub.api.errors import error_body, error_item
 from crm_hub.errors import FieldError, InputRejected
 
 
@@ -137,7 +138,7 @@ def _api_error(request, status: int, code: str, message: str) -> JsonResponse | 
     """Under /api/ every error is the API's JSON envelope, also for paths no view matched."""
     if not request.path.startswith("/api/"):
         return None
-    return JsonResponse({"errors": [{"field": None, "code": code, "message": message}]}, status=status)
+    return JsonResponse(error_body([error_item(None, code, message)]), status=status)
 
 
 def error_404(request, exception=None):

@@ -47,14 +47,14 @@ def flatten_validation_error(detail, codes, prefix: str = "") -> list[dict]:
         if all(isinstance(d, (str, exceptions.ErrorDetail)) for d in detail):
             code_list = codes if isinstance(codes, list) else [codes] * len(detail)
             for message, code in zip(detail, code_list, strict=True):
-                items.append(_item(prefix, str(code or "invalid"), str(message)))
+                items.append(error_item(prefix, str(code or "invalid"), str(message)))
         else:
             code_list = codes if isinstance(codes, list) else [codes] * len(detail)
             for index, (value, code) in enumerate(zip(detail, code_list, strict=True)):
                 if value:
                     items += flatten_validation_error(value, code, f"{prefix}.{index}" if prefix else str(index))
     else:
-        items.append(_item(prefix, str(codes or "invalid"), str(detail)))
+        items.append(error_item(prefix, str(codes or "invalid"), str(detail)))
     return items
 
 
@@ -92,12 +92,17 @@ def _choices_at(serializer, path: str | None) -> list[str] | None:
     return [str(key) for key in field.choices] if isinstance(field, serializers.ChoiceField) else None
 
 
-def _item(field: str, code: str, message: str) -> dict:
+def error_item(field: str | None, code: str, message: str) -> dict:
     return {"field": field or None, "code": CODE_NAMES.get(code, code), "message": message}
 
 
+def error_body(errors: list[dict]) -> dict:
+    """The envelope; Django's own 404/500 handlers render it too, for paths under /api/."""
+    return {"errors": errors}
+
+
 def error_response(errors: list[dict], status_code: int, headers: dict | None = None) -> Response:
-    return Response({"errors": errors}, status=status_code, headers=headers)
+    return Response(error_body(errors), status=status_code, headers=headers)
 
 
 def api_exception_handler(exc, context):
