@@ -11,6 +11,11 @@ bad rows), then, in one run, prints rows/s and peak memory (RSS) for:
   settings (use_bulk, batch_size=1000, skip_diff);
 - a raw COPY of the same 100k and 1M files into an unindexed table (the physical limit).
 
+For each run of our import it also prints where the CPU went per row (the
+main process, its phone-parsing workers, the whole PostgreSQL server) against
+the CPU per row that 20,000 rows/s leaves on this machine's cores, and the
+rate PostgreSQL's own work alone would allow.
+
 Each measurement runs in its own subprocess so its peak RSS is its own
 (the process plus any worker processes it forked). The database named by
 DATABASE_URL is dropped and recreated: give it a bench-only name.
@@ -242,6 +247,27 @@ def child_copy(path: str) -> dict:
     return {"rows": rows, "seconds": seconds, "peak_mb": _peak_mb()}
 
 
+def cpu_budget(label: str, result: dict, *, target_rate: int, cores: int) -> str:
+    """Where each row's CPU went, against what ``target_rate`` rows/s leaves per row on ``cores`` cores.
+
+    The last figure is the rate PostgreSQL's own work would allow if the
+    import's Python cost nothing and the server's work spread over every core:
+    a ceiling no client-side change can lift.
+    """
+    per_row = {
+        "main": result["cpu_main_s"], "workers": result["cpu_workers_s"], "PostgreSQL": result["cpu_postgres_s"],
+    }
+    per_row = {k: v * 1e6 / result["rows"] for k, v in per_row.items()}
+    budget = cores * 1e6 / target_rate
+    parts = ", ".join(f"{k} {v:,.0f}" for k, v in per_row.items())
+    ceiling = cores * result["rows"] / result["cpu_postgres_s"] if result["cpu_postgres_s"] else float("inf")
+    return (
+        f"{label}: {sum(per_row.values()):,.0f} µs of CPU per row ({parts}); {target_rate:,} rows/s on "
+        f"{cores} cores allows {budget:,.0f} µs per row.\n    PostgreSQL's own work alone caps this machine at "
+        f"{ceiling:,.0f} rows/s, even if the import's Python cost nothing."
+    )
+
+
 def run_child(kind: str, path: Path) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(path)], check=True, capture_output=True, text=True, cwd=ROOT
@@ -319,6 +345,9 @@ def main() -> None:
     stock = next((v for k, v in rates.items() if k.startswith("stock")), None)
     if ours_small and stock:
         print(f"\nours / stock at {sizes[0]:,} rows: {ours_small / stock:.1f}x (target >= 10x)")
+    for label, r in results:
+        if label.startswith("our import") and "cpu_postgres_s" in r:
+            print(cpu_budget(label, r, target_rate=20_000, cores=os.cpu_count() or 1))
     for label, rate in rates.items():
         if label.startswith("our import"):
             copy_label = label.replace("our import", "raw COPY into unindexed table")
