@@ -773,12 +773,25 @@ def _apply_changes(
 def _split_pending(contact: Contact, requests: list[ChangeRequest]) -> tuple[list[ChangeRequest], list[ChangeRequest]]:
     """Split into (new requests, matching ones already pending): a retried conversation asks once."""
     pending = {
-        (r.field, r.new_value): r
-        for r in ChangeRequest.objects.filter(contact=contact, status=ChangeRequest.Status.PENDING)
+        _request_key(r): r for r in ChangeRequest.objects.filter(contact=contact, status=ChangeRequest.Status.PENDING)
     }
-    fresh = [r for r in requests if (r.field, r.new_value) not in pending]
-    repeated = [pending[(r.field, r.new_value)] for r in requests if (r.field, r.new_value) in pending]
+    fresh = [r for r in requests if _request_key(r) not in pending]
+    repeated = [pending[_request_key(r)] for r in requests if _request_key(r) in pending]
     return fresh, repeated
+
+
+def _request_key(request: ChangeRequest) -> tuple[str, str]:
+    """What a request asks for: the same phone or email in another spelling is the same request."""
+    value = request.new_value
+    try:
+        if request.field == "phone":
+            phone = parse_phone(value)
+            return request.field, f"{phone.e164};{phone.extension}"
+        if request.field == "email":
+            return request.field, email_normalize(value)
+    except (InvalidPhone, InvalidEmail):
+        pass
+    return request.field, value
 
 
 def _as_text(value: Any) -> str:
@@ -1064,8 +1077,15 @@ def parse_due_at(value: Any, *, field_name: str = "due_at") -> dt.datetime:
             )
     else:
         raise InputRejected([FieldError(field_name, "required", "A task needs a due date and time.")])
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed)
+    try:
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed)
+        # Near year 1 or 9999 an offset pushes the time past what the database can hold in UTC.
+        parsed.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise InputRejected(
+            [FieldError(field_name, "invalid_value", "Date-time out of range; expected a date between the years 1 and 9999.")]
+        ) from None
     return parsed
 
 
@@ -1258,7 +1278,12 @@ def record_intake(
     contact_data = dict(contact or {})
     custom_values = dict(custom or {})
     custom_values.update(contact_data.pop("custom", None) or {})
-    tag_names = list(tags or []) + list(contact_data.pop("tags", None) or [])
+    top_tags = list(tags or [])
+    contact_tags = contact_data.pop("tags", None) or []
+    if not isinstance(contact_tags, (list, tuple)):
+        errors.append(FieldError("contact.tags", "invalid_value", "Expected a list of tag names."))
+        contact_tags = []
+    tag_names = top_tags + list(contact_tags)
     cleaned = None
     try:
         cleaned = clean_contact_input(contact_data, custom=None, tags=None, actor=actor, allow_owner=False)
@@ -1287,8 +1312,13 @@ def record_intake(
     if tag_names and quick is None:
         try:
             resolved_tags = resolve_tags(tag_names)
-        except InputRejected as exc:
-            errors.extend(exc.errors)
+        except InputRejected:
+            # Name the list each bad tag came from, as the caller wrote it.
+            for names, path in ((top_tags, "tags"), (contact_tags, "contact.tags")):
+                try:
+                    resolve_tags(names, field_name=path)
+                except InputRejected as exc:
+                    errors.extend(exc.errors)
     if (pipeline not in (None, "") or stage not in (None, "")) and quick is None:
         try:
             stage_pair = resolve_stage(pipeline=pipeline, stage=stage)

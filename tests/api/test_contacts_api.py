@@ -194,7 +194,10 @@ def test_lookup_finds_phone_in_any_format_and_filters(bot, taxonomy):
         return [c["id"] for c in response.json()["results"]]
 
     assert ids(phone="(561) 555-0150") == [a]
-    assert ids(phone="garbage") == []
+    for param, value, code in (("phone", "garbage", "invalid_phone"), ("email", "not-an-email", "invalid_email"), ("owner", "nobody", "invalid_value")):
+        refused = bot.get("contacts", {param: value})
+        assert refused.status_code == 400, (param, refused.content)
+        assert refused.json()["errors"][0]["field"] == param and refused.json()["errors"][0]["code"] == code
     assert ids(email="ALICE@example.com") == [a]
     assert ids(q="561-555-0151") == [b]
     assert ids(q="ali") == [a]
@@ -206,7 +209,9 @@ def test_lookup_finds_phone_in_any_format_and_filters(bot, taxonomy):
     assert ids(source="form") == []
     future = (timezone.now() + dt.timedelta(hours=1)).isoformat()
     assert ids(updated_since=future) == []
-    assert bot.get("contacts", {"updated_since": "yesterday"}).status_code == 400
+    for moment in ("yesterday", "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"):
+        out_of_range = bot.get("contacts", {"updated_since": moment})
+        assert out_of_range.status_code == 400 and out_of_range.json()["errors"][0]["field"] == "updated_since"
     for param, code in (("tag", "unknown_tag"), ("stage", "unknown_stage")):
         refused = bot.get("contacts", {param: "Ghost"})
         assert refused.status_code == 400
@@ -335,3 +340,28 @@ def test_batch_upsert_runs_contact_created_rules_for_each_new_contact(bot, setti
     assert [r["status"] for r in response.json()["results"]] == [201, 201]
     assert set(Contact.objects.values_list("owner__username", flat=True)) == {"closer"}
     assert WebhookDelivery.objects.filter(event="contact.created").count() == 2
+
+
+@pytest.mark.parametrize("due_at", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_a_due_date_the_database_cannot_hold_is_a_400_on_the_field(bot, taxonomy, due_at):
+    contact_id = bot.post("contacts/upsert", {"name": "Dana"}).json()["contact"]["id"]
+    task = bot.post(f"contacts/{contact_id}/tasks", {"title": "Call", "due_at": due_at})
+    assert task.status_code == 400, task.content
+    assert task.json()["errors"][0]["field"] == "due_at" and task.json()["errors"][0]["code"] == "invalid_value"
+    intake = bot.post("intake", {"contact": {"name": "Eve"}, "task": {"title": "Call", "due_at": due_at}})
+    assert intake.status_code == 400, intake.content
+    assert intake.json()["errors"][0]["field"] == "task.due_at"
+    assert Task.objects.count() == 0 and not Contact.objects.filter(name="Eve").exists()
+
+
+def test_the_same_phone_change_in_other_spellings_is_one_pending_request(bot, taxonomy):
+    bot.post("contacts/upsert", {"name": "Ana", "phone": "+15615550111", "email": "ana@old.example"})
+    spellings = ["(561) 555-0192 x12", "561-555-0192 ext. 12", "+1 561 555 0192 ext 12", "1-561-555-0192 x 12"]
+    for spelling in spellings:
+        answer = bot.post("contacts/upsert", {"email": "ana@old.example", "phone": spelling})
+        assert answer.status_code == 200, answer.content
+        assert len(answer.json()["pending_changes"]) == 1
+    for spelling in ("ANA@new.example", " ana@NEW.example "):
+        bot.post("contacts/upsert", {"phone": "+15615550111", "email": spelling})
+    assert ChangeRequest.objects.filter(field="phone").count() == 1
+    assert ChangeRequest.objects.filter(field="email").count() == 1

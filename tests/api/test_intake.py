@@ -73,6 +73,17 @@ def test_intake_refuses_unknown_nested_fields_with_their_path(bot, taxonomy):
     assert owner.json()["errors"][0]["field"] == "contact.owner"
 
 
+def test_a_bad_tag_is_named_by_the_list_it_came_in(bot, taxonomy):
+    response = bot.post("intake", {"tags": ["Lead"], "contact": {"name": "X", "tags": ["Lead", "Ghost"]}})
+    assert response.status_code == 400
+    assert [(e["field"], e["code"]) for e in response.json()["errors"]] == [("contact.tags", "unknown_tag")]
+    top = bot.post("intake", {"tags": ["Ghost"], "contact": {"name": "X", "tags": ["Lead"]}})
+    assert [(e["field"], e["code"]) for e in top.json()["errors"]] == [("tags", "unknown_tag")]
+    not_a_list = bot.post("intake", {"contact": {"name": "X", "tags": "Lead"}})
+    assert [(e["field"], e["code"]) for e in not_a_list.json()["errors"]] == [("contact.tags", "invalid_value")]
+    assert Contact.objects.count() == 0
+
+
 def test_intake_refuses_custom_field_closed_to_ai(bot, taxonomy):
     response = bot.post("intake", {"contact": {"name": "X", "custom": {"credit_limit": 1}}})
     assert response.status_code == 400

@@ -348,6 +348,7 @@ def test_schema_documents_the_conversation_endpoints():
 @pytest.mark.parametrize("query", [
     {"contact": str(10**30)}, {"contact": "-5"}, {"contact": "NaN"}, {"since": "garbage"},
     {"since": "0001-01-01T00:00:00+14:00"}, {"since": "9999-12-31T23:59:59-12:00"}, {"cursor": "zzz"},
+    {"linked": "maybe"}, {"mine": "sometimes"},
 ])
 def test_odd_list_queries_get_a_4xx_in_the_envelope(api, query):
     response = api.get(URL, query)

@@ -1,0 +1,53 @@
+"""Filter pieces shared by the agent API's list endpoints."""
+
+import datetime as dt
+
+import django_filters
+from django import forms
+from django_filters.fields import IsoDateTimeField
+
+
+class UtcIsoDateTimeField(IsoDateTimeField):
+    def clean(self, value):
+        parsed = super().clean(value)
+        if parsed is not None:
+            try:
+                # Near year 1 or 9999 an offset pushes the time out of range once the database converts it to UTC.
+                parsed.astimezone(dt.UTC)
+            except OverflowError:
+                raise forms.ValidationError("Date-time out of range.", code="invalid") from None
+        return parsed
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 filter that answers 400 for a time the database cannot hold, not 500."""
+
+    field_class = UtcIsoDateTimeField
+
+
+class StrictBooleanField(forms.NullBooleanField):
+    TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+    def to_python(self, value):
+        text = str(value).strip().lower() if value is not None else ""
+        if text in self.TRUE:
+            return True
+        if text in self.FALSE:
+            return False
+        if text == "":
+            return None
+        raise forms.ValidationError("Expected true or false.", code="invalid")
+
+    def validate(self, value):
+        pass
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    """true/false; anything else answers 400 instead of being ignored (which would list everything)."""
+
+    field_class = StrictBooleanField
+
+    def __init__(self, *args, **kwargs):
+        # The default widgets turn any unknown text into None before the field sees it.
+        kwargs.setdefault("widget", forms.TextInput)
+        super().__init__(*args, **kwargs)
