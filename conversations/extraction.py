@@ -335,7 +335,7 @@ def _call_llm(texts: Sequence[str], definitions: Sequence[CustomField]) -> dict[
         text = fenced.group(1)
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ExtractorFailed("llm_invalid_json", f"The LLM's reply is not JSON: {content[:120]!r}") from None
     if not isinstance(data, dict):
         raise ExtractorFailed("llm_invalid_json", "The LLM's reply is JSON but not an object.")

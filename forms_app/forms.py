@@ -52,7 +52,7 @@ class FormSettingsForm(forms.Form):
         raw = self.cleaned_data.get("fields_json") or "[]"
         try:
             value = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise forms.ValidationError("The field list could not be read; reload the page.") from None
         if not isinstance(value, list):
             raise forms.ValidationError("The field list could not be read; reload the page.")

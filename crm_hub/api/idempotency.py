@@ -78,7 +78,7 @@ def request_fingerprint(request: HttpRequest) -> str:
     body = request.body
     try:
         body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         pass
     digest.update(body)
     return digest.hexdigest()

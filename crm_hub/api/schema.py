@@ -60,6 +60,7 @@ _EXAMPLES = {
     404: ("Not found", {"errors": [{"field": None, "code": "not_found", "message": "Not found."}]}),
     409: ("Same key still running", {"errors": [{"field": "Idempotency-Key", "code": "idempotency_key_in_flight", "message": "A request with this Idempotency-Key is still running; retry shortly to get its response."}]}),
     413: ("Body too large", {"errors": [{"field": None, "code": "request_too_large", "message": "The request body is over the limit of 2,097,152 bytes."}]}),
+    415: ("Not JSON", {"errors": [{"field": None, "code": "unsupported_media_type", "message": "The body is JSON but was sent as form data; send it with 'Content-Type: application/json'."}]}),
     422: ("Key reused", {"errors": [{"field": "Idempotency-Key", "code": "idempotency_key_reused", "message": "This Idempotency-Key was used with a different request; use a new key for a new request."}]}),
     429: ("Throttled", {"errors": [{"field": None, "code": "throttled", "message": "Too many requests; retry in 12 s."}]}),
 }
@@ -70,6 +71,7 @@ _DESCRIPTIONS = {
     404: "No such contact (or tag, pipeline).",
     409: "A call with the same Idempotency-Key is still running.",
     413: "The body is over the size limit.",
+    415: "The body's Content-Type is not JSON (or form data).",
     422: "The Idempotency-Key was used before with a different request.",
     429: "Too many calls for this token; see Retry-After.",
 }
@@ -89,7 +91,7 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
 
 
 def document_idempotency_key(result, generator, request, public):
-    """Add the Idempotency-Key header to every POST/PUT/PATCH: the middleware honours it on all of them."""
+    """Add the Idempotency-Key header, and the 413, 415 and 422 that middleware and parsers answer, to every POST/PUT/PATCH: the middleware honours it on all of them."""
     header = {
         "in": "header",
         "name": "Idempotency-Key",
@@ -104,4 +106,16 @@ def document_idempotency_key(result, generator, request, public):
             parameters = operation.setdefault("parameters", [])
             if not any(p.get("name") == "Idempotency-Key" for p in parameters):
                 parameters.append(dict(header))
+            # The size limit and the key check are middleware, in front of every write.
+            responses = operation.setdefault("responses", {})
+            for status in (413, 415, 422):
+                if str(status) not in responses and "Errors" in result.get("components", {}).get("schemas", {}):
+                    title, example = _EXAMPLES[status]
+                    responses[str(status)] = {
+                        "description": _DESCRIPTIONS[status],
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/Errors"},
+                            "examples": {title.replace(" ", ""): {"value": example, "summary": title}},
+                        }},
+                    }
     return result

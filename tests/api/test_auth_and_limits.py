@@ -159,6 +159,9 @@ def test_every_operation_is_documented_with_examples_and_error_envelope(client):
             assert status in op["responses"], (path, method, status)
         if method in ("post", "put", "patch"):
             assert any(p["name"] == "Idempotency-Key" for p in op.get("parameters", [])), (path, method)
+            # Middleware and parsers answer these on every write, conversations included.
+            for status in ("413", "415", "422"):
+                assert status in op["responses"], (path, method, status)
 
 
 @pytest.mark.parametrize("key", [None, "multipart-key"])
@@ -210,3 +213,28 @@ def test_a_server_error_under_the_api_is_json_too(rf):
     response = error_500(rf.post("/api/v1/intake"))
     assert response.status_code == 500
     assert json.loads(response.content)["errors"][0]["code"] == "server_error"
+
+
+def test_deeply_nested_json_is_a_400_parse_error_never_500(bot):
+    body = '{"name": "T", "custom": ' + "[" * 5000 + "]" * 5000 + "}"
+    for key in (None, "nested"):
+        headers = dict(bot.headers, **({"HTTP_IDEMPOTENCY_KEY": key} if key else {}))
+        response = bot.client.post("/api/v1/contacts/upsert", data=body, content_type="application/json", **headers)
+        assert response.status_code == 400, response.content
+        assert error(response)["code"] == "parse_error"
+    assert not Contact.objects.exists()
+
+
+def test_json_sent_as_form_data_is_told_to_send_json(bot):
+    # curl -d '{...}' without -H 'Content-Type: application/json'.
+    body = '{"name": "Curl Person", "phone": "+1 303 555 0950"}'
+    response = bot.client.post(
+        "/api/v1/contacts/upsert", data=body, content_type="application/x-www-form-urlencoded", **bot.headers
+    )
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in error(response)["message"]
+    assert not Contact.objects.exists()
+    form = bot.client.post(
+        "/api/v1/contacts/upsert", data="name=Form+Person", content_type="application/x-www-form-urlencoded", **bot.headers
+    )
+    assert form.status_code == 201, form.content
