@@ -68,6 +68,33 @@ def test_plain_text_note_keeps_paragraphs_and_escapes_markup(agent_actor):
     assert note.body == "<p>Line 1<br>Line 2</p><p>Para 2 with a &lt; b</p>"
 
 
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("Contact: John Smith <john@example.com>, prefers email",
+         "<p>Contact: John Smith &lt;john@example.com&gt;, prefers email</p>"),
+        ("Wants plan <Pro> not <Starter>", "<p>Wants plan &lt;Pro&gt; not &lt;Starter&gt;</p>"),
+        ("Reply: <https://example.com/doc>", "<p>Reply: &lt;https://example.com/doc&gt;</p>"),
+        ("<b>Hot</b> lead, mail <ana@example.com>", "<b>Hot</b> lead, mail &lt;ana@example.com&gt;"),
+    ],
+)
+def test_text_in_angle_brackets_that_is_not_html_is_kept(agent_actor, body, expected):
+    # Email transcripts are full of <address> and <link>; dropping them as unknown tags lost data.
+    contact = services.upsert_contact(data={"name": "Ana"}, actor=agent_actor, source=Source.API).contact
+    note = services.add_note(contact=contact, body=body, actor=agent_actor, source=Source.API)
+    assert note.body == expected
+
+
+def test_inline_markup_on_several_lines_keeps_the_lines(agent_actor):
+    contact = services.upsert_contact(data={"name": "Ana"}, actor=agent_actor, source=Source.API).contact
+    note = services.add_note(
+        contact=contact, body="Summary:\n<b>Hot lead</b>\nBudget 5k\n\nCall back Friday", actor=agent_actor, source=Source.API
+    )
+    assert note.body == "<p>Summary:<br><b>Hot lead</b><br>Budget 5k</p><p>Call back Friday</p>"
+    blocks = services.add_note(contact=contact, body="<p>one</p>\n<p>two</p>", actor=agent_actor, source=Source.API)
+    assert blocks.body == "<p>one</p>\n<p>two</p>"
+
+
 def test_empty_note_is_refused(agent_actor):
     contact = services.upsert_contact(data={"name": "Ana"}, actor=agent_actor, source=Source.API).contact
     with pytest.raises(InputRejected) as caught:
