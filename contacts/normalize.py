@@ -98,7 +98,22 @@ def email_normalize(raw: str) -> str:
         validate_email(text)
     except ValidationError as exc:
         raise InvalidEmail("not a valid email address") from exc
-    return text
+    local, _, domain = text.rpartition("@")
+    return f"{local}@{unicode_domain(domain)}"
+
+
+def unicode_domain(domain: str) -> str:
+    """``xn--mail-9oa.com`` -> ``émail.com``: both spellings of an address are one dedup key.
+
+    The Unicode form rather than the ASCII one, so addresses people typed in
+    Unicode keep reading as they typed them.
+    """
+    if "xn--" not in domain:
+        return domain
+    try:
+        return domain.encode("ascii").decode("idna").lower()
+    except (UnicodeError, ValueError):
+        return domain
 
 
 def email_normalize_or_none(raw: str) -> str | None:

@@ -55,6 +55,32 @@ def test_email_match_is_case_insensitive(agent_actor):
     assert Contact.objects.get().email == "MARCUS@Email.com"
 
 
+def test_unicode_and_punycode_spellings_of_an_email_are_one_contact(agent_actor):
+    first = upsert(agent_actor, name="Marcus", email="marcus@émail.com")
+    again = upsert(agent_actor, email="MARCUS@xn--mail-9oa.com", company="Acme")
+    assert again.contact.pk == first.contact.pk and again.matched_by == "email"
+    assert Contact.objects.get().email_normalized == "marcus@émail.com"
+
+
+def test_migration_moves_punycode_email_keys_to_unicode_and_flags_clashes(db):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("contacts.migrations.0008_email_keys_in_unicode_domain_form")
+    alone = Contact.objects.create(name="A", email="a@xn--mail-9oa.com", email_normalized="a@xn--mail-9oa.com", source="api")
+    twin = Contact.objects.create(name="B", email="b@xn--mail-9oa.com", email_normalized="b@xn--mail-9oa.com", source="api")
+    holder = Contact.objects.create(name="B2", email="b@émail.com", email_normalized="b@émail.com", source="api")
+    migration.to_unicode_domains(apps, None)
+    migration.to_unicode_domains(apps, None)  # twice: nothing more happens
+    alone.refresh_from_db()
+    twin.refresh_from_db()
+    assert alone.email_normalized == "a@émail.com"
+    assert twin.email_normalized == "b@xn--mail-9oa.com"
+    flag = PossibleDuplicate.objects.get()
+    assert (flag.contact_id, flag.other_id, flag.status) == (twin.pk, holder.pk, "open")
+
+
 def test_phone_extension_is_kept_and_does_not_split_the_person(agent_actor):
     first = upsert(agent_actor, name="Desk", phone="+1 561 555 0192 ext. 42")
     assert first.contact.phone_e164 == "+15615550192"
