@@ -10,7 +10,7 @@ import django_filters
 from django import forms
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Exists, F, FloatField, OuterRef, QuerySet, Subquery
+from django.db.models import Exists, F, FloatField, OuterRef, QuerySet, Subquery, TextField
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Lower
 from django.http import QueryDict
@@ -86,7 +86,9 @@ def sort_expression(column: Column):
     if column.custom is not None:
         if column.custom.type in (CustomField.Type.NUMBER, CustomField.Type.DECIMAL):
             return Cast(KeyTextTransform(column.custom.key, "custom"), FloatField())
-        return KeyTextTransform(column.custom.key, "custom")
+        # Cast to text: comparisons on a bare key transform are JSON lookups, which read a
+        # keyset cursor's value ("Pro", "2026-01-02") as JSON and fail.
+        return Cast(KeyTextTransform(column.custom.key, "custom"), TextField())
     return column.sort_expr
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import (
     CharField,
@@ -210,7 +211,20 @@ def keyset_page(
     Keyset pagination: a deep page costs the same as the first (no OFFSET). Nulls sort last
     in both directions. For non-null keys the bound is also given as a plain range
     (``key <= v``) so PostgreSQL turns it into an index condition instead of a filter.
+    A cursor that does not fit the sort (edited by hand, or from another sort) gives the first page.
     """
+    options = dict(sort_expr=sort_expr, descending=descending, nullable=nullable, size=size)
+    try:
+        return _keyset_page(queryset, after=after, before=before, **options)
+    except (ValidationError, ValueError, TypeError):
+        if not (after or before):
+            raise
+        return _keyset_page(queryset, after="", before="", **options)
+
+
+def _keyset_page(
+    queryset: QuerySet, *, sort_expr: Any, descending: bool, nullable: bool, after: str, before: str, size: int
+) -> KeysetPage:
     queryset = queryset.annotate(_sort=sort_expr)
     cmp, rcmp = ("lt", "gt") if descending else ("gt", "lt")
     decoded_after = _decode_cursor(after) if after else None
