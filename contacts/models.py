@@ -321,6 +321,8 @@ class Task(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     agent = models.ForeignKey("crm_hub.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Who created it as history shows it ("automation rule 2: VIP to Ada", "form contact-us"): a rule or a form has no user.
+    actor_label = models.CharField(max_length=160, blank=True)
     conversation = models.ForeignKey(
         "conversations.Conversation", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
     )

@@ -1126,7 +1126,8 @@ def create_task(
         raise InputRejected(errors)
     task = Task(
         contact=contact, title=title, description=description or "", due_at=due, assignee=user, priority=priority,
-        source=source, created_by=actor.user, agent=actor.agent, conversation=conversation,
+        source=source, created_by=actor.user, agent=actor.agent, actor_label=actor.label[:160],
+        conversation=conversation,
     )
     if not _defer_insert(task):
         task.save(force_insert=True)
