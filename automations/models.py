@@ -7,7 +7,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from contacts.models import Source, Stage, Tag
+from contacts.custom_fields import BadValue, clean_value
+from contacts.models import CustomField, Source, Stage, Tag
 
 
 class Trigger(models.TextChoices):
@@ -160,8 +161,35 @@ class Rule(models.Model):
             errors["sources"] = f"A list of sources from {', '.join(Source.values)}."
         if bool(self.custom_field_key) != bool(self.custom_field_value):
             errors["custom_field_value"] = "Give both the custom field key and the value."
+        elif self.custom_field_key:
+            errors.update(self._clean_custom_field_condition())
         if errors:
             raise ValidationError(errors)
+
+    def _clean_custom_field_condition(self) -> dict[str, str]:
+        """Refuse a condition no contact can meet; store the value as contacts store it, so it matches.
+
+        A rule whose key or value can never match fails silently (it just never
+        fires), so the admin hears about it when saving instead.
+        """
+        definition = CustomField.objects.filter(key=self.custom_field_key).first()
+        if definition is None:
+            keys = ", ".join(CustomField.objects.order_by("key").values_list("key", flat=True)) or "none yet"
+            return {"custom_field_key": f"There is no custom field {self.custom_field_key!r}. Existing keys: {keys}."}
+        wanted = self.custom_field_value
+        if definition.type == CustomField.Type.MULTIPLE_CHOICE:
+            # The condition holds when the contact's list contains this one option.
+            wanted = [wanted]
+        try:
+            cleaned = clean_value(definition, wanted)
+        except BadValue as exc:
+            allowed = f" Allowed: {', '.join(exc.allowed)}." if exc.allowed else ""
+            return {"custom_field_value": f"{definition.label} ({definition.key}): {exc.message}{allowed}"}
+        if isinstance(cleaned, list):
+            cleaned = cleaned[0]
+        # Compared as text, case-insensitively, with the stored value: "yes" becomes "true", "a" becomes "A".
+        self.custom_field_value = str(cleaned).lower() if isinstance(cleaned, bool) else str(cleaned)
+        return {}
 
 
 class RuleRun(models.Model):

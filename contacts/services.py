@@ -48,6 +48,7 @@ from contacts.models import (
 )
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
 from contacts.sanitize import clean_rich_text
+from contacts.uploads import UploadTypeRefused, verified_upload_type
 from crm_hub import rawsql
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
@@ -1177,7 +1178,10 @@ def reopen_task(*, task: Task, actor: Actor, source: str) -> Task:
 
 @transaction.atomic
 def add_file(*, contact: Contact, upload, actor: Actor, source: str) -> ContactFile:
-    """Store an uploaded file on the contact within the size and type limits from settings."""
+    """Store an uploaded file on the contact within the size and type limits from settings.
+
+    The stored content type is the one its name and leading bytes show (contacts.uploads).
+    """
     _check_source(source)
     errors: list[FieldError] = []
     if upload is None:
@@ -1187,10 +1191,15 @@ def add_file(*, contact: Contact, upload, actor: Actor, source: str) -> ContactF
         errors.append(
             FieldError("file", "file_too_large", f"The file is {upload.size:,} bytes; the limit is {limit:,} bytes.")
         )
-    content_type = (getattr(upload, "content_type", "") or "application/octet-stream").split(";")[0].strip()
     allowed = list(settings.CRM_ALLOWED_UPLOAD_TYPES)
-    if allowed and content_type not in allowed:
-        errors.append(FieldError("file", "unsupported_file_type", f"Files of type {content_type} are not accepted.", allowed))
+    # The type is read from the file itself: the sender's Content-Type is only a claim.
+    try:
+        content_type = verified_upload_type(upload)
+    except UploadTypeRefused as exc:
+        errors.append(FieldError("file", "unsupported_file_type", str(exc), allowed))
+    else:
+        if allowed and content_type not in allowed:
+            errors.append(FieldError("file", "unsupported_file_type", f"Files of type {content_type} are not accepted.", allowed))
     if errors:
         raise InputRejected(errors)
     name = (upload.name or "file").rsplit("/", 1)[-1][:255]

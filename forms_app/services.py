@@ -26,8 +26,10 @@ from automations import payloads
 from automations.services import run_rules
 from automations.webhooks import emit_event
 from contacts import services as contact_services
+from contacts.custom_fields import BadValue, clean_value
 from contacts.models import Contact, CustomField, HistoryEntry, Source, Stage, Tag
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
+from contacts.uploads import UploadTypeRefused, verified_upload_type
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
 from forms_app.models import FieldType, Form, FormVersion, Submission
@@ -135,7 +137,7 @@ def clean_field_definitions(raw: Any) -> list[dict[str, Any]]:
             elif len(choices) > MAX_CHOICES:
                 errors.append(FieldError(f"{path}.choices", "invalid_value", f"At most {MAX_CHOICES} choices."))
         maps_to = str(item.get("maps_to") or "")
-        target_error = _target_error(kind, maps_to, contact_keys=contact_keys, custom=custom)
+        target_error = _target_error(kind, maps_to, choices=choices, contact_keys=contact_keys, custom=custom)
         if target_error:
             errors.append(FieldError(f"{path}.maps_to", "invalid_value", target_error))
         elif maps_to and maps_to != FILES_TARGET:
@@ -166,7 +168,9 @@ def clean_field_definitions(raw: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
-def _target_error(kind: str, maps_to: str, *, contact_keys: set[str], custom: dict[str, CustomField]) -> str:
+def _target_error(
+    kind: str, maps_to: str, *, choices: list[str], contact_keys: set[str], custom: dict[str, CustomField]
+) -> str:
     if kind == FieldType.FILE:
         return "" if maps_to in ("", FILES_TARGET) else "A file field can only go to the contact's files."
     if maps_to == "":
@@ -187,10 +191,79 @@ def _target_error(kind: str, maps_to: str, *, contact_keys: set[str], custom: di
             return "Only a Date field can fill the birthday."
         return ""
     if maps_to.startswith("custom."):
-        if maps_to.removeprefix("custom.") not in custom:
+        definition = custom.get(maps_to.removeprefix("custom."))
+        if definition is None:
             return "This custom field does not exist (any more)."
-        return ""
+        return _custom_target_error(kind, choices, definition)
     return "Unknown target."
+
+
+_CF = CustomField.Type
+# Custom field types that take every answer a free-answer field accepts, as clean_value cleans them.
+# Checkbox and choice fields are checked answer by answer instead (see _custom_target_error).
+# A URL has no field type of its own, so a text field may fill one; the visitor is told if it is not a URL.
+_OPEN_ANSWER_TARGETS: dict[str, frozenset[str]] = {
+    FieldType.TEXT: frozenset({_CF.TEXT, _CF.LONG_TEXT, _CF.URL}),
+    FieldType.LONG_TEXT: frozenset({_CF.TEXT, _CF.LONG_TEXT, _CF.URL}),
+    FieldType.EMAIL: frozenset({_CF.TEXT, _CF.LONG_TEXT, _CF.EMAIL}),
+    FieldType.PHONE: frozenset({_CF.TEXT, _CF.LONG_TEXT, _CF.PHONE}),
+    FieldType.NUMBER: frozenset({_CF.TEXT, _CF.LONG_TEXT, _CF.NUMBER, _CF.DECIMAL}),
+    FieldType.DATE: frozenset({_CF.TEXT, _CF.LONG_TEXT, _CF.DATE, _CF.DATETIME}),
+}
+
+
+def _fitting_field(definition: CustomField) -> str:
+    """Say which builder field can fill ``definition`` (for the error message)."""
+    options = ", ".join(str(c) for c in definition.choices or [])
+    return {
+        _CF.NUMBER: "a Number field",
+        _CF.DECIMAL: "a Number field",
+        _CF.BOOLEAN: "a Checkbox, or a Single choice whose options read as yes or no (Yes / No)",
+        _CF.DATE: "a Date field",
+        _CF.DATETIME: "a Date field",
+        _CF.SINGLE_CHOICE: f"a Single choice field whose options are among: {options}",
+        _CF.MULTIPLE_CHOICE: f"a Single or Multiple choice field whose options are among: {options}",
+        _CF.EMAIL: "an Email field",
+        _CF.PHONE: "a Phone field",
+        _CF.URL: "a Text field",
+    }.get(definition.type, "any field but a Multiple choice")
+
+
+def _possible_answers(kind: str, choices: list[str]) -> list[Any] | None:
+    """Return every answer a checkbox or choice field can send, as clean_answers stores it; None if unbounded."""
+    if kind == FieldType.CHECKBOX:
+        return [True, False]  # an unticked box is stored (and mapped) as False
+    if kind == FieldType.SINGLE_CHOICE:
+        return list(choices)
+    if kind == FieldType.MULTIPLE_CHOICE:
+        # Options are cleaned one by one, so each single pick standing in for every combination is enough.
+        return [[choice] for choice in choices]
+    return None
+
+
+def _custom_target_error(kind: str, choices: list[str], definition: CustomField) -> str:
+    """Refuse a mapping when some answer the field accepts can never be stored in the custom field.
+
+    The check runs the submission's own cleaning (``clean_value``), so the builder
+    and the public page cannot disagree: a mapping that passes here never leaves a
+    visitor with an answer the form itself offered but the contact refuses.
+    """
+    fits = f"“{definition.label}” is a {definition.get_type_display()} field: use {_fitting_field(definition)}."
+    answers = _possible_answers(kind, choices)
+    if answers is None:
+        return "" if definition.type in _OPEN_ANSWER_TARGETS.get(kind, frozenset()) else fits
+    refused = []
+    for answer in answers:
+        try:
+            clean_value(definition, answer)
+        except BadValue:
+            refused.append(answer)
+    if not refused:
+        return ""
+    if kind == FieldType.CHECKBOX:
+        return fits
+    names = ", ".join(f"“{a[0] if isinstance(a, list) else a}”" for a in refused)
+    return f"{fits} It cannot store {names}."
 
 
 @dataclass
@@ -352,11 +425,17 @@ def clean_answers(
                 if required:
                     fail("required", "Please choose a file.")
                 continue
-            content_type = (getattr(upload, "content_type", "") or "").split(";")[0].strip()
             allowed = list(settings.CRM_ALLOWED_UPLOAD_TYPES)
             if upload.size > limit["file"]:
                 fail("file_too_large", f"This file is too large ({_size(upload.size)}); the limit is {_size(limit['file'])}.")
-            elif allowed and content_type not in allowed:
+                continue
+            # The type is read from the file itself: the browser's (or a script's) Content-Type is only a claim.
+            try:
+                content_type = verified_upload_type(upload)
+            except UploadTypeRefused as exc:
+                fail("unsupported_file_type", f"{exc} Try a PDF, an image or a document.")
+                continue
+            if allowed and content_type not in allowed:
                 fail("unsupported_file_type", "This type of file is not accepted. Try a PDF, an image or a document.")
             else:
                 uploads[fid] = upload

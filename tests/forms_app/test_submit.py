@@ -88,9 +88,15 @@ def test_errors_name_the_form_fields_and_nothing_is_written(lead_setup):
 def test_custom_field_rejected_by_the_contact_service_points_at_its_form_field(lead_setup):
     from tests.contacts.factories import CustomFieldFactory
 
-    CustomFieldFactory(key="plan", label="Plan", type="single_choice", choices=["Basic", "Pro"])
-    fields = [dict(CONTACT_FIELDS[0]), {"id": "fplan", "type": "text", "label": "Plan", "maps_to": "custom.plan"}]
+    plan = CustomFieldFactory(key="plan", label="Plan", type="single_choice", choices=["Basic", "Pro", "Enterprise"])
+    fields = [
+        dict(CONTACT_FIELDS[0]),
+        {"id": "fplan", "type": "single_choice", "label": "Plan", "choices": ["Pro", "Enterprise"], "maps_to": "custom.plan"},
+    ]
     form = make_form(fields=fields)
+    # The admin narrows the custom field after the form was published.
+    plan.choices = ["Basic", "Pro"]
+    plan.save(update_fields=["choices"])
     with pytest.raises(InputRejected) as caught:
         services.submit_form(form=form, data={"fname": "Cy", "fplan": "Enterprise"})
     assert [(e.field, e.code) for e in caught.value.errors] == [("fplan", "invalid_value")]
@@ -119,7 +125,7 @@ def test_uploaded_file_goes_to_the_contact_and_oversize_is_refused(lead_setup, s
     assert caught.value.errors[0].field == "fcv" and caught.value.errors[0].code == "file_too_large"
     assert "limit" in caught.value.errors[0].message
     result = services.submit_form(
-        form=form, data={"fname": "Di"}, files={"fcv": SimpleUploadedFile("cv.pdf", b"x" * 1000, "application/pdf")}
+        form=form, data={"fname": "Di"}, files={"fcv": SimpleUploadedFile("cv.pdf", b"%PDF-1.4\n" + b"x" * 991, "application/pdf")}
     )
     stored = result.contact.files.get()
     assert result.submission.answers["fcv"] == {"name": "cv.pdf", "size": 1000, "file_id": stored.pk}

@@ -1,0 +1,87 @@
+"""A rule whose custom-field condition no contact can meet is refused when it is saved."""
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from automations.models import Rule
+from contacts import services
+from contacts.models import Source
+from crm_hub.actors import Actor
+from tests.automations.factories import RuleFactory
+from tests.contacts.factories import CustomFieldFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+SYSTEM = Actor.for_system("test")
+
+
+@pytest.fixture
+def custom_fields(db):
+    return {
+        "plan": CustomFieldFactory(key="plan", label="Plan", type="single_choice", choices=["Basic", "Pro"]),
+        "vip": CustomFieldFactory(key="vip", label="VIP", type="boolean"),
+        "seats": CustomFieldFactory(key="seats", label="Seats", type="number"),
+        "interests": CustomFieldFactory(key="interests", label="Interests", type="multiple_choice", choices=["crm", "erp"]),
+    }
+
+
+def rule_form_data(**conditions):
+    return {
+        "name": "VIP to Ada", "position": 0, "active": "on", "trigger": "contact_created",
+        "assign_only_if_unowned": "on", "stage_only_if_not_in_pipeline": "on", "task_due_unit": "days",
+        **conditions,
+    }
+
+
+def test_admin_refuses_an_unknown_custom_field_key_and_lists_the_existing_ones(admin_client, custom_fields):
+    response = admin_client.post(
+        reverse("admin:automations_rule_add"),
+        rule_form_data(custom_field_key="no_such_field", custom_field_value="x"),
+    )
+
+    assert response.status_code == 200 and not Rule.objects.exists()
+    errors = response.context["adminform"].form.errors
+    assert errors["custom_field_key"] == [
+        "There is no custom field 'no_such_field'. Existing keys: interests, plan, seats, vip."
+    ]
+
+
+def test_admin_refuses_a_value_the_field_can_never_hold(admin_client, custom_fields):
+    response = admin_client.post(
+        reverse("admin:automations_rule_add"), rule_form_data(custom_field_key="plan", custom_field_value="Gold"),
+    )
+
+    assert response.status_code == 200 and not Rule.objects.exists()
+    (message,) = response.context["adminform"].form.errors["custom_field_value"]
+    assert "'Gold' is not one of the allowed choices" in message and "Allowed: Basic, Pro." in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("vip", "maybe"), ("seats", "a dozen"), ("interests", "hr")],
+)
+def test_model_validation_refuses_values_of_the_wrong_type_or_choice(custom_fields, key, value):
+    rule = Rule(name="r", trigger="contact_created", custom_field_key=key, custom_field_value=value)
+    with pytest.raises(ValidationError) as caught:
+        rule.full_clean()
+    assert set(caught.value.message_dict) == {"custom_field_value"}
+
+
+def test_a_value_written_another_way_is_saved_as_contacts_store_it_and_the_rule_fires(admin_client, custom_fields):
+    ada = UserFactory(username="ada")
+    response = admin_client.post(
+        reverse("admin:automations_rule_add"),
+        rule_form_data(custom_field_key="vip", custom_field_value="Yes", assign_mode="fixed", assign_user=ada.pk),
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Rule.objects.get().custom_field_value == "true"
+
+    contact = services.upsert_contact(data={"name": "Bea"}, custom={"vip": True}, actor=SYSTEM, source=Source.API).contact
+    assert contact.owner == ada
+
+
+def test_a_multiple_choice_condition_is_saved_with_the_option_spelling(custom_fields):
+    rule = RuleFactory(custom_field_key="interests", custom_field_value="ERP")
+    rule.full_clean()
+    assert rule.custom_field_value == "erp"
