@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import FileResponse, StreamingHttpResponse
 from django.utils import timezone
 
@@ -54,10 +54,32 @@ def cell_value(contact: Contact, column: Column) -> Any:
     return getattr(contact, key, "") or ""
 
 
-def export_rows(queryset: QuerySet[Contact], columns: list[Column]) -> Iterator[list[Any]]:
-    """Yield a header and one neutralized row per contact, loading EXPORT_CHUNK contacts at a time."""
+def export_rows(
+    queryset: QuerySet[Contact],
+    columns: list[Column],
+    *,
+    sort_expr: Any = None,
+    descending: bool = True,
+    nullable: bool = False,
+) -> Iterator[list[Any]]:
+    """Yield a header and one neutralized row per contact, loading EXPORT_CHUNK contacts at a time.
+
+    Rows come in the list's order: ``sort_expr`` (as contacts.filters.sort_expression gives it)
+    then id, empty values last in both directions; newest first when no sort is given.
+    """
     yield [neutralize_cell(c.label) for c in columns]
-    rows = with_list_relations(queryset.order_by("-created_at", "-id")).iterator(chunk_size=EXPORT_CHUNK)
+    if sort_expr is None:
+        ordered = queryset.order_by("-created_at", "-id")
+    else:
+        key = F("_export_sort")
+        # NULLS LAST only where the key can be null, as on the list page: on a NOT NULL key it
+        # would stop PostgreSQL from reading the rows in index order and make it sort them all.
+        if nullable:
+            key = key.desc(nulls_last=True) if descending else key.asc(nulls_last=True)
+        else:
+            key = key.desc() if descending else key.asc()
+        ordered = queryset.annotate(_export_sort=sort_expr).order_by(key, "-id" if descending else "id")
+    rows = with_list_relations(ordered).iterator(chunk_size=EXPORT_CHUNK)
     for contact in rows:
         yield [neutralize_cell(cell_value(contact, c)) for c in columns]
 

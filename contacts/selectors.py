@@ -45,12 +45,23 @@ from contacts.models import (
 )
 from contacts.normalize import email_normalize_or_none, phone_to_e164_or_none
 
+# More words than this add SQL but hardly narrow the result; the rest of a long query is ignored.
+SEARCH_MAX_WORDS = 6
+
 
 def search_contacts(queryset: QuerySet[Contact], text: str) -> QuerySet[Contact]:
-    """Filter by one search box: an exact phone (any format) or email, else name/company/email prefix."""
-    text = (text or "").strip()
-    if not text:
+    """Filter by one search box: an exact phone (any format) or email, else every word in name/company/email.
+
+    Each word must be in the name or the company, or start the email, in any order: "kowalski diego"
+    finds Diego Kowalski. Each word is an ILIKE that the trigram indexes on upper(name) and
+    upper(company) (and the email prefix index) serve on PostgreSQL: the planner scans them for
+    the most selective word and checks the other words on the rows found.
+    """
+    words = (text or "").split()
+    if not words:
         return queryset
+    # Runs of spaces (as pasted) count as one; the phone and email checks read the tidy text.
+    text = " ".join(words)
     digits = sum(ch.isdigit() for ch in text)
     if digits >= 6:
         e164 = phone_to_e164_or_none(text)
@@ -60,10 +71,11 @@ def search_contacts(queryset: QuerySet[Contact], text: str) -> QuerySet[Contact]
         email = email_normalize_or_none(text)
         if email:
             return queryset.filter(email_normalized=email)
-    lowered = text.lower()
-    return queryset.filter(
-        Q(name__icontains=text) | Q(company__icontains=text) | Q(email_normalized__startswith=lowered)
-    )
+    for word in dict.fromkeys(words[:SEARCH_MAX_WORDS]):
+        queryset = queryset.filter(
+            Q(name__icontains=word) | Q(company__icontains=word) | Q(email_normalized__startswith=word.lower())
+        )
+    return queryset
 
 
 def custom_field_definitions() -> list[CustomField]:

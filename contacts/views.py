@@ -191,6 +191,18 @@ def _back(request, fallback: str) -> str:
     return fallback
 
 
+def _posted_id(request, field: str) -> int | None:
+    """Return the POSTed record id, or None when it is missing or not a whole number."""
+    raw = request.POST.get(field, "").strip()
+    # isascii: str.isdigit() also accepts digits int() cannot read, like "²".
+    return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
+def _bad_id(field: str) -> HttpResponse:
+    """A 400 naming the field: only a hand-made request sends an id that is not a number."""
+    return HttpResponse(f"{field}: give the id of a {field} (a whole number).", status=400, content_type="text/plain")
+
+
 def _flash_errors(request, exc: InputRejected) -> None:
     for error in exc.errors:
         messages.error(request, error.message)
@@ -444,8 +456,12 @@ def saved_view_delete(request, pk: int):
 
 def _export_response(state: ListState, queryset: QuerySet[Contact], fmt: str):
     columns = chosen_columns(state.params.getlist("cols"), state.columns)
+    # The file lists the contacts in the order the list shows them.
+    sort_column, descending, _sort = parse_sort(state.params.get("sort", ""), state.columns)
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
-    rows = export_rows(queryset, columns)
+    rows = export_rows(
+        queryset, columns, sort_expr=sort_expression(sort_column), descending=descending, nullable=sort_column.nullable
+    )
     if fmt == "xlsx":
         return xlsx_response(rows, filename=f"contacts-{stamp}.xlsx")
     return csv_response(rows, filename=f"contacts-{stamp}.csv")
@@ -535,6 +551,16 @@ def contact_create(request):
     })
 
 
+def _key_holders(cleaned_data, contact: Contact) -> dict[str, Contact]:
+    """Return the other contacts holding the form's phone or email, as {"phone": ..., "email": ...}."""
+    phone_e164 = phone_to_e164_or_none(cleaned_data.get("phone") or "") or ""
+    email = email_normalize_or_none(cleaned_data.get("email") or "") or ""
+    by_phone, by_email = find_contact_by_keys(phone_e164=phone_e164, email_normalized=email)
+    return {
+        field: other for field, other in (("phone", by_phone), ("email", by_email)) if other and other.pk != contact.pk
+    }
+
+
 @staff_required
 def contact_edit(request, pk: int):
     contact = get_object_or_404(visible_contacts(request.user).select_related("owner"), pk=pk)
@@ -555,12 +581,17 @@ def contact_edit(request, pk: int):
                     return HttpResponse(status=204, headers={"HX-Redirect": contact.get_absolute_url()})
                 return redirect(contact)
             except InputRejected as exc:
-                if any(e.code == "already_exists" for e in exc.errors):
-                    phone_e164 = phone_to_e164_or_none(form.cleaned_data.get("phone") or "") or ""
-                    email = email_normalize_or_none(form.cleaned_data.get("email") or "") or ""
-                    by_phone, by_email = find_contact_by_keys(phone_e164=phone_e164, email_normalized=email)
-                    existing = next((c for c in (by_phone, by_email) if c and c.pk != contact.pk), None)
-                form.add_service_errors(exc)
+                holders = _key_holders(form.cleaned_data, contact)
+                # update_contact stops at the first invalid value before it looks for duplicates; name
+                # the phone or email another contact holds now too, so every error shows in one round.
+                refused = {e.field for e in exc.errors}
+                errors = [*exc.errors, *(
+                    FieldError(field, "already_exists", f"Contact #{other.pk} already has this {field}.")
+                    for field, other in holders.items() if field not in refused
+                )]
+                if any(e.code == "already_exists" for e in errors):
+                    existing = next(iter(holders.values()), None)
+                form.add_service_errors(InputRejected(errors))
     else:
         form = ContactForm(custom_fields=definitions, owners=owners, contact=contact)
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()
@@ -750,7 +781,10 @@ def contact_tags(request, pk: int):
 @staff_required
 def contact_stage(request, pk: int):
     contact = _visible_contact(request, pk)
-    stage = get_object_or_404(Stage.objects.select_related("pipeline"), pk=request.POST.get("stage") or 0)
+    stage_id = _posted_id(request, "stage")
+    if stage_id is None:
+        return _bad_id("stage")
+    stage = get_object_or_404(Stage.objects.select_related("pipeline"), pk=stage_id)
     move_to_stage(contact=contact, pipeline=stage.pipeline, stage=stage, actor=_actor(request), source=Source.MANUAL)
     messages.success(request, f"Moved to {stage.pipeline.name}: {stage.name}.")
     return redirect(contact)
@@ -882,8 +916,11 @@ def board_card(request, contact_id: int):
 @staff_required
 def board_move(request):
     """Move a card to another stage (drag and drop) through the same service as the API."""
-    contact = _visible_contact(request, int(request.POST.get("contact") or 0))
-    stage = get_object_or_404(Stage.objects.select_related("pipeline"), pk=request.POST.get("stage") or 0)
+    contact_id, stage_id = _posted_id(request, "contact"), _posted_id(request, "stage")
+    if contact_id is None or stage_id is None:
+        return _bad_id("contact" if contact_id is None else "stage")
+    contact = _visible_contact(request, contact_id)
+    stage = get_object_or_404(Stage.objects.select_related("pipeline"), pk=stage_id)
     result = move_to_stage(contact=contact, pipeline=stage.pipeline, stage=stage, actor=_actor(request), source=Source.MANUAL)
     membership = result.membership
     membership.contact = contact
