@@ -266,7 +266,15 @@ class TaskAdmin(admin.ModelAdmin):
 class ContactFileAdmin(admin.ModelAdmin):
     list_display = ["name", "contact", "size", "content_type", "uploaded_by", "created_at"]
     raw_id_fields = ["contact"]
-    readonly_fields = ["contact", "file", "name", "size", "content_type", "uploaded_by", "agent", "source", "created_at"]
+    readonly_fields = ["contact", "download", "name", "size", "content_type", "uploaded_by", "agent", "source", "created_at"]
+    exclude = ["file"]
+
+    @admin.display(description="File")
+    def download(self, obj):
+        # Through the staff-only view: media is not served publicly.
+        if not obj.pk:
+            return "-"
+        return format_html('<a href="{}">{}</a>', reverse("contacts:file", args=[obj.contact_id, obj.pk]), obj.name)
 
     def has_add_permission(self, request):
         return False

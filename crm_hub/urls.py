@@ -1,8 +1,6 @@
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.static import serve
 
 from contacts import views as contacts_views
 
@@ -26,5 +24,7 @@ handler403 = "contacts.views.error_403"
 handler404 = "contacts.views.error_404"
 handler500 = "contacts.views.error_500"
 
-if settings.DEBUG:
-    urlpatterns += [path(f"{settings.MEDIA_URL.strip('/')}/<path:path>", serve, {"document_root": settings.MEDIA_ROOT})]
+# No public MEDIA_URL, not even with DEBUG: media holds contact files, uploaded
+# imports and their error files, all personal data. Each is served by a view
+# that checks who asks (contacts:file, the import admin's file and errors.csv).
+# Static files stay public (staticfiles' runserver in development).

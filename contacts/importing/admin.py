@@ -31,7 +31,7 @@ SAMPLE_ROWS = 3
 
 
 class UploadForm(forms.Form):
-    file = forms.FileField(help_text="A .csv (comma, semicolon or tab separated, UTF-8) or .xlsx file with a header row.")
+    file = forms.FileField(help_text="A .csv (comma, semicolon or tab separated; UTF-8, or Windows-1252 and UTF-16 as Excel saves them, detected) or .xlsx file with a header row.")
     mode = forms.ChoiceField(choices=ImportJob.Mode.choices, initial=ImportJob.Mode.CREATE_UPDATE)
 
 
@@ -52,14 +52,45 @@ class MappingForm(forms.Form):
         return [(header, self[f"col_{index}"]) for index, header in enumerate(self.headers)]
 
 
+class _ResourceNeutralizes:
+    """Leave formula escaping to ContactExportResource, which neutralizes every cell.
+
+    The stock escape (IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT) turns every cell
+    into text on the way, so XLSX got "None" in empty date cells (which then
+    failed re-import) and ids and dates as text; and it only drops a leading "=".
+    """
+
+    def _escape_formulae(self, dataset):
+        pass
+
+
+class NeutralizedCSV(_ResourceNeutralizes, CSV):
+    pass
+
+
+class NeutralizedXLSX(_ResourceNeutralizes, XLSX):
+    pass
+
+
 def _actor(request) -> Actor:
     return Actor.for_user(request.user)
 
 
 class ContactImportExportAdmin(ExportMixin, ContactAdmin):
     resource_classes = [ContactExportResource]
-    formats = [CSV, XLSX]
+    formats = [NeutralizedCSV, NeutralizedXLSX]
+    to_encoding = "utf-8-sig"  # CSV with a BOM, as the web export: Excel then reads names in UTF-8
     import_export_change_list_template = "admin/contacts/contact/change_list_import_export.html"
+
+    def get_export_data(self, file_format, request, queryset, **kwargs):
+        # The stock method asks for native cell types (numbers, dates, empty cells) only
+        # for its own XLSX class, by exact type; ours is a subclass.
+        if not self.has_export_permission(request):
+            raise PermissionDenied
+        data = self.get_data_for_export(request, queryset, force_native_type=file_format.is_binary(), **kwargs)
+        exported = file_format.export_data(data)
+        encoding = kwargs.get("encoding")
+        return exported.encode(encoding) if encoding and not file_format.is_binary() else exported
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -69,6 +100,7 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
             path("import-contacts/<int:job_id>/progress/", view(self.import_progress_view), name="contacts_contact_import_progress"),
             path("import-contacts/<int:job_id>/progress.json", view(self.import_progress_json), name="contacts_contact_import_progress_json"),
             path("import-contacts/<int:job_id>/errors.csv", view(self.import_errors_view), name="contacts_contact_import_errors"),
+            path("import-contacts/<int:job_id>/file/", view(self.import_file_view), name="contacts_contact_import_file"),
             path("import-contacts/<int:job_id>/cancel/", view(self.import_cancel_view), name="contacts_contact_import_cancel"),
             path("import-contacts/<int:job_id>/revert/", view(self.import_revert_view), name="contacts_contact_import_revert"),
             *super().get_urls(),
@@ -151,6 +183,14 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
         name = f"{job.file_name.rsplit('.', 1)[0]}-errors.csv"
         return FileResponse(job.error_file.open("rb"), as_attachment=True, filename=name, content_type="text/csv")
 
+    def import_file_view(self, request, job_id: int):
+        # The uploaded file, for the same reason and the same staff.
+        self._check(request)
+        job = get_object_or_404(ImportJob, pk=job_id)
+        if not job.file:
+            raise Http404
+        return FileResponse(job.file.open("rb"), as_attachment=True, filename=job.file_name, content_type="application/octet-stream")
+
     def _job_action(self, request, job_id: int, action, done: str):
         self._check(request)
         if request.method != "POST":
@@ -167,7 +207,25 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
         return self._job_action(request, job_id, services.cancel_import, "Import #{job.pk} is being cancelled; what it wrote is reverted.")
 
     def import_revert_view(self, request, job_id: int):
-        return self._job_action(request, job_id, services.revert_import, "Import #{job.pk} was reverted.")
+        self._check(request)
+        if request.method != "POST":
+            raise Http404
+        job = get_object_or_404(ImportJob, pk=job_id)
+        try:
+            job, report = services.revert_import_reporting(job=job, actor=_actor(request))
+        except InputRejected as exc:
+            messages.error(request, str(exc.errors[0].message))
+        else:
+            _tell_reverted(request, job, report)
+        return redirect("admin:contacts_contact_import_progress", job_id=job.pk)
+
+
+def _tell_reverted(request, job: ImportJob, report: services.UndoReport) -> None:
+    text = f"Import #{job.pk} was reverted: {report.describe()}"
+    if report.skipped:
+        messages.warning(request, text)
+    else:
+        messages.success(request, text)
 
 
 admin.site.unregister(Contact)
@@ -184,23 +242,38 @@ class ImportJobAdmin(admin.ModelAdmin):
     search_fields = ["file_name"]
     list_select_related = ["created_by"]
     actions = ["revert_selected"]
+    exclude = ["file", "error_file"]  # shown as links to the admin views instead (file_link, error_file_link)
 
     def has_add_permission(self, request):
         return False
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in ImportJob._meta.fields] + ["progress_link"]
+        # The files as links to admin views: media is not served publicly (personal data).
+        files = {"file": "file_link", "error_file": "error_file_link"}
+        return [files.get(f.name, f.name) for f in ImportJob._meta.fields] + ["progress_link"]
 
     @admin.display(description="Progress")
     def progress_link(self, obj):
         url = reverse("admin:contacts_contact_import_progress", args=[obj.pk])
         return format_html('<a href="{}">{}</a>', url, "details")
 
+    @admin.display(description="File")
+    def file_link(self, obj):
+        if not obj.file:
+            return "-"
+        return format_html('<a href="{}">{}</a>', reverse("admin:contacts_contact_import_file", args=[obj.pk]), obj.file_name)
+
+    @admin.display(description="Error file")
+    def error_file_link(self, obj):
+        if not obj.error_file:
+            return "-"
+        return format_html('<a href="{}">{}</a>', reverse("admin:contacts_contact_import_errors", args=[obj.pk]), "failed rows (CSV)")
+
     @admin.action(description="Revert selected imports")
     def revert_selected(self, request, queryset):
         for job in queryset:
             try:
-                services.revert_import(job=job, actor=_actor(request))
-                self.message_user(request, f"Import #{job.pk} reverted.")
+                job, report = services.revert_import_reporting(job=job, actor=_actor(request))
+                _tell_reverted(request, job, report)
             except InputRejected as exc:
                 self.message_user(request, f"Import #{job.pk}: {exc.errors[0].message}", messages.ERROR)

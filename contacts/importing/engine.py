@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 CREATE, UPDATE, SKIP, ERROR = "create", "update", "skip", "error"
 KEY_FIELDS = ("phone_e164", "phone_extension", "email_normalized")
 MAX_LENGTHS = {f: Contact._meta.get_field(f).max_length for f in STANDARD_FIELDS if f != "birthday"}
+MAX_EXTENSION = Contact._meta.get_field("phone_extension").max_length
+MAX_EMAIL_KEY = Contact._meta.get_field("email_normalized").max_length
 BATCH_RETRIES = 3
 
 
@@ -90,6 +92,12 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
         text = raw.strip() if raw else ""
         if not text:
             continue
+        # Checked before anything else, as the API does: a longer value is refused by
+        # PostgreSQL (failing the whole batch's COPY) and stored past its limit by SQLite.
+        limit = MAX_LENGTHS.get(target)
+        if limit is not None and len(text) > limit:
+            errors.append(f"{target}: at most {limit} characters")
+            continue
         if target == mapping_mod.FIRST_NAME:
             first = text
         elif target == mapping_mod.LAST_NAME:
@@ -100,13 +108,20 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
             except InvalidPhone:
                 errors.append(f"phone: {text!r} is not a valid phone number (include the country code if it is not from {ctx.region})")
                 continue
+            if len(phone.extension) > MAX_EXTENSION:
+                errors.append(f"phone: the extension has at most {MAX_EXTENSION} digits")
+                continue
             phone_e164, phone_extension = phone.e164, phone.extension
-            values["phone"] = text[: MAX_LENGTHS["phone"]]
+            values["phone"] = text
         elif target == "email":
             try:
                 email_normalized = email_normalize(text)
             except InvalidEmail:
                 errors.append(f"email: {text!r} is not a valid email address")
+                continue
+            if len(email_normalized) > MAX_EMAIL_KEY:  # lower-casing can lengthen a few characters
+                errors.append(f"email: at most {MAX_EMAIL_KEY} characters")
+                email_normalized = ""
                 continue
             values["email"] = text
         elif target == "birthday":
@@ -136,14 +151,15 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
                 allowed = f" (allowed: {', '.join(exc.allowed)})" if exc.allowed else ""
                 errors.append(f"{target}: {exc.message}{allowed}")
         else:
-            if len(text) > MAX_LENGTHS[target]:
-                errors.append(f"{target}: at most {MAX_LENGTHS[target]} characters")
-            else:
-                values[target] = text
+            values[target] = text
     if not any(cells):
         return (line, [], {}, "", "", "", {}, [], [])  # a blank line: skipped, not an error
-    if first or last:
-        values.setdefault("name", f"{first} {last}".strip()[: MAX_LENGTHS["name"]])
+    if (first or last) and "name" not in values:
+        name = f"{first} {last}".strip()
+        if len(name) > MAX_LENGTHS["name"]:
+            errors.append(f"name: first and last name together have at most {MAX_LENGTHS['name']} characters")
+        else:
+            values["name"] = name
     if not errors and not (values.get("name") or phone_e164 or email_normalized):
         errors.append("name: give at least a name, a phone or an email")
     # Cells travel back (between processes, too) only when the error file needs them.

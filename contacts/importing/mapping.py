@@ -15,6 +15,7 @@ IGNORE = ""
 TAGS = "tags"
 FIRST_NAME = "first_name"
 LAST_NAME = "last_name"
+ERROR_COLUMN = "error"  # added by the engine to the file of failed rows
 
 # Header spellings seen in exports of other CRMs and spreadsheets, normalized by _norm().
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -45,8 +46,36 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
+def data_headers(headers: list[str]) -> list[str]:
+    """Return the headers without the "error" column that the error file adds after the last one.
+
+    The error file is meant to be fixed and imported again with the same
+    mapping, so that column must not change which mapping the headers get.
+    """
+    if len(headers) > 1 and headers[-1].strip().casefold() == ERROR_COLUMN:
+        return headers[:-1]
+    return headers
+
+
 def header_key(headers: list[str]) -> str:
-    return hashlib.sha256(json.dumps([_norm(h) for h in headers]).encode()).hexdigest()
+    """Return the key of a header set: the same headers in any order share it."""
+    return hashlib.sha256(json.dumps(sorted(_norm(h) for h in data_headers(headers))).encode()).hexdigest()
+
+
+def _ordered_header_key(headers: list[str]) -> str:
+    # The key mappings were remembered under before it ignored column order; still read.
+    return hashlib.sha256(json.dumps([_norm(h) for h in data_headers(headers)]).encode()).hexdigest()
+
+
+def _remembered_mapping(headers: list[str]) -> dict[str, str] | None:
+    keys = [header_key(headers), _ordered_header_key(headers)]
+    found = {m.header_key: m for m in ImportMapping.objects.filter(header_key__in=keys)}
+    remembered = found.get(keys[0]) or found.get(keys[1])
+    if remembered is None:
+        return None
+    # Looked up by normalized header too: the key treats "E-mail" and "Email" as one header.
+    by_norm = {_norm(h): target for h, target in remembered.mapping.items()}
+    return {h: remembered.mapping.get(h, by_norm.get(_norm(h), IGNORE)) for h in headers}
 
 
 def target_choices(definitions: list[CustomField] | None = None) -> list[tuple[str, str]]:
@@ -62,9 +91,9 @@ def target_choices(definitions: list[CustomField] | None = None) -> list[tuple[s
 
 def auto_mapping(headers: list[str], *, definitions: list[CustomField] | None = None) -> dict[str, str]:
     """Return {header: target}: the remembered mapping for these headers, else obvious matches."""
-    remembered = ImportMapping.objects.filter(header_key=header_key(headers)).first()
+    remembered = _remembered_mapping(headers)
     if remembered is not None:
-        return {h: remembered.mapping.get(h, IGNORE) for h in headers}
+        return remembered
     definitions = definitions if definitions is not None else list(CustomField.objects.all())
     lookup: dict[str, str] = {}
     for target, words in SYNONYMS.items():
@@ -74,9 +103,9 @@ def auto_mapping(headers: list[str], *, definitions: list[CustomField] | None = 
         # Custom keys and labels win over loose synonyms ("Region" may be a custom field).
         lookup[_norm(definition.key)] = f"custom.{definition.key}"
         lookup[_norm(definition.label)] = f"custom.{definition.key}"
-    mapping: dict[str, str] = {}
+    mapping = dict.fromkeys(headers, IGNORE)
     used: set[str] = set()
-    for header in headers:
+    for header in data_headers(headers):
         target = lookup.get(_norm(header), IGNORE)
         if target in used:
             target = IGNORE  # two "Phone" columns: the first one wins, the user can change it
@@ -94,7 +123,7 @@ def validate_mapping(mapping: dict[str, str], headers: list[str]) -> list[str]:
     seen: set[str] = set()
     for header in headers:
         target = mapping.get(header, IGNORE) or IGNORE
-        if target not in allowed:
+        if not isinstance(target, str) or target not in allowed:
             errors.append(FieldError(f"mapping.{header}", "invalid_value", f"Unknown target {target!r}.", sorted(allowed - {IGNORE})))
         elif target and target in seen:
             errors.append(FieldError(f"mapping.{header}", "invalid_value", f"{target!r} is mapped from two columns."))
@@ -111,7 +140,7 @@ def validate_mapping(mapping: dict[str, str], headers: list[str]) -> list[str]:
 
 
 def remember_mapping(headers: list[str], mapping: dict[str, str]) -> None:
-    """Store the confirmed mapping so the next file with the same headers gets it pre-filled."""
+    """Store the confirmed mapping so the next file with the same headers (in any order) gets it pre-filled."""
     ImportMapping.objects.update_or_create(
         header_key=header_key(headers), defaults={"headers": headers, "mapping": mapping}
     )

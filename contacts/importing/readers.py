@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from django.conf import settings
+
 FORMATS = ("csv", "xlsx")
+
+ZIP_SIGNATURE = b"PK\x03\x04"  # an .xlsx is a zip archive
+OLE2_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the old binary .xls
+CSV_DEFAULT_FIELD_LIMIT = 131072  # the csv module's own limit, kept as the floor
+SCAN_CHUNK = 1 << 20
+WINDOWS_1252 = "cp1252"
+# Five bytes are undefined in Python's cp1252; Excel and browsers read them as
+# the C1 control of the same number, so a legacy file always decodes (never to U+FFFD).
+CP1252_FALLBACK_ERRORS = "crm_cp1252_c1"
+
+
+def _c1_for_undefined_byte(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return "".join(chr(b) for b in exc.object[exc.start : exc.end]), exc.end
+
+
+codecs.register_error(CP1252_FALLBACK_ERRORS, _c1_for_undefined_byte)
 
 
 class UnreadableFile(ValueError):
@@ -27,6 +49,75 @@ def detect_format(name: str) -> str:
     raise UnreadableFile(f"Unsupported file type {suffix!r}: upload a .csv or .xlsx file.")
 
 
+def _content_format(binary: IO[bytes], fmt: str) -> str:
+    """Return the format the bytes really are: a workbook renamed to .csv is still a workbook."""
+    head = binary.read(len(OLE2_SIGNATURE))
+    binary.seek(0)
+    if fmt == "csv" and head.startswith(ZIP_SIGNATURE):
+        return "xlsx"
+    if head.startswith(OLE2_SIGNATURE):
+        raise UnreadableFile(
+            "This is an old Excel .xls workbook: save it as .xlsx or as CSV UTF-8 and upload that."
+        )
+    return fmt
+
+
+def _has_utf16_bom(binary: IO[bytes]) -> bool:
+    head = binary.read(2)
+    binary.seek(0)
+    return head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _text_encoding(binary: IO[bytes]) -> tuple[str, str]:
+    """Return (encoding, errors) for CSV bytes: UTF-8 when the whole file decodes as UTF-8, else Windows-1252.
+
+    Excel on Windows saves "CSV" in the ANSI code page (cp1252 in the Americas
+    and Western Europe) and "Unicode text" as UTF-16 with a BOM. Decoding with
+    errors="replace" turned every accented letter of such a file into U+FFFD.
+    """
+    if _has_utf16_bom(binary):
+        return "utf-16", "strict"
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        while chunk := binary.read(SCAN_CHUNK):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return WINDOWS_1252, CP1252_FALLBACK_ERRORS
+    finally:
+        binary.seek(0)
+    return "utf-8-sig", "strict"  # -sig drops a BOM when there is one
+
+
+def _raise_csv_field_limit() -> None:
+    # A long note or address exceeds csv's 128 KiB default; the engine's length
+    # checks then refuse that one row. Bounded by the upload limit, so a stray
+    # quote cannot make one "cell" of the rest of a huge file in memory.
+    limit = max(
+        CSV_DEFAULT_FIELD_LIMIT, getattr(settings, "CRM_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
+    )
+    csv.field_size_limit(limit)
+
+
+def unique_headers(raw: list[str]) -> list[str]:
+    """Return stripped headers made unique ("Phone", "Phone (2)"; a blank one becomes "Column 3").
+
+    The mapping is keyed by header, so two "Phone" columns could not be mapped
+    one by one, and the error file could not keep them apart.
+    """
+    headers: list[str] = []
+    taken: set[str] = set()
+    for index, header in enumerate(raw, start=1):
+        base = header.strip() or f"Column {index}"
+        name, copy = base, 1
+        while name in taken:
+            copy += 1
+            name = f"{base} ({copy})"
+        taken.add(name)
+        headers.append(name)
+    return headers
+
+
 def _cell_text(value) -> str:
     if value is None:
         return ""
@@ -41,11 +132,42 @@ def _cell_text(value) -> str:
     return str(value)
 
 
+def _csv_rows(reader) -> Iterator[list[str]]:
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise UnreadableFile(
+            f"Line {reader.line_num}: {exc} (check for an unclosed quote)."
+        ) from exc
+
+
+def _sheet_rows(rows, width: int) -> Iterator[list[str]]:
+    """Yield the data rows after the header, blank rows inside the data included.
+
+    The engine numbers rows by position, so a blank row dropped here shifted
+    every later error to the wrong line; trailing blank rows (formatting only)
+    are still dropped.
+    """
+    blanks = 0
+    for row in rows:
+        values = [_cell_text(c) for c in row[:width]]
+        if not any(values):
+            blanks += 1
+            continue
+        for _ in range(blanks):
+            yield []
+        blanks = 0
+        yield values
+
+
 @contextmanager
 def open_rows(binary: IO[bytes], fmt: str) -> Iterator[tuple[list[str], Iterator[list[str]]]]:
     """Yield (headers, row iterator); rows are lists of strings aligned with headers."""
+    fmt = _content_format(binary, fmt)
     if fmt == "csv":
-        text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="replace", newline="")
+        encoding, errors = _text_encoding(binary)
+        _raise_csv_field_limit()
+        text = io.TextIOWrapper(binary, encoding=encoding, errors=errors, newline="")
         sample = text.read(16384)
         text.seek(0)
         try:
@@ -53,11 +175,14 @@ def open_rows(binary: IO[bytes], fmt: str) -> Iterator[tuple[list[str], Iterator
         except csv.Error:
             dialect = csv.excel
         reader = csv.reader(text, dialect)
-        headers = next(reader, None)
+        rows = _csv_rows(reader)
+        headers = next(rows, None)
         if headers is None:
             raise UnreadableFile("The file is empty.")
+        if not any(h.strip() for h in headers):
+            raise UnreadableFile("Line 1 is empty: the first line must hold the column headers.")
         try:
-            yield [h.strip() for h in headers], reader
+            yield unique_headers(headers), rows
         finally:
             text.detach()
         return
@@ -70,42 +195,89 @@ def open_rows(binary: IO[bytes], fmt: str) -> Iterator[tuple[list[str], Iterator
         except Exception as exc:  # openpyxl raises many types for a broken file
             raise UnreadableFile("This is not a readable .xlsx file.") from exc
         try:
-            rows = workbook.worksheets[0].iter_rows(values_only=True)
+            sheet = workbook.worksheets[0]
+            # The <dimension> element is optional (write-only openpyxl leaves it out)
+            # and sometimes wrong; read_only stops at it, so read the real rows.
+            sheet.reset_dimensions()
+            rows = sheet.iter_rows(values_only=True)
             first = next(rows, None)
             if first is None:
                 raise UnreadableFile("The sheet is empty.")
-            headers = [_cell_text(c).strip() for c in first]
-            width = len(headers)
-
-            def cells() -> Iterator[list[str]]:
-                for row in rows:
-                    values = [_cell_text(c) for c in row[:width]]
-                    if any(values):
-                        yield values
-
-            yield headers, cells()
+            raw = [_cell_text(c) for c in first]
+            while raw and not raw[-1].strip():
+                raw.pop()  # styled but empty cells after the last header
+            if not raw:
+                raise UnreadableFile("Row 1 is empty: the first row must hold the column headers.")
+            headers = unique_headers(raw)
+            yield headers, _sheet_rows(rows, len(headers))
         finally:
             workbook.close()
         return
     raise UnreadableFile(f"Unsupported format {fmt!r}.")
 
 
+# A <row> start tag with content (a self-closing one is an empty, formatted row)
+# and its optional r="<row number>" attribute.
+_SHEET_ROW = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?row(?=[\s>])([^>]*)>")
+_ROW_NUMBER = re.compile(rb'\sr="(\d+)"')
+
+
+def _sheet_last_row(source: IO[bytes]) -> int:
+    """Return the number of the last row with cells, scanning the sheet XML (fast, streaming)."""
+    last = 0
+    tail = b""
+    while chunk := source.read(SCAN_CHUNK):
+        data = tail + chunk
+        end = 0
+        for match in _SHEET_ROW.finditer(data):
+            end = match.end()
+            attributes = match.group(1)
+            if attributes.endswith(b"/"):
+                continue
+            number = _ROW_NUMBER.search(attributes)
+            last = int(number.group(1)) if number else last + 1
+        # Keep an unfinished tag for the next chunk; at most a tag's length is carried over.
+        cut = data.rfind(b"<", end)
+        tail = data[cut:] if cut != -1 and len(data) - cut < 4096 else b""
+    return last
+
+
+def _count_data_lines(chunks, newline):
+    lines = 0
+    last = newline
+    for chunk in chunks:
+        lines += chunk.count(newline)
+        last = chunk[-1:]
+    if last != newline:
+        lines += 1
+    return max(lines - 1, 0)  # the header line
+
+
 def count_rows(binary: IO[bytes], fmt: str) -> int:
     """Return the number of data rows (CSV: line count, fast and streaming; quoted newlines overcount)."""
+    fmt = _content_format(binary, fmt)
     if fmt == "csv":
-        lines = 0
-        last = b"\n"
-        while chunk := binary.read(1 << 20):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-        if last != b"\n":
-            lines += 1
-        return max(lines - 1, 0)
+        if _has_utf16_bom(binary):
+            # Two bytes a character: a b"\n" byte may be half of another character.
+            text = io.TextIOWrapper(binary, encoding="utf-16", newline="")
+            try:
+                return _count_data_lines(iter(lambda: text.read(SCAN_CHUNK), ""), "\n")
+            finally:
+                text.detach()
+        return _count_data_lines(iter(lambda: binary.read(SCAN_CHUNK), b""), b"\n")
     import openpyxl
 
-    workbook = openpyxl.load_workbook(binary, read_only=True)
+    try:
+        workbook = openpyxl.load_workbook(binary, read_only=True)
+    except Exception as exc:  # openpyxl raises many types for a broken file
+        raise UnreadableFile("This is not a readable .xlsx file.") from exc
     try:
         sheet = workbook.worksheets[0]
-        return max((sheet.max_row or 1) - 1, 0)
+        # The <dimension> element may be missing (write-only openpyxl, our own web
+        # export) or wrong, and a missing one counted as 0 rows: a big file then ran
+        # inside the web request. Scanning the raw XML costs ~3 s per million rows,
+        # less than openpyxl spends opening a sheet that has no dimension.
+        with sheet._get_source() as source:
+            return max(_sheet_last_row(source) - 1, 0)
     finally:
         workbook.close()

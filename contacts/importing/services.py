@@ -6,8 +6,9 @@ import csv
 import io
 import logging
 import os
+import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.files import File
@@ -17,9 +18,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from contacts.importing import mapping as mapping_mod
-from contacts.importing.engine import ImportResult, RowOutcome, run_import
+from contacts.importing.engine import ERROR, ImportResult, RowOutcome, run_import
 from contacts.importing.readers import UnreadableFile, count_rows, detect_format, open_rows
-from contacts.models import Contact, ContactTag, HistoryEntry, ImportChange, ImportJob, Source
+from contacts.models import Contact, ContactTag, HistoryEntry, ImportChange, ImportJob, Source, Tag
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
 
@@ -81,22 +82,36 @@ class Preview:
     result: ImportResult
     rows: list[RowOutcome]
     limited: bool
+    unlisted: int = 0  # previewed rows left out of ``rows`` (past ``show``, and not errors)
 
 
 def preview_import(*, job: ImportJob, mapping: dict[str, str], mode: str, actor: Actor, show: int = 200) -> Preview:
-    """Dry-run the import (the first PREVIEW_ROWS rows of a big file) and return per-row outcomes."""
+    """Dry-run the import (the first PREVIEW_ROWS rows of a big file) and return per-row outcomes.
+
+    The first ``show`` rows are listed, and after them every error, so each
+    failing row of the preview can be fixed before confirming.
+    """
     shown: list[RowOutcome] = []
+    unlisted = 0
 
     def keep(outcome: RowOutcome) -> None:
-        if len(shown) < show:
+        nonlocal unlisted
+        if len(shown) < show or outcome.action == ERROR:
             shown.append(outcome)
+        else:
+            unlisted += 1
 
-    with job.file.open("rb") as handle:
-        result = run_import(
-            handle, fmt=detect_format(job.file_name), mapping=mapping, mode=mode, actor=actor,
-            dry_run=True, limit=PREVIEW_ROWS, on_row=keep,
-        )
-    return Preview(result=result, rows=shown, limited=job.rows_total > PREVIEW_ROWS)
+    try:
+        with job.file.open("rb") as handle:
+            result = run_import(
+                handle, fmt=detect_format(job.file_name), mapping=mapping, mode=mode, actor=actor,
+                dry_run=True, limit=PREVIEW_ROWS, on_row=keep,
+            )
+    except UnreadableFile as exc:
+        # A file that breaks mid-read (an unclosed quote, a cell past every limit) is the file's
+        # fault: a form error, not a 500.
+        raise _reject("file", "invalid_value", str(exc)) from None
+    return Preview(result=result, rows=shown, limited=job.rows_total > PREVIEW_ROWS, unlisted=unlisted)
 
 
 def confirm_import(
@@ -186,9 +201,13 @@ def run_job(*, job_id: int, on_progress=None) -> ImportJob:
 
 
 def _finish_cancel(job: ImportJob) -> None:
-    _undo(job, Actor.for_user(job.created_by) if job.created_by else Actor.for_system("import"), "Cancelled")
+    report = _undo(job, Actor.for_user(job.created_by) if job.created_by else Actor.for_system("import"), "Cancelled")
     job.status, job.finished_at = ImportJob.Status.CANCELLED, timezone.now()
-    job.save(update_fields=["status", "finished_at"])
+    fields = ["status", "finished_at"]
+    if report.skipped:
+        job.message = f"Cancelled: {report.describe()}"[:2000]
+        fields.append("message")
+    job.save(update_fields=fields)
 
 
 def cancel_import(*, job: ImportJob, actor: Actor) -> ImportJob:
@@ -206,20 +225,81 @@ def cancel_import(*, job: ImportJob, actor: Actor) -> ImportJob:
 
 
 def revert_import(*, job: ImportJob, actor: Actor) -> ImportJob:
-    """Undo a finished import: delete the contacts it created and restore the fields and tags it changed."""
+    """Undo a finished import, except what others changed since; the job's message says what was left alone."""
+    return revert_import_reporting(job=job, actor=actor)[0]
+
+
+def revert_import_reporting(*, job: ImportJob, actor: Actor) -> tuple[ImportJob, UndoReport]:
+    """Undo a finished import and return what was undone and what was left alone, and why.
+
+    Deletes the contacts it created unless someone has changed them since (a
+    note, a task, an edit...), and restores the fields and tags it changed
+    unless someone has changed that field or tag since, or its old phone or
+    email now belongs to another contact. The history entries after the
+    import's own tell what was changed since.
+    """
     claimed = ImportJob.objects.filter(pk=job.pk, status__in=[ImportJob.Status.DONE, ImportJob.Status.FAILED]).update(
         status=ImportJob.Status.REVERTED, reverted_at=timezone.now()
     )
     if not claimed:
         job.refresh_from_db()
         raise _reject("status", "invalid_state", f"Import #{job.pk} is {job.get_status_display().lower()}; only a finished import can be reverted.")
-    _undo(job, actor, "Reverted")
+    report = _undo(job, actor, "Reverted")
     job.refresh_from_db()
-    return job
+    # A failed import keeps why it failed; the revert's report goes after it.
+    job.message = "\n".join(filter(None, [job.message, f"Reverted: {report.describe()}"]))[-2000:]
+    job.save(update_fields=["message"])
+    return job, report
 
 
-def _undo(job: ImportJob, actor: Actor, verb: str) -> None:
+# Undo records name a phone or an email by all its columns; history names them "phone" and "email".
+_HISTORY_KEY = {"phone_e164": "phone", "phone_extension": "phone", "email_normalized": "email"}
+_KEY_COLUMNS = {"phone": ("phone", "phone_e164", "phone_extension"), "email": ("email", "email_normalized")}
+# History entries that record no change to the contact itself.
+_NOT_CHANGES = {
+    HistoryEntry.Action.CHANGE_REQUESTED, HistoryEntry.Action.CHANGE_REJECTED, HistoryEntry.Action.POSSIBLE_DUPLICATE,
+}
+# Summaries of the history entries imports write: "Updated: import #12 (file.csv)", "Reverted import #12 (...)".
+_IMPORT_SUMMARY = re.compile(r"(?:Created: |Updated: |Reverted |Cancelled )import #(\d+) \(")
+REPORT_EXAMPLES = 10
+
+
+@dataclass
+class UndoReport:
+    """What undoing an import did, and what it left alone and why."""
+
+    deleted: int = 0
+    restored: int = 0
+    kept_contacts: list[str] = field(default_factory=list)  # "#12": created by the import, changed since
+    kept_fields: list[str] = field(default_factory=list)  # "#7 company": changed since the import
+    taken_fields: list[str] = field(default_factory=list)  # "#7 phone (now #9's)"
+    kept_tags: list[str] = field(default_factory=list)  # "#7 Lead": removed or added again since
+
+    @property
+    def skipped(self) -> int:
+        return len(self.kept_contacts) + len(self.kept_fields) + len(self.taken_fields) + len(self.kept_tags)
+
+    def describe(self) -> str:
+        parts = [f"{_count(self.deleted, 'created contact')} deleted, {_count(self.restored, 'contact')} restored."]
+        for items, what, why in (
+            (self.kept_contacts, "created contact", "kept: changed by others since the import"),
+            (self.kept_fields, "field", "left as is: changed by others since the import"),
+            (self.taken_fields, "phone or email", "not restored: the old value now belongs to another contact"),
+            (self.kept_tags, "tag", "left as is: changed by others since the import"),
+        ):
+            if items:
+                shown = ", ".join(items[:REPORT_EXAMPLES]) + (f" and {len(items) - REPORT_EXAMPLES} more" if len(items) > REPORT_EXAMPLES else "")
+                parts.append(f"{_count(len(items), what)} {why} ({shown}).")
+        return " ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _undo(job: ImportJob, actor: Actor, verb: str) -> UndoReport:
     """Walk the import's undo log newest first, one batch (fixed query count) at a time."""
+    report = UndoReport()
     last_id = None
     while True:
         records = ImportChange.objects.filter(job=job).order_by("-id")
@@ -227,74 +307,218 @@ def _undo(job: ImportJob, actor: Actor, verb: str) -> None:
             records = records.filter(id__lt=last_id)
         batch = list(records[:REVERT_BATCH])
         if not batch:
-            return
+            return report
         last_id = batch[-1].id
         with transaction.atomic():
-            _undo_batch(batch, actor=actor, summary=f"{verb} import #{job.pk} ({job.file_name})")
+            _undo_batch(batch, job=job, actor=actor, summary=f"{verb} import #{job.pk} ({job.file_name})", report=report)
 
 
-def _undo_batch(records: list[ImportChange], *, actor: Actor, summary: str) -> None:
-    created = [r.contact_id for r in records if r.created]
-    updated = [r for r in records if not r.created]
-    if updated:
-        contacts = Contact.objects.in_bulk([r.contact_id for r in updated])
-        fields: set[str] = set()
-        entries: list[HistoryEntry] = []
-        tag_pairs: set[tuple[int, int]] = set()
-        for record in updated:
-            contact = contacts.get(record.contact_id)
-            if contact is None:
-                continue  # deleted since; nothing to restore
-            changes = {}
-            for key, old in record.before.items():
-                if key.startswith("custom."):
-                    custom = dict(contact.custom or {})
-                    changes[key] = [custom.get(key[7:]), old]
-                    if old is None:
-                        custom.pop(key[7:], None)
-                    else:
-                        custom[key[7:]] = old
-                    contact.custom = custom
-                    fields.add("custom")
-                else:
-                    if key == "birthday":
-                        old = old or None
-                    changes[key] = [getattr(contact, key), old]
-                    setattr(contact, key, old if old is not None else "")
-                    fields.add(key)
-            tag_pairs.update((record.contact_id, t) for t in record.tags_added)
-            visible = {k: v for k, v in changes.items() if k not in ("phone_e164", "phone_extension", "email_normalized")}
-            if visible or record.tags_added:
-                entries.append(
-                    HistoryEntry(
-                        contact=contact, action=HistoryEntry.Action.UPDATED, changes=_jsonable(visible),
-                        summary=summary[:255], source=Source.IMPORT, actor_user=actor.user,
-                        actor_agent=actor.agent, actor_label=actor.label[:160],
-                    )
-                )
-        if fields:
-            now = timezone.now()
-            for contact in contacts.values():
-                contact.updated_at = now
-            try:
-                with transaction.atomic():
-                    Contact.objects.bulk_update(list(contacts.values()), [*fields, "updated_at"])
-            except IntegrityError:
-                # Another contact took a restored phone or email since the import; restore the rest.
-                for contact in contacts.values():
-                    try:
-                        with transaction.atomic():
-                            contact.save(update_fields=[*fields, "updated_at"])
-                    except IntegrityError:
-                        logger.warning("revert kept contact %s: its old phone/email now belongs to another", contact.pk)
-        if tag_pairs:
-            query = Q()
-            for contact_id, tag_id in tag_pairs:
-                query |= Q(contact_id=contact_id, tag_id=tag_id)
-            ContactTag.objects.filter(contact_id__in={c for c, _ in tag_pairs}).filter(query).delete()
-        HistoryEntry.objects.bulk_create(entries)
+@dataclass
+class _ChangedSince:
+    """What others did to one contact after the import wrote it, from its history."""
+
+    fields: set[str] = field(default_factory=set)  # history keys: "company", "phone", "custom.budget"
+    tags: set[str] = field(default_factory=set)  # names of tags added or removed
+
+
+def _changed_since(job: ImportJob, contact_ids: set[int]) -> dict[int, _ChangedSince]:
+    """Return, per contact, the changes others made after the import's first history entry on it (one query).
+
+    Not counted: the entries of this import and of its revert, and what the
+    import set off itself while it ran (automation rules run with source
+    Import: an owner, a task, a tag), which goes with it.
+    """
+    since = job.started_at or job.created_at
+    ran_until = job.finished_at or timezone.now()
+    rows = (
+        HistoryEntry.objects.filter(contact_id__in=contact_ids, created_at__gte=since)
+        .order_by("id")
+        .values_list("id", "contact_id", "action", "summary", "source", "created_at", "changes")
+    )
+    first_own: dict[int, int] = {}
+    others = []
+    for entry_id, contact_id, action, summary, source, created_at, changes in rows:
+        match = _IMPORT_SUMMARY.match(summary)
+        if match is not None and int(match[1]) == job.pk:
+            first_own.setdefault(contact_id, entry_id)
+        elif match is None and source == Source.IMPORT and created_at <= ran_until:
+            continue
+        else:
+            others.append((entry_id, contact_id, action, changes))
+    changed: dict[int, _ChangedSince] = {}
+    for entry_id, contact_id, action, changes in others:
+        if entry_id < first_own.get(contact_id, 0):
+            continue  # before the import wrote this contact: the import's undo record already holds it
+        found = changed.setdefault(contact_id, _ChangedSince())
+        if action in _NOT_CHANGES or not isinstance(changes, dict):
+            continue
+        found.fields.update(changes)
+        for side in changes.get("tags") or []:
+            if isinstance(side, list):
+                found.tags.update(str(name) for name in side)
+    return changed
+
+
+def _undo_batch(records: list[ImportChange], *, job: ImportJob, actor: Actor, summary: str, report: UndoReport) -> None:
+    changed = _changed_since(job, {r.contact_id for r in records})
+    created = {r.contact_id for r in records if r.created}
     if created:
-        Contact.objects.filter(pk__in=created, source=Source.IMPORT).delete()
+        # Deleted first, so a phone or email they hold is free for the contacts restored below.
+        kept = sorted(created & changed.keys())
+        report.kept_contacts.extend(f"#{c}" for c in kept)
+        _total, per_model = Contact.objects.filter(pk__in=created - set(kept), source=Source.IMPORT).delete()
+        report.deleted += per_model.get(Contact._meta.label, 0)
+    updated = [r for r in records if not r.created]
+    if not updated:
+        return
+    # Locked, so an edit cannot slip in between the check against history and the write.
+    contacts = {
+        c.pk: c for c in Contact.objects.select_for_update().filter(pk__in={r.contact_id for r in updated}).order_by("pk")
+    }
+    tag_ids = {t for r in updated for t in r.tags_added}
+    tag_names = dict(Tag.objects.filter(pk__in=tag_ids).values_list("pk", "name")) if tag_ids else {}
+    plans: list[_Restore] = []
+    for record in updated:
+        contact = contacts.get(record.contact_id)
+        if contact is None:
+            continue  # deleted since; nothing to restore
+        since = changed.get(contact.pk, _ChangedSince())
+        plan = _Restore(contact=contact)
+        for key, old in record.before.items():
+            name = _HISTORY_KEY.get(key, key)
+            if name in since.fields:
+                if key == name:
+                    report.kept_fields.append(f"#{contact.pk} {name}")
+                continue
+            plan.before[key] = old
+        for tag_id in record.tags_added:
+            name = tag_names.get(tag_id, str(tag_id))
+            if name in since.tags:
+                report.kept_tags.append(f"#{contact.pk} {name}")
+            else:
+                plan.tags[tag_id] = name
+        plans.append(plan)
+    _drop_taken_keys(plans, report)
+    for plan in plans:
+        plan.apply()
+    _save_restored([p for p in plans if p.changes], report)
+    tag_pairs = {(p.contact.pk, t) for p in plans for t in p.tags}
+    if tag_pairs:
+        query = Q()
+        for contact_id, tag_id in tag_pairs:
+            query |= Q(contact_id=contact_id, tag_id=tag_id)
+        ContactTag.objects.filter(contact_id__in={c for c, _ in tag_pairs}).filter(query).delete()
+    entries = []
+    for plan in plans:
+        visible = {k: v for k, v in plan.changes.items() if k not in _HISTORY_KEY}
+        if plan.tags:
+            visible["tags"] = [sorted(plan.tags.values()), []]
+        if visible:
+            report.restored += 1
+            entries.append(
+                HistoryEntry(
+                    contact=plan.contact, action=HistoryEntry.Action.UPDATED, changes=_jsonable(visible),
+                    summary=summary[:255], source=Source.IMPORT, actor_user=actor.user,
+                    actor_agent=actor.agent, actor_label=actor.label[:160],
+                )
+            )
+    HistoryEntry.objects.bulk_create(entries)
+
+
+@dataclass
+class _Restore:
+    """The old values one contact gets back, and (once applied) each restored field's [current, old]."""
+
+    contact: Contact
+    before: dict = field(default_factory=dict)  # undo-record key -> old value
+    tags: dict[int, str] = field(default_factory=dict)  # tags to remove: id -> name
+    changes: dict = field(default_factory=dict)
+
+    def drop(self, name: str) -> None:
+        for key in _KEY_COLUMNS[name]:
+            self.before.pop(key, None)
+
+    def apply(self) -> None:
+        contact = self.contact
+        for key, old in self.before.items():
+            if key.startswith("custom."):
+                custom = dict(contact.custom or {})
+                self.changes[key] = [custom.get(key[7:]), old]
+                if old is None:
+                    custom.pop(key[7:], None)
+                else:
+                    custom[key[7:]] = old
+                contact.custom = custom
+            else:
+                if key == "birthday":
+                    old = old or None
+                self.changes[key] = [getattr(contact, key), old]
+                setattr(contact, key, old if old is not None else "")
+
+    def undo(self, name: str) -> None:
+        """Put back the current values of a phone or email that could not be restored."""
+        for key in _KEY_COLUMNS[name]:
+            if key in self.changes:
+                setattr(self.contact, key, self.changes.pop(key)[0])
+        self.drop(name)
+
+    def fields(self) -> list[str]:
+        return sorted({"custom" if k.startswith("custom.") else k for k in self.changes})
+
+
+def _drop_taken_keys(plans: list[_Restore], report: UndoReport) -> None:
+    """Leave out old phones and emails another contact holds now (one query): restoring them would break dedup."""
+    phones = {p.before["phone_e164"] for p in plans if p.before.get("phone_e164")}
+    emails = {p.before["email_normalized"] for p in plans if p.before.get("email_normalized")}
+    if not phones and not emails:
+        return
+    holders = Contact.objects.filter(
+        (Q(phone_e164__in=phones) & ~Q(phone_e164="")) | (Q(email_normalized__in=emails) & ~Q(email_normalized=""))
+    ).values_list("pk", "phone_e164", "email_normalized")
+    by_phone = {phone: pk for pk, phone, _email in holders if phone in phones}
+    by_email = {email: pk for pk, _phone, email in holders if email in emails}
+    for plan in plans:
+        for name, key, holder_of in (("phone", "phone_e164", by_phone), ("email", "email_normalized", by_email)):
+            holder = holder_of.get(plan.before.get(key) or "")
+            if holder is not None and holder != plan.contact.pk:
+                report.taken_fields.append(f"#{plan.contact.pk} {name} (now #{holder}'s)")
+                plan.drop(name)
+
+
+def _save_restored(plans: list[_Restore], report: UndoReport) -> None:
+    if not plans:
+        return
+    now = timezone.now()
+    for plan in plans:
+        plan.contact.updated_at = now
+    fields = sorted({f for p in plans for f in p.fields()})
+    try:
+        with transaction.atomic():
+            Contact.objects.bulk_update([p.contact for p in plans], [*fields, "updated_at"])
+        return
+    except IntegrityError:
+        pass
+    # Another writer took an old phone or email after the check above: save contact by
+    # contact, and where that one clashes, restore everything but its phone and email.
+    for plan in plans:
+        try:
+            with transaction.atomic():
+                plan.contact.save(update_fields=[*plan.fields(), "updated_at"])
+            continue
+        except IntegrityError:
+            pass
+        contact = plan.contact
+        old_phone, old_email = contact.phone_e164, contact.email_normalized
+        holders = Contact.objects.exclude(pk=contact.pk).filter(
+            (Q(phone_e164=old_phone) & ~Q(phone_e164="")) | (Q(email_normalized=old_email) & ~Q(email_normalized=""))
+        ).values_list("pk", "phone_e164", "email_normalized")
+        for pk, phone, email in holders:
+            for name, taken in (("phone", phone == old_phone), ("email", email == old_email)):
+                if taken and any(k in plan.changes for k in _KEY_COLUMNS[name]):
+                    report.taken_fields.append(f"#{contact.pk} {name} (now #{pk}'s)")
+                    plan.undo(name)
+        if plan.changes:
+            contact.save(update_fields=[*plan.fields(), "updated_at"])
 
 
 def _jsonable(value):

@@ -114,3 +114,16 @@ def test_admin_add_with_phone_of_existing_contact_links_to_it_instead_of_duplica
     error = str(response.context["adminform"].form.errors["phone"])
     assert f"/admin/contacts/contact/{existing.pk}/change/" in error
     assert Contact.objects.count() == 1
+
+
+def test_contact_file_admin_links_to_the_staff_only_download(admin_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    contact = Contact.objects.create(name="Filed", source=Source.MANUAL)
+    stored = services.add_file(
+        contact=contact, upload=SimpleUploadedFile("quote.pdf", b"%PDF-1.4 tiny", content_type="application/pdf"),
+        actor=Actor.for_system("test"), source=Source.MANUAL,
+    )
+    page = admin_client.get(reverse("admin:contacts_contactfile_change", args=[stored.pk])).content.decode()
+    assert f'href="{reverse("contacts:file", args=[contact.pk, stored.pk])}"' in page
+    assert "/media/" not in page

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from contacts.importing import services
 from contacts.importing.engine import ERROR, ImportResult, run_import
-from contacts.importing.readers import detect_format
+from contacts.importing.readers import UnreadableFile, detect_format
 from contacts.models import ImportJob
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
@@ -44,25 +44,21 @@ class Command(BaseCommand):
                 raise CommandError(f"No user {options['user']!r}.")
         actor = Actor.for_user(user) if user else Actor.for_system("import_contacts command")
         self.show_progress = not options["no_progress"]
+        # Read before the job exists: a bad --mapping must leave no draft job or stored file behind.
+        extra = self._mapping_option(options["mapping"]) if options["mapping"] else {}
         with path.open("rb") as handle:
             try:
                 job = services.create_import_job(upload=File(handle, name=path.name), actor=actor, mode=options["mode"])
             except InputRejected as exc:
                 raise CommandError(str(exc)) from None
-        mapping = dict(job.mapping)
-        if options["mapping"]:
-            given = options["mapping"]
-            try:
-                extra = json.loads(Path(given).read_text() if Path(given).is_file() else given)
-            except (ValueError, OSError) as exc:
-                raise CommandError(f"--mapping is not valid JSON: {exc}") from None
-            mapping.update(extra)
+        mapping = {**job.mapping, **extra}
         self.stdout.write("Mapping: " + ", ".join(f"{h} -> {t or '(ignored)'}" for h, t in mapping.items()))
         try:
             if options["dry_run"]:
-                self._dry_run(job, path, mapping, options["mode"], actor)
-                job.file.delete(save=False)
-                job.delete()
+                try:
+                    self._dry_run(job, path, mapping, options["mode"], actor)
+                finally:
+                    self._discard(job)
                 return
             total = job.rows_total
             job = services.confirm_import(
@@ -70,7 +66,11 @@ class Command(BaseCommand):
                 on_progress=lambda result, _job: self._bar(result, total),
             )
         except InputRejected as exc:
+            # Refused before it started (a bad mapping or mode): the draft is of no use to anyone.
+            self._discard(job)
             raise CommandError("; ".join(f"{e.field}: {e.message}" for e in exc.errors)) from None
+        except UnreadableFile as exc:  # found by the dry run's full read
+            raise CommandError(str(exc)) from None
         self._end_bar()
         self.stdout.write(
             f"Import #{job.pk} {job.get_status_display().lower()}: created {job.created_count}, updated {job.updated_count}, "
@@ -80,6 +80,29 @@ class Command(BaseCommand):
             self.stdout.write(f"Failed rows with an error column: {job.error_file.path}")
         if job.message:
             raise CommandError(job.message)
+
+    def _mapping_option(self, given: str) -> dict[str, str]:
+        """Return the --mapping JSON (inline or a file path) as {header: target}, or raise CommandError."""
+        try:
+            value = json.loads(Path(given).read_text() if Path(given).is_file() else given)
+        except (ValueError, OSError) as exc:
+            raise CommandError(f"--mapping is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise CommandError(
+                f'--mapping must be a JSON object {{"column header": "target"}}, not {type(value).__name__} {given[:80]}'
+            )
+        not_text = sorted(h for h, target in value.items() if target is not None and not isinstance(target, str))
+        if not_text:
+            raise CommandError(
+                f"--mapping: the target of {', '.join(map(repr, not_text))} must be a string "
+                '(a field such as "phone", "custom.<key>", "tags", or "" to ignore the column)'
+            )
+        return {h: target or "" for h, target in value.items()}
+
+    def _discard(self, job: ImportJob) -> None:
+        job.file.delete(save=False)
+        if job.pk:
+            job.delete()
 
     def _dry_run(self, job, path, mapping, mode, actor):
         errors = []
