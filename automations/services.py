@@ -18,6 +18,7 @@ import contextvars
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
@@ -88,9 +89,20 @@ def check_conditions(rule: Rule, *, trigger: str, contact: Contact, source: str,
         value = (contact.custom or {}).get(rule.custom_field_key)
         wanted = rule.custom_field_value.strip().casefold()
         values = value if isinstance(value, list) else [value]
-        if not any(v is not None and str(v).strip().casefold() == wanted for v in values):
+        if not any(v is not None and _condition_matches(v, wanted) for v in values):
             reasons.append(f"Custom field {rule.custom_field_key} is {value!r}, not {rule.custom_field_value!r}.")
     return reasons
+
+
+def _condition_matches(value: Any, wanted: str) -> bool:
+    text = str(value).strip().casefold()
+    if text == wanted:
+        return True
+    # Decimals keep the form they were written in ("1250.00"); the condition may say "1250".
+    try:
+        return Decimal(text) == Decimal(wanted)
+    except (InvalidOperation, ValueError):
+        return False
 
 
 # --- Actions ---------------------------------------------------------------------------------

@@ -261,6 +261,14 @@ def test_custom_field_condition():
     assert create(phone="+14155550102", custom={"interests": ["crm", "erp"]}).owner == ann
 
 
+def test_a_decimal_condition_matches_the_number_in_any_spelling():
+    CustomFieldFactory(key="budget", type="decimal")
+    bob = UserFactory(username="bob")
+    RuleFactory(custom_field_key="budget", custom_field_value="1250", assign_mode=Rule.AssignMode.FIXED, assign_user=bob)
+    assert create(custom={"budget": "1250.00"}).owner == bob
+    assert create(phone="+14155550103", custom={"budget": "1250.5"}).owner is None
+
+
 def test_inactive_rules_do_not_run_and_rules_run_in_position_order():
     ann, bob = UserFactory(username="ann"), UserFactory(username="bob")
     RuleFactory(position=5, assign_mode=Rule.AssignMode.FIXED, assign_user=bob)
