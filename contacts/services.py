@@ -829,15 +829,13 @@ def update_contact(
 ) -> UpsertResult:
     """Edit a known contact; an empty value clears the field. Phone/email already held elsewhere are refused."""
     _check_source(source)
-    cleaned = clean_contact_input(data, custom=custom, actor=actor)
+    try:
+        cleaned = clean_contact_input(data, custom=custom, actor=actor)
+    except InputRejected as exc:
+        # Name a phone or email held by another contact in the same answer as the other errors.
+        raise InputRejected(exc.errors + _keys_held_elsewhere(contact, data, exc.errors)) from None
     locked = Contact.objects.select_for_update().get(pk=contact.pk)
-    errors = []
-    if cleaned.phone_e164 and Contact.objects.filter(phone_e164=cleaned.phone_e164).exclude(pk=locked.pk).exists():
-        other = Contact.objects.filter(phone_e164=cleaned.phone_e164).values_list("pk", flat=True).first()
-        errors.append(FieldError("phone", "already_exists", f"Contact #{other} already has this phone."))
-    if cleaned.email_normalized and Contact.objects.filter(email_normalized=cleaned.email_normalized).exclude(pk=locked.pk).exists():
-        other = Contact.objects.filter(email_normalized=cleaned.email_normalized).values_list("pk", flat=True).first()
-        errors.append(FieldError("email", "already_exists", f"Contact #{other} already has this email."))
+    errors = _held_elsewhere_errors(locked, cleaned.phone_e164, cleaned.email_normalized)
     if "phone" in cleaned.values and cleaned.values["phone"] == "":
         cleaned.phone_e164 = cleaned.phone_extension = ""
     if "email" in cleaned.values and cleaned.values["email"] == "":
@@ -852,6 +850,33 @@ def update_contact(
         policy=_protected_policy(actor, protected_changes), skip=set(), result=result, entries=[], clear_empty=True,
     )
     return result
+
+
+def _held_elsewhere_errors(contact: Contact, phone_e164: str, email_normalized: str) -> list[FieldError]:
+    errors = []
+    for field_name, column, key in (("phone", "phone_e164", phone_e164), ("email", "email_normalized", email_normalized)):
+        if key:
+            other = Contact.objects.filter(**{column: key}).exclude(pk=contact.pk).values_list("pk", flat=True).first()
+            if other is not None:
+                errors.append(FieldError(field_name, "already_exists", f"Contact #{other} already has this {field_name}."))
+    return errors
+
+
+def _keys_held_elsewhere(contact: Contact, data: Mapping[str, Any], refused: list[FieldError]) -> list[FieldError]:
+    """The already_exists errors for the phone and email of ``data`` that are themselves valid."""
+    bad = {error.field for error in refused}
+    phone_e164 = email_normalized = ""
+    if "phone" not in bad and isinstance(data.get("phone"), str) and data["phone"].strip():
+        try:
+            phone_e164 = parse_phone(data["phone"]).e164
+        except InvalidPhone:
+            pass
+    if "email" not in bad and isinstance(data.get("email"), str) and data["email"].strip():
+        try:
+            email_normalized = email_normalize(data["email"])
+        except InvalidEmail:
+            pass
+    return _held_elsewhere_errors(contact, phone_e164, email_normalized)
 
 
 @transaction.atomic

@@ -581,17 +581,10 @@ def contact_edit(request, pk: int):
                     return HttpResponse(status=204, headers={"HX-Redirect": contact.get_absolute_url()})
                 return redirect(contact)
             except InputRejected as exc:
-                holders = _key_holders(form.cleaned_data, contact)
-                # update_contact stops at the first invalid value before it looks for duplicates; name
-                # the phone or email another contact holds now too, so every error shows in one round.
-                refused = {e.field for e in exc.errors}
-                errors = [*exc.errors, *(
-                    FieldError(field, "already_exists", f"Contact #{other.pk} already has this {field}.")
-                    for field, other in holders.items() if field not in refused
-                )]
-                if any(e.code == "already_exists" for e in errors):
-                    existing = next(iter(holders.values()), None)
-                form.add_service_errors(InputRejected(errors))
+                # update_contact names a taken phone or email together with every other error.
+                if any(e.code == "already_exists" for e in exc.errors):
+                    existing = next(iter(_key_holders(form.cleaned_data, contact).values()), None)
+                form.add_service_errors(exc)
     else:
         form = ContactForm(custom_fields=definitions, owners=owners, contact=contact)
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()

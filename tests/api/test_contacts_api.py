@@ -136,6 +136,9 @@ def test_patch_refuses_phone_of_another_contact_and_tags(bot, taxonomy):
     b = bot.post("contacts/upsert", {"name": "B"}).json()["contact"]["id"]
     assert ("phone", "already_exists") in codes(bot.patch(f"contacts/{b}", {"phone": "561-555-0131"}))
     assert ("tags", "unknown_field") in codes(bot.patch(f"contacts/{b}", {"tags": ["Lead"]}))
+    # Every problem in one answer: a bad email does not hide that the phone is taken.
+    both = codes(bot.patch(f"contacts/{b}", {"phone": "(561) 555-0131", "email": "not-an-email"}))
+    assert {("phone", "already_exists"), ("email", "invalid_email")} <= set(both)
 
 
 def test_batch_upsert_answers_each_item_in_order(bot, taxonomy):
