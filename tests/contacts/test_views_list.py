@@ -121,6 +121,15 @@ def _follow_pages(client, params, rel="next"):
         response = client.get("/contacts/?" + match.group(1).replace("&amp;", "&"))
 
 
+def _walk_back(client, last) -> list[list[str]]:
+    """The pages from the first to ``last``, reached by following "previous" links back from ``last``."""
+    back, response = [names_in(last)], last
+    while match := re.search(r'rel="prev" href="\?([^"]+)"', response.content.decode()):
+        response = client.get("/contacts/?" + match.group(1).replace("&amp;", "&"))
+        back.append(names_in(response))
+    return back[::-1]
+
+
 @pytest.mark.parametrize("sort", ["-created", "name", "-name", "last_activity", "-tags", "stage"])
 def test_keyset_pages_cover_every_row_once_forwards_and_back(signed_in, staff_user, monkeypatch, sort):
     monkeypatch.setattr("contacts.views.PAGE_SIZE", 3)
@@ -132,13 +141,7 @@ def test_keyset_pages_cover_every_row_once_forwards_and_back(signed_in, staff_us
     flat = [n for page in pages for n in page]
     assert len(pages) == 3 and len(flat) == 8
     assert sorted(flat) == sorted(Contact.objects.values_list("name", flat=True))
-    # Walking back from the last page gives the same pages in reverse.
-    back = [names_in(last)]
-    response = last
-    while match := re.search(r'rel="prev" href="\?([^"]+)"', response.content.decode()):
-        response = signed_in.get("/contacts/?" + match.group(1).replace("&amp;", "&"))
-        back.append(names_in(response))
-    assert back[::-1] == pages
+    assert _walk_back(signed_in, last) == pages
 
 
 def test_list_renders_with_fixed_number_of_queries(signed_in, staff_user, django_assert_num_queries):
@@ -296,12 +299,7 @@ def test_keyset_pages_by_custom_columns_cover_every_row_once_forwards_and_back(s
     pages, last = _follow_pages(signed_in, {"sort": sort})
     flat = [n for page in pages for n in page]
     assert len(pages) == 3 and sorted(flat) == sorted(Contact.objects.values_list("name", flat=True))
-    back = [names_in(last)]
-    response = last
-    while match := re.search(r'rel="prev" href="\?([^"]+)"', response.content.decode()):
-        response = signed_in.get("/contacts/?" + match.group(1).replace("&amp;", "&"))
-        back.append(names_in(response))
-    assert back[::-1] == pages
+    assert _walk_back(signed_in, last) == pages
 
 
 @pytest.mark.parametrize("cursor", ["WyJ2IiwiIiwxXQ", "garbage", "WyJkdCIsIm5vIiwxXQ", "WzEsMiwzLDRd"])
