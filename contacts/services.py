@@ -344,14 +344,14 @@ def resolve_stage(*, pipeline: Any, stage: Any) -> tuple[Pipeline, Stage]:
 
 
 def _by_id_or_name(queryset, value):
+    """A JSON number is an id; text is a name first (a stage may be called "5"), then an id."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return queryset.filter(pk=value).first()
+        return queryset.filter(pk=value).first() if abs(value) < 2**63 else None
     text = str(value).strip()
-    if text.isdigit():
+    match = queryset.annotate(lname=Lower("name")).filter(lname=text.lower()).first()
+    if match is None and text.isdigit() and len(text) < 18:
         match = queryset.filter(pk=int(text)).first()
-        if match is not None:
-            return match
-    return queryset.annotate(lname=Lower("name")).filter(lname=text.lower()).first()
+    return match
 
 
 def resolve_user(value: Any, *, field_name: str = "owner"):
@@ -1508,14 +1508,24 @@ class _TaxonomyQuery:
                 f"FROM {rawsql.table(CustomField)}"
             )
         if want_stage:
-            # Ids are tried as ids only: resolve_stage handles a name made of digits.
+            # Digits may be an id or a name ("5"): both are looked up, and when they name two
+            # different stages the query answers none and resolve_stage decides (the name wins).
             conditions = []
             for value, by_id, by_name in ((pipeline, "s.pipeline_id", "LOWER(p.name)"), (stage, "s.id", "LOWER(s.name)")):
                 if isinstance(value, bool) or not isinstance(value, (int, str)):
                     return None
                 raw = str(value).strip()
-                conditions.append(f"{by_id if raw.isdigit() else by_name} = %s")
-                params.append(int(raw) if raw.isdigit() else raw.lower())
+                if isinstance(value, int):
+                    if abs(value) >= 2**63:
+                        return None
+                    conditions.append(f"{by_id} = %s")
+                    params.append(value)
+                elif raw.isdigit() and len(raw) < 18:
+                    conditions.append(f"({by_id} = %s OR {by_name} = %s)")
+                    params.extend([int(raw), raw])
+                else:
+                    conditions.append(f"{by_name} = %s")
+                    params.append(raw.lower())
             selects.append(
                 f"SELECT 's' AS kind, s.id AS pk, s.name AS name, s.pipeline_id AS num, p.name AS text, '' AS extra "
                 f"FROM {rawsql.table(Stage)} s JOIN {rawsql.table(Pipeline)} p ON p.id = s.pipeline_id "

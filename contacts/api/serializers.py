@@ -348,6 +348,10 @@ class IntakeInput(StrictSerializer):
         required=False, allow_blank=True, allow_null=True, help_text="Stage id or name to put the contact in."
     )
     task = IntakeTaskInput(path="task", required=False, allow_null=True, help_text="The follow-up task.")
+    custom = serializers.DictField(
+        required=False, allow_null=True,
+        help_text="Custom field values by key, as contact.custom (errors then name custom.<key>).",
+    )
     conversation = IntakeConversationInput(
         path="conversation", required=False, allow_null=True,
         help_text="The conversation and its transcript (needs conversations:write).",

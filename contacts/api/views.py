@@ -500,7 +500,7 @@ class IntakeView(AgentView):
         result = services.record_intake(
             contact=dict(data["contact"]), actor=self.actor(), source=Source.CHAT, tags=data.get("tags"),
             note=data.get("note"), pipeline=data.get("pipeline"), stage=data.get("stage"),
-            task=dict(data["task"]) if data.get("task") else None,
+            task=dict(data["task"]) if data.get("task") else None, custom=data.get("custom") or None,
             conversation=dict(data["conversation"]) if data.get("conversation") else None,
         )
         body = self.upsert_body(result.upsert)

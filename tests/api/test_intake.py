@@ -162,3 +162,31 @@ def test_intake_statements_are_prepared_once_per_connection(bot, taxonomy):
     assert any('INSERT INTO "contacts_note"' in sql for sql in prepared)
     # Statements through Django's own cursors stay unprepared.
     assert not any(sql.startswith("SELECT statement FROM pg_prepared_statements") for sql in prepared)
+
+
+def test_intake_takes_custom_values_beside_the_contact_as_end_does(bot, taxonomy):
+    response = bot.post("intake", {"contact": {"name": "Cus"}, "custom": {"budget": 900}})
+    assert response.status_code == 201, response.content
+    assert Contact.objects.get().custom == {"budget": 900}
+    bad = bot.post("intake", {"contact": {"name": "Bad"}, "custom": {"budget": "lots"}})
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["field"] == "custom.budget"
+
+
+@pytest.mark.parametrize("path", ["stage", "intake"])
+def test_a_stage_named_with_digits_is_found_by_its_name_before_an_id(bot, taxonomy, path):
+    from contacts.models import Stage
+
+    qualified = taxonomy["qualified"]
+    named = Stage.objects.create(pipeline=taxonomy["sales"], name=str(qualified.pk), position=5)
+    if path == "stage":
+        contact_id = bot.post("contacts/upsert", {"name": "Dig", "phone": "+15615550190"}).json()["contact"]["id"]
+        answer = bot.put(f"contacts/{contact_id}/stage", {"pipeline": "Sales", "stage": str(qualified.pk)})
+    else:
+        answer = bot.post("intake", {"contact": {"name": "Dig", "phone": "+15615550190"}, "pipeline": "Sales", "stage": str(qualified.pk)})
+    assert answer.status_code in (200, 201), answer.content
+    assert ContactStage.objects.get().stage == named
+    # A number no stage is named after is still an id.
+    by_id = bot.post("intake", {"contact": {"name": "Ids", "phone": "+15615550191"}, "pipeline": "Sales", "stage": str(taxonomy["new"].pk)})
+    assert by_id.status_code == 201, by_id.content
+    assert ContactStage.objects.get(contact__name="Ids").stage == taxonomy["new"]
