@@ -21,7 +21,7 @@ from import_export.formats.base_formats import CSV, XLSX
 from contacts.admin import ContactAdmin
 from contacts.importing import services
 from contacts.importing.mapping import target_choices
-from contacts.importing.readers import detect_format, open_rows
+from contacts.importing.readers import UnreadableFile, detect_format, open_rows
 from contacts.importing.resources import ContactExportResource
 from contacts.models import Contact, ImportJob
 from crm_hub.actors import Actor
@@ -82,6 +82,11 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
     to_encoding = "utf-8-sig"  # CSV with a BOM, as the web export: Excel then reads names in UTF-8
     import_export_change_list_template = "admin/contacts/contact/change_list_import_export.html"
 
+    def has_export_permission(self, request):
+        # django-import-export lets every staff user export unless a permission code is set;
+        # the file holds what the change list shows, so it needs the same permission.
+        return self.has_view_permission(request)
+
     def get_export_data(self, file_format, request, queryset, **kwargs):
         # The stock method asks for native cell types (numbers, dates, empty cells) only
         # for its own XLSX class, by exact type; ours is a subclass.
@@ -131,8 +136,14 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
         job = get_object_or_404(ImportJob, pk=job_id)
         if job.status != ImportJob.Status.DRAFT:
             return redirect("admin:contacts_contact_import_progress", job_id=job.pk)
-        with job.file.open("rb") as handle, open_rows(handle, detect_format(job.file_name)) as (headers, rows):
-            samples = [row for _, row in zip(range(SAMPLE_ROWS), rows, strict=False)]
+        try:
+            with job.file.open("rb") as handle, open_rows(handle, detect_format(job.file_name)) as (headers, rows):
+                samples = [row for _, row in zip(range(SAMPLE_ROWS), rows, strict=False)]
+        except UnreadableFile as exc:
+            # Found only past the header (a stray quote swallowing the rest): upload a fixed file.
+            services.discard_draft(job)
+            messages.error(request, f"{job.file_name} cannot be imported: {exc}")
+            return redirect("admin:contacts_contact_import_upload")
         initial = {"mode": job.mode, **{f"col_{i}": job.mapping.get(h, "") for i, h in enumerate(headers)}}
         form = MappingForm(request.POST or None, headers=headers, initial=initial)
         preview = None

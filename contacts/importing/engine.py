@@ -42,6 +42,7 @@ MAX_LENGTHS = {f: Contact._meta.get_field(f).max_length for f in STANDARD_FIELDS
 MAX_EXTENSION = Contact._meta.get_field("phone_extension").max_length
 MAX_EMAIL_KEY = Contact._meta.get_field("email_normalized").max_length
 BATCH_RETRIES = 3
+FORMULA_TRIGGERS = ("=", "+", "-", "@")  # contacts.exporting.neutralize_cell prefixes these with "'"
 
 
 class ImportCancelled(Exception):
@@ -92,6 +93,9 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
         text = raw.strip() if raw else ""
         if not text:
             continue
+        if text[0] == "'" and text[1:2] in FORMULA_TRIGGERS:
+            # The apostrophe our exports put before a formula-like cell: the value is what follows.
+            text = text[1:]
         # Checked before anything else, as the API does: a longer value is refused by
         # PostgreSQL (failing the whole batch's COPY) and stored past its limit by SQLite.
         limit = MAX_LENGTHS.get(target)

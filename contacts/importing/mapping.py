@@ -103,6 +103,7 @@ def auto_mapping(headers: list[str], *, definitions: list[CustomField] | None = 
         # Custom keys and labels win over loose synonyms ("Region" may be a custom field).
         lookup[_norm(definition.key)] = f"custom.{definition.key}"
         lookup[_norm(definition.label)] = f"custom.{definition.key}"
+        lookup[_norm(f"custom.{definition.key}")] = f"custom.{definition.key}"  # our own export's headers
     mapping = dict.fromkeys(headers, IGNORE)
     used: set[str] = set()
     for header in data_headers(headers):

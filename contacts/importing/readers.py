@@ -78,9 +78,23 @@ def _text_encoding(binary: IO[bytes]) -> tuple[str, str]:
     if _has_utf16_bom(binary):
         return "utf-16", "strict"
     decoder = codecs.getincrementaldecoder("utf-8")()
+    seen_utf8 = False  # a letter beyond ASCII written as UTF-8 before the first bad byte
+    offset = 0
     try:
         while chunk := binary.read(SCAN_CHUNK):
-            decoder.decode(chunk)
+            try:
+                seen_utf8 = not decoder.decode(chunk).isascii() or seen_utf8
+            except UnicodeDecodeError as exc:
+                seen_utf8 = seen_utf8 or not chunk[: exc.start].decode("utf-8", "ignore").isascii()
+                if seen_utf8:
+                    # UTF-8 with a damaged byte: read as Windows-1252, every accented name
+                    # in it would turn to mojibake. Better to say so than to guess.
+                    raise UnreadableFile(
+                        f"The file is UTF-8 but byte {offset + exc.start + 1:,} is not valid UTF-8; "
+                        "save it again as CSV UTF-8 and upload that."
+                    ) from None
+                return WINDOWS_1252, CP1252_FALLBACK_ERRORS
+            offset += len(chunk)
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return WINDOWS_1252, CP1252_FALLBACK_ERRORS
@@ -243,12 +257,21 @@ def _sheet_last_row(source: IO[bytes]) -> int:
 
 
 def _count_data_lines(chunks, newline):
+    # Every line end counts, \n, \r\n and the old Mac \r alike: counting \n alone made a
+    # \r-only file "0 rows", and a big one then ran inside the web request.
+    cr, lf = ("\r", "\n") if isinstance(newline, str) else (b"\r", b"\n")
     lines = 0
-    last = newline
+    last = lf
+    after_cr = False
     for chunk in chunks:
-        lines += chunk.count(newline)
+        if not chunk:
+            continue
+        lines += chunk.count(lf) + chunk.count(cr) - chunk.count(cr + lf)
+        if after_cr and chunk[:1] == lf:
+            lines -= 1  # a \r\n split between two chunks
+        after_cr = chunk[-1:] == cr
         last = chunk[-1:]
-    if last != newline:
+    if last not in (lf, cr):
         lines += 1
     return max(lines - 1, 0)  # the header line
 

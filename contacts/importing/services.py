@@ -72,6 +72,15 @@ def create_import_job(*, upload, actor: Actor, mode: str = ImportJob.Mode.CREATE
     return job
 
 
+def discard_draft(job: ImportJob) -> None:
+    """Delete an import that was never started, with its stored file (nothing was written from it)."""
+    if job.status != ImportJob.Status.DRAFT:
+        raise _reject("status", "invalid_state", f"Import #{job.pk} was already started.")
+    job.file.delete(save=False)
+    if job.pk:
+        job.delete()
+
+
 def read_headers(job: ImportJob) -> list[str]:
     with job.file.open("rb") as handle, open_rows(handle, detect_format(job.file_name)) as (headers, _rows):
         return headers
@@ -193,7 +202,8 @@ def run_job(*, job_id: int, on_progress=None) -> ImportJob:
         if result.failed:
             errors.seek(0)
             stem = os.path.splitext(job.file_name)[0]
-            job.error_file.save(f"{stem}-errors.csv", File(io.BytesIO(errors.read().encode("utf-8"))), save=False)
+            # With a BOM, as our exports: Excel then opens the file to fix in UTF-8, not the ANSI code page.
+            job.error_file.save(f"{stem}-errors.csv", File(io.BytesIO(errors.read().encode("utf-8-sig"))), save=False)
             fields.append("error_file")
         # A cancel that arrived after the last batch is too late: the import is done.
         ImportJob.objects.filter(pk=job.pk).update(**{f: getattr(job, f) for f in fields})
@@ -201,7 +211,16 @@ def run_job(*, job_id: int, on_progress=None) -> ImportJob:
 
 
 def _finish_cancel(job: ImportJob) -> None:
-    report = _undo(job, Actor.for_user(job.created_by) if job.created_by else Actor.for_system("import"), "Cancelled")
+    try:
+        report = _undo(job, Actor.for_user(job.created_by) if job.created_by else Actor.for_system("import"), "Cancelled")
+    except Exception as exc:
+        # Batches undone so far stay undone; as a failed import it can be reverted again to finish.
+        logger.exception("cancelling import #%s stopped part-way", job.pk)
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=ImportJob.Status.FAILED, finished_at=timezone.now(),
+            message=f"Cancel stopped part-way ({exc.__class__.__name__}: {exc}); revert the import to finish undoing it."[:2000],
+        )
+        raise
     job.status, job.finished_at = ImportJob.Status.CANCELLED, timezone.now()
     fields = ["status", "finished_at"]
     if report.skipped:
@@ -244,7 +263,18 @@ def revert_import_reporting(*, job: ImportJob, actor: Actor) -> tuple[ImportJob,
     if not claimed:
         job.refresh_from_db()
         raise _reject("status", "invalid_state", f"Import #{job.pk} is {job.get_status_display().lower()}; only a finished import can be reverted.")
-    report = _undo(job, actor, "Reverted")
+    try:
+        report = _undo(job, actor, "Reverted")
+    except Exception as exc:
+        # Batches undone so far stay undone (each committed whole); the job goes back to its
+        # state so that reverting again finishes the rest, which skips what is already back.
+        logger.exception("reverting import #%s stopped part-way", job.pk)
+        ImportJob.objects.filter(pk=job.pk).update(status=job.status, reverted_at=None)
+        raise _reject(
+            "status", "revert_incomplete",
+            f"Reverting import #{job.pk} stopped part-way ({exc.__class__.__name__}); what was reverted stays "
+            "reverted. Try again; if it stops again, the server log has the details.",
+        ) from exc
     job.refresh_from_db()
     # A failed import keeps why it failed; the revert's report goes after it.
     job.message = "\n".join(filter(None, [job.message, f"Reverted: {report.describe()}"]))[-2000:]
@@ -451,7 +481,10 @@ class _Restore:
                 contact.custom = custom
             else:
                 if key == "birthday":
-                    old = old or None
+                    old = old or None  # a date column: empty is NULL, not ""
+                    self.changes[key] = [getattr(contact, key), old]
+                    contact.birthday = old
+                    continue
                 self.changes[key] = [getattr(contact, key), old]
                 setattr(contact, key, old if old is not None else "")
 

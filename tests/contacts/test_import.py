@@ -156,7 +156,7 @@ def test_phone_email_conflict_is_a_row_error_and_touches_neither_contact(staff_a
     a.refresh_from_db()
     b.refresh_from_db()
     assert (a.name, a.email, b.name, b.phone) == ("A", "", "B", "")
-    text = job.error_file.open("rb").read().decode()
+    text = job.error_file.open("rb").read().decode("utf-8-sig")
     assert f"contact #{a.pk}" in text and f"contact #{b.pk}" in text
 
 
@@ -228,7 +228,7 @@ def test_dry_run_reports_each_row_and_writes_nothing(staff_actor):
 
 def test_error_csv_has_the_failed_rows_and_an_error_column(staff_actor):
     job = do_import(staff_actor, [["Good", "", "g@example.com", "", ""], ["Bad", "", "bad@", "Acme", ""]])
-    rows = list(csv.reader(io.StringIO(job.error_file.open("rb").read().decode())))
+    rows = list(csv.reader(io.StringIO(job.error_file.open("rb").read().decode("utf-8-sig"))))
     assert rows[0] == [*HEADERS, "error"]
     assert rows[1][:4] == ["Bad", "", "bad@", "Acme"]
     assert "email" in rows[1][5]
@@ -379,7 +379,7 @@ def test_blank_lines_are_skipped_and_short_rows_keep_the_error_column_aligned(st
     job = services.create_import_job(upload=SimpleUploadedFile("short.csv", body), actor=staff_actor)
     job = services.confirm_import(job=job, mapping=job.mapping, mode="create_update", actor=staff_actor)
     assert (job.created_count, job.skipped_count, job.failed_count) == (1, 1, 1)
-    rows = list(csv.reader(io.StringIO(job.error_file.open("rb").read().decode())))
+    rows = list(csv.reader(io.StringIO(job.error_file.open("rb").read().decode("utf-8-sig"))))
     assert rows[1][:3] == ["Bad", "bad@", ""] and "email" in rows[1][3]
 
 

@@ -63,7 +63,7 @@ def with_sheet_xml(body: bytes, change) -> bytes:
 
 
 def error_rows(job: ImportJob) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(job.error_file.open("rb").read().decode())))
+    return list(csv.reader(io.StringIO(job.error_file.open("rb").read().decode("utf-8-sig"))))
 
 
 def stored_files(settings) -> list[Path]:

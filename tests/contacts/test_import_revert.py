@@ -120,7 +120,7 @@ def test_too_long_email_phone_and_extension_fail_their_row_only(staff_actor):
 
     assert (job.status, job.created_count, job.failed_count) == ("done", 1, 3)
     assert list(Contact.objects.values_list("name", flat=True)) == ["Fine"]
-    errors = job.error_file.open("rb").read().decode()
+    errors = job.error_file.open("rb").read().decode("utf-8-sig")
     assert "email: at most 254 characters" in errors
     assert "phone: at most 64 characters" in errors
     assert "phone: the extension has at most 12 digits" in errors

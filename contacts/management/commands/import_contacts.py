@@ -100,9 +100,7 @@ class Command(BaseCommand):
         return {h: target or "" for h, target in value.items()}
 
     def _discard(self, job: ImportJob) -> None:
-        job.file.delete(save=False)
-        if job.pk:
-            job.delete()
+        services.discard_draft(job)
 
     def _dry_run(self, job, path, mapping, mode, actor):
         errors = []
