@@ -209,7 +209,7 @@ def open_rows(binary: IO[bytes], fmt: str) -> Iterator[tuple[list[str], Iterator
         except Exception as exc:  # openpyxl raises many types for a broken file
             raise UnreadableFile("This is not a readable .xlsx file.") from exc
         try:
-            sheet = workbook.worksheets[0]
+            sheet = _data_sheet(workbook)
             # The <dimension> element is optional (write-only openpyxl leaves it out)
             # and sometimes wrong; read_only stops at it, so read the real rows.
             sheet.reset_dimensions()
@@ -256,6 +256,12 @@ def _sheet_last_row(source: IO[bytes]) -> int:
     return last
 
 
+def _data_sheet(workbook):
+    """The sheet that was selected when the workbook was saved (an instructions sheet often comes first)."""
+    active = workbook.active
+    return active if active in workbook.worksheets else workbook.worksheets[0]
+
+
 def _count_data_lines(chunks, newline):
     # Every line end counts, \n, \r\n and the old Mac \r alike: counting \n alone made a
     # \r-only file "0 rows", and a big one then ran inside the web request.
@@ -295,7 +301,7 @@ def count_rows(binary: IO[bytes], fmt: str) -> int:
     except Exception as exc:  # openpyxl raises many types for a broken file
         raise UnreadableFile("This is not a readable .xlsx file.") from exc
     try:
-        sheet = workbook.worksheets[0]
+        sheet = _data_sheet(workbook)
         # The <dimension> element may be missing (write-only openpyxl, our own web
         # export) or wrong, and a missing one counted as 0 rows: a big file then ran
         # inside the web request. Scanning the raw XML costs ~3 s per million rows,

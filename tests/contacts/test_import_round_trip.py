@@ -126,3 +126,20 @@ def test_utf8_with_one_damaged_byte_is_refused_not_read_as_windows_1252(staff_ac
     legacy = "Name,Email\nJosé,jose@example.com\n".encode("cp1252")
     job = services.create_import_job(upload=SimpleUploadedFile("legacy.csv", legacy), actor=staff_actor)
     assert job.rows_total == 1
+
+
+def test_a_workbook_is_read_from_the_sheet_it_was_saved_on(staff_actor):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.append(["This sheet is instructions"])
+    data = book.create_sheet("Contacts")
+    data.append(["Name", "Phone"])
+    data.append(["Ines", "+5511960000009"])
+    book.active = 1
+    buffer = io.BytesIO()
+    book.save(buffer)
+    job = services.create_import_job(upload=SimpleUploadedFile("two-sheets.xlsx", buffer.getvalue()), actor=staff_actor)
+    assert job.rows_total == 1 and job.mapping == {"Name": "name", "Phone": "phone"}
+    services.confirm_import(job=job, mapping=job.mapping, mode="create_update", actor=staff_actor)
+    assert Contact.objects.get().phone_e164 == "+5511960000009"
