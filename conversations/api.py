@@ -9,6 +9,8 @@ agent's conversation answers 404 to a write.
 
 from __future__ import annotations
 
+import json
+
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
@@ -31,10 +33,28 @@ from conversations.models import Conversation, Message
 from conversations.selectors import conversation_detail, conversation_list
 from crm_hub.actors import Actor
 from crm_hub.api.errors import validated
+from crm_hub.api.permissions import MissingScope, intake_scopes, require_scopes
 from crm_hub.api.schema import ERRORS as SHARED_ERRORS
+from crm_hub.errors import InputRejected
 
 READ = "contacts:read"
 WRITE = "conversations:write"
+CONTACTS_WRITE = "contacts:write"
+
+
+def end_scopes(options: dict) -> list[str]:
+    """Scopes an end with these options needs besides conversations:write: those POST intake needs for its parts.
+
+    An intake, or an extraction (which writes the contact it finds and the summary as its note), needs what
+    POST intake needs for the parts it writes; a plain end needs nothing more.
+    """
+    intake = options.get("intake")
+    if intake is None and not options.get("extract"):
+        return []
+    parts = dict(intake) if isinstance(intake, dict) else {"contact": True}
+    if options.get("summary") and not parts.get("note"):
+        parts["note"] = options["summary"]  # without a note, the summary becomes the note
+    return intake_scopes(parts)
 
 
 class ConversationClosed(exceptions.APIException):
@@ -156,7 +176,10 @@ class AppendResponseSerializer(serializers.Serializer):
 
 class EndResponseSerializer(serializers.Serializer):
     conversation = ConversationSerializer(help_text="The ended conversation (with its extraction outcome, if any).")
-    contact = ContactBriefSerializer(allow_null=True, help_text="The contact written by the intake; null if none.")
+    contact = ContactBriefSerializer(
+        allow_null=True,
+        help_text="The contact written by the intake; null if none, or if the token lacks contacts:read.",
+    )
     created = serializers.BooleanField(allow_null=True, help_text="Whether the intake created the contact; null without intake.")
     matched_by = serializers.CharField(allow_null=True, help_text="phone, email or null.")
     possible_duplicates = serializers.ListField(child=serializers.IntegerField(), help_text="Contact ids flagged for review.")
@@ -311,6 +334,9 @@ class ConversationListCreateView(generics.ListAPIView):
     )
     def post(self, request, *args, **kwargs):
         data = validated(StartInputSerializer(data=request.data))
+        if data.get("contact_id") is not None and not (request.auth.has_scope(READ) or request.auth.has_scope(CONTACTS_WRITE)):
+            # Linking names a contact: without a contacts scope the answer (201 vs 400 not_found) would probe ids.
+            raise MissingScope(READ)
         try:
             result = services.start_conversation(actor=Actor.for_agent(request.auth), source=Source.CHAT, **data)
         except services.ConversationEnded as exc:
@@ -370,13 +396,44 @@ class ConversationMessagesView(APIView):
 class ConversationEndView(APIView):
     required_scopes = {"POST": WRITE}
 
+    @classmethod
+    def prepare_before_transaction(cls, request, agent, pk: int) -> None:
+        """Idempotency hook: with an Idempotency-Key, run the extractor (the LLM call) before the middleware's
+        transaction opens, and leave the result on the request for ``post``. Anything off: do nothing."""
+        try:
+            body = json.loads(request.body or b"{}")
+        except (ValueError, RecursionError):
+            return
+        serializer = EndInputSerializer(data=body)
+        if not isinstance(body, dict) or not serializer.is_valid():
+            return
+        options = serializer.validated_data
+        if not options["extract"] or options.get("intake") is not None:
+            return
+        if not all(agent.has_scope(s) for s in [WRITE, *end_scopes(options)]):
+            return
+        conversation = Conversation.objects.filter(pk=pk, agent=agent).first()
+        if conversation is None or conversation.status == Conversation.Status.ENDED:
+            return
+        try:
+            extracted = services.prepare_extraction(
+                conversation=conversation, actor=Actor.for_agent(agent), summary=options.get("summary"),
+                extract=True, extractor=options.get("extractor"),
+            )
+        except InputRejected:
+            return
+        request._crm_prepared_extraction = (conversation.pk, extracted)
+
     @extend_schema(
         summary="End a conversation (optionally with an intake, or extraction from the transcript)",
         description="Ends the conversation. With `intake` (the body of POST intake) it also writes the contact, note, "
         "tags, stage and task, linked to this conversation, in the same transaction: if the intake is refused (400) "
         "the conversation stays open and nothing is written. With `extract: true` and no intake, an extractor reads "
         "the visitor's messages; values that fail validation are dropped with a reason in `extraction.dropped`; "
-        "with no name, phone or email found, no contact is written and the conversation stays unlinked.",
+        "with no name, phone or email found, no contact is written and the conversation stays unlinked. "
+        "An intake or extract needs what POST intake needs for the parts it writes: contacts:write, plus "
+        "notes:write for a note (or a summary, which becomes the note) and tasks:write for a task (403 "
+        "missing_scope otherwise, nothing written). The `contact` block is null without contacts:read.",
         request=EndInputSerializer,
         responses={200: EndResponseSerializer, **ERRORS, **NOT_FOUND, **CONFLICT},
         examples=[
@@ -391,11 +448,15 @@ class ConversationEndView(APIView):
     def post(self, request, pk: int):
         conversation = _own_conversation(request, pk)
         options = validated(EndInputSerializer(data=request.data))
+        # The same scopes POST intake needs for what this end writes; checked before anything is written.
+        require_scopes(request.auth, end_scopes(options))
+        prepared = getattr(request._request, "_crm_prepared_extraction", None)
+        extracted = prepared[1] if prepared and prepared[0] == conversation.pk else None
         try:
             result = services.end_conversation(
                 conversation=conversation, actor=Actor.for_agent(request.auth), source=Source.CHAT,
                 summary=options.get("summary"), intake=options.get("intake"), extract=options["extract"],
-                extractor=options.get("extractor"),
+                extractor=options.get("extractor"), extracted=extracted,
             )
         except services.ConversationEnded as exc:
             raise ConversationClosed(str(exc)) from None
@@ -403,7 +464,9 @@ class ConversationEndView(APIView):
         upsert = intake.upsert if intake else None
         payload = {
             "conversation": conversation_detail(pk),
-            "contact": upsert.contact if upsert else None,
+            # The person's data is a contacts read: left out (null) without contacts:read, as identity is
+            # left out without identity:read.
+            "contact": upsert.contact if upsert and request.auth.has_scope(READ) else None,
             "created": upsert.created if upsert else None,
             "matched_by": upsert.matched_by if upsert else None,
             "possible_duplicates": upsert.possible_duplicates if upsert else [],

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +60,11 @@ class Extraction:
 
     def drop(self, field_name: str, value: Any, reason: str) -> None:
         text = value if isinstance(value, str) else json.dumps(value, default=str)
-        self.dropped.append({"field": field_name, "value": text[:MAX_DROPPED_VALUE], "reason": reason})
+        # The record is stored as JSON: a NUL from the LLM would be a 500 on PostgreSQL, so it never gets there.
+        self.dropped.append({
+            "field": _without_nul(field_name), "value": _without_nul(text)[:MAX_DROPPED_VALUE],
+            "reason": _without_nul(reason),
+        })
 
     @property
     def has_identity(self) -> bool:
@@ -77,10 +83,26 @@ class Extraction:
         return record
 
 
+def _without_nul(text: str) -> str:
+    return text.replace("\x00", "")
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether text anywhere in ``value`` (keys included) holds a NUL, which no agent path stores."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(contains_nul(v) for v in value)
+    return False
+
+
 class ExtractorFailed(Exception):
     """The extractor could not produce an answer (timeout, HTTP error, reply that is not JSON)."""
 
     def __init__(self, code: str, message: str):
+        message = _without_nul(message)
         super().__init__(message)
         self.code = code
         self.message = message
@@ -152,13 +174,20 @@ def _after_label(text: str, definition: CustomField, pattern: re.Pattern) -> lis
 
 
 def _phones_in(text: str, region: str) -> list[str]:
+    """Phones in E.164, with " ext. N" when the visitor gave an extension (parsed back the same way on write)."""
     return [
         phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
+        + (f" ext. {m.number.extension}" if m.number.extension else "")
         for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
     ]
 
 
 PHONE_LIKE = re.compile(r"\+?[\d(][\d\s().-]{5,}\d")
+
+
+def _choices(definition) -> list:
+    # A list is the only shape the admin saves; anything older is no choice at all.
+    return definition.choices if isinstance(definition.choices, list) else []
 
 
 def _choice_mentions(text: str, choices: Sequence[Any]) -> list[str]:
@@ -191,7 +220,7 @@ def extract_with_rules(texts: Iterable[str], *, definitions: Sequence[CustomFiel
         elif definition.type in CHOICE_TYPES:
             mentioned: list[str] = []
             for text in texts:
-                mentioned += [c for c in _choice_mentions(text, definition.choices or []) if c not in mentioned]
+                mentioned += [c for c in _choice_mentions(text, _choices(definition)) if c not in mentioned]
             if definition.type == CustomField.Type.MULTIPLE_CHOICE and mentioned:
                 result.custom[definition.key] = mentioned
             elif len(mentioned) == 1:
@@ -250,17 +279,18 @@ def llm_configured() -> bool:
 def _custom_property(definition: CustomField) -> dict[str, Any]:
     T = CustomField.Type
     description = definition.label + (f": {definition.help_text}" if definition.help_text else "")
-    if definition.bands:
-        ranges = "; ".join(f"{b.get('min')}–{b.get('max')} {b.get('label', '')}" for b in definition.bands)
+    bands = definition.usable_bands()
+    if bands:
+        ranges = "; ".join(f"{low}–{high} {label}" for low, high, label in bands)
         description += f" (bands: {ranges})"
     if definition.type == T.NUMBER or definition.type == T.DECIMAL:
         schema: dict[str, Any] = {"type": ["number", "null"]}
     elif definition.type == T.BOOLEAN:
         schema = {"type": ["boolean", "null"]}
     elif definition.type == T.SINGLE_CHOICE:
-        schema = {"type": ["string", "null"], "enum": [str(c) for c in definition.choices or []] + [None]}
+        schema = {"type": ["string", "null"], "enum": [str(c) for c in _choices(definition)] + [None]}
     elif definition.type == T.MULTIPLE_CHOICE:
-        schema = {"type": ["array", "null"], "items": {"type": "string", "enum": [str(c) for c in definition.choices or []]}}
+        schema = {"type": ["array", "null"], "items": {"type": "string", "enum": [str(c) for c in _choices(definition)]}}
     else:
         schema = {"type": ["string", "null"]}
         if definition.type == T.DATE:
@@ -292,6 +322,58 @@ def build_llm_schema(definitions: Sequence[CustomField]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
+MAX_LLM_RESPONSE_BYTES = 2_000_000
+
+
+def _post_within_deadline(url: str, payload: dict, headers: dict, timeout: float) -> tuple[int, bytes]:
+    """POST and read the whole answer within ``timeout`` seconds in total, or raise ExtractorFailed(llm_timeout).
+
+    ``requests``' own timeout bounds each socket read, not the call: a server sending a byte a second never
+    trips it. The request runs in a worker thread that streams the body and stops at the deadline; the caller
+    waits for it at most until the deadline, so a server that trickles its headers cannot hold the call either.
+    """
+    deadline = time.monotonic() + timeout
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+    late = threading.Event()
+
+    def fetch() -> None:
+        try:
+            with requests.post(url, json=payload, headers=headers, timeout=timeout, stream=True) as response:
+                chunks, size = [], 0
+                for chunk in response.iter_content(chunk_size=8192):
+                    if late.is_set() or time.monotonic() >= deadline:
+                        raise requests.Timeout("total deadline passed")
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > MAX_LLM_RESPONSE_BYTES:
+                        outcome["error"] = ExtractorFailed("llm_bad_response", "The LLM's answer is too large.")
+                        return
+                outcome["answer"] = (response.status_code, b"".join(chunks))
+        except requests.RequestException as exc:
+            # A read that times out inside the body comes back from requests as a ConnectionError.
+            timed_out = isinstance(exc, requests.Timeout) or "timed out" in str(exc) or time.monotonic() >= deadline
+            if timed_out:
+                outcome["error"] = ExtractorFailed("llm_timeout", f"The LLM did not answer within {timeout:g} s.")
+            else:
+                outcome["error"] = ExtractorFailed(
+                    "llm_unreachable", f"Could not reach the LLM: {type(exc).__name__}."
+                )
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, which falls back to the rules
+            outcome["error"] = ExtractorFailed("llm_unreachable", f"Could not reach the LLM: {type(exc).__name__}.")
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=fetch, name="crm-llm-call", daemon=True)
+    worker.start()
+    if not done.wait(max(0.0, deadline - time.monotonic())):
+        late.set()  # the worker stops at its next chunk; nobody waits for it
+        raise ExtractorFailed("llm_timeout", f"The LLM did not answer within {timeout:g} s.")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["answer"]
+
+
 def _call_llm(texts: Sequence[str], definitions: Sequence[CustomField]) -> dict[str, Any]:
     url = settings.CRM_LLM_BASE_URL.rstrip("/") + "/chat/completions"
     timeout = settings.CRM_LLM_TIMEOUT_SECONDS
@@ -311,16 +393,11 @@ def _call_llm(texts: Sequence[str], definitions: Sequence[CustomField]) -> dict[
             "json_schema": {"name": "crm_contact", "strict": True, "schema": build_llm_schema(definitions)},
         },
     }
+    status_code, body = _post_within_deadline(url, payload, headers, float(timeout))
+    if status_code != 200:
+        raise ExtractorFailed("llm_http_error", f"The LLM answered HTTP {status_code}.")
     try:
-        response = requests.post(url, json=payload, headers=headers, timeout=timeout)
-    except requests.Timeout:
-        raise ExtractorFailed("llm_timeout", f"The LLM did not answer within {timeout:g} s.") from None
-    except requests.RequestException as exc:
-        raise ExtractorFailed("llm_unreachable", f"Could not reach the LLM: {type(exc).__name__}.") from None
-    if response.status_code != 200:
-        raise ExtractorFailed("llm_http_error", f"The LLM answered HTTP {response.status_code}.")
-    try:
-        message = response.json()["choices"][0]["message"]
+        message = json.loads(body)["choices"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError):
         raise ExtractorFailed("llm_bad_response", "The LLM's answer is not a chat-completions response.") from None
     if isinstance(message, dict) and message.get("refusal"):
@@ -349,15 +426,15 @@ def extract_with_llm(texts: Iterable[str], *, definitions: Sequence[CustomField]
     data = _call_llm(texts, definitions)
     result = Extraction(extractor=LLM)
     contact = data.get("contact")
+    custom = data.get("custom")
+    for name, value in (("contact", contact), ("custom", custom)):
+        if value is not None and not isinstance(value, dict):
+            # JSON of the wrong shape is no answer either: the rules extractor reads the transcript instead.
+            raise ExtractorFailed("llm_invalid_json", f"The LLM's reply does not match the schema: {name!r} is not an object.")
     if isinstance(contact, dict):
         result.contact = {k: v for k, v in contact.items() if v not in (None, "", [])}
-    elif contact is not None:
-        result.drop("contact", contact, "invalid_value: expected an object")
-    custom = data.get("custom")
     if isinstance(custom, dict):
         result.custom = {k: v for k, v in custom.items() if v not in (None, "", [])}
-    elif custom is not None:
-        result.drop("custom", custom, "invalid_value: expected an object")
     for key in data:
         if key not in ("contact", "custom"):
             result.drop(key, data[key], "unknown_field: not part of the schema")
@@ -392,6 +469,12 @@ def validate_found(extraction: Extraction, *, actor: Actor) -> Extraction:
     custom = {k: v for k, v in extraction.custom.items() if v not in (None, "")}
     for key in [k for k in contact if k not in LLM_CONTACT_FIELDS]:
         extraction.drop(key, contact.pop(key), "unknown_field: extraction may not write this field")
+    # Every agent path refuses NUL (null_characters_not_allowed); a found value with one is dropped, never stored.
+    nul_reason = "null_characters_not_allowed: the value contains a NUL character"
+    for key in [k for k, v in contact.items() if contains_nul(v)]:
+        extraction.drop(key, contact.pop(key), nul_reason)
+    for key in [k for k, v in custom.items() if contains_nul(k) or contains_nul(v)]:
+        extraction.drop(f"custom.{key}", custom.pop(key), nul_reason)
     for key, value in list(contact.items()):
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             extraction.drop(key, contact.pop(key), "invalid_value: expected text")

@@ -361,18 +361,58 @@ def _intake_shape_errors(intake: Mapping[str, Any]) -> list[FieldError]:
 def _intake_from_extraction(conversation: Conversation, extraction, *, note: str | None) -> dict | None:
     """Turn validated findings into intake kwargs, or None when there is nobody to write to."""
     contact = dict(extraction.contact)
-    if not extraction.has_identity and conversation.contact_id:
-        # Known caller (linked at start): findings such as scores go onto that contact, matched by its keys.
-        linked = Contact.objects.filter(pk=conversation.contact_id).values("phone_e164", "email_normalized").first()
+    if conversation.contact_id and not (contact.get("phone") or contact.get("email")):
+        # Known caller (linked at start) and nothing that identifies anyone else: the findings (a first name,
+        # scores) go onto that contact, matched by its keys. A name alone never moves the conversation to a new
+        # contact. (A phone or email found is written like any intake: matching another contact relinks.)
+        linked = (
+            Contact.objects.filter(pk=conversation.contact_id)
+            .values("name", "phone_e164", "phone_extension", "email_normalized").first()
+        )
         if linked and (linked["phone_e164"] or linked["email_normalized"]):
-            key = "phone" if linked["phone_e164"] else "email"
-            contact[key] = linked["phone_e164"] or linked["email_normalized"]
+            if linked["phone_e164"]:
+                contact["phone"] = linked["phone_e164"] + (
+                    f" ext. {linked['phone_extension']}" if linked["phone_extension"] else ""
+                )
+            else:
+                contact["email"] = linked["email_normalized"]
+            if contact.get("name") and linked["name"] and contact["name"] != linked["name"]:
+                # "I am Robert" does not rename "Robert Smith".
+                extraction.drop("name", contact.pop("name"), "kept: the linked contact already has a name")
+        else:
+            # No key to reach the linked contact through the intake path; never create a stranger instead.
+            for key, value in contact.items():
+                extraction.drop(key, value, "no_contact_key: the linked contact has no phone or email to write to")
+            contact = {}
     if not any(contact.get(k) for k in ("name", "phone", "email")):
         for key, value in extraction.custom.items():
             extraction.drop(f"custom.{key}", value, "no_contact: the transcript has no name, phone or email to attach it to")
         extraction.custom = {}
         return None
     return {"contact": contact, "custom": dict(extraction.custom), "note": note or None}
+
+
+def prepare_extraction(
+    *,
+    conversation: Conversation,
+    actor: Actor,
+    summary: Any = None,
+    intake: Any = None,
+    extract: bool = False,
+    extractor: str | None = None,
+):
+    """Run the extractor an end with these options asks for (the LLM call), outside any transaction.
+
+    Returns the validated ``Extraction`` to pass to ``end_conversation(extracted=...)``, or None when the
+    options ask for no extraction. Raises InputRejected for options ``end_conversation`` would refuse.
+    """
+    from conversations.extraction import run_extractor, validate_found
+    from conversations.selectors import visitor_texts
+
+    _summary, _intake, extractor = _clean_end_options(summary=summary, intake=intake, extract=extract, extractor=extractor)
+    if extractor is None:
+        return None
+    return validate_found(run_extractor(extractor, visitor_texts(conversation)), actor=actor)
 
 
 def end_conversation(
@@ -384,16 +424,16 @@ def end_conversation(
     intake: Mapping[str, Any] | None = None,
     extract: bool = False,
     extractor: str | None = None,
+    extracted=None,
 ) -> EndResult:
     """End the conversation, optionally writing an intake (given, or extracted from the visitor's messages).
 
     The intake, the link to its contact and the end are one transaction: if the
     intake is refused the conversation stays open and nothing is written. An
-    extractor that calls out (the LLM) runs before that transaction opens.
+    extractor that calls out (the LLM) runs before that transaction opens; a caller that must open its own
+    transaction first (the idempotency middleware) runs ``prepare_extraction`` before it and passes the
+    result as ``extracted``.
     """
-    from conversations.extraction import run_extractor, validate_found
-    from conversations.selectors import visitor_texts
-
     summary, intake, extractor = _clean_end_options(summary=summary, intake=intake, extract=extract, extractor=extractor)
     if conversation.status == Conversation.Status.ENDED:
         raise ConversationEnded(conversation)
@@ -404,7 +444,9 @@ def end_conversation(
         if summary and not intake_kwargs.get("note"):
             intake_kwargs["note"] = summary
     elif extractor is not None:
-        found = validate_found(run_extractor(extractor, visitor_texts(conversation)), actor=actor)
+        found = extracted if extracted is not None else prepare_extraction(
+            conversation=conversation, actor=actor, summary=summary, extract=True, extractor=extractor
+        )
         intake_kwargs = _intake_from_extraction(conversation, found, note=summary)
         extraction_record = found.as_record()
 

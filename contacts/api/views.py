@@ -50,7 +50,7 @@ from contacts.models import Contact, Source, Tag
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, phone_to_e164
 from crm_hub.actors import Actor
 from crm_hub.api.errors import flatten_validation_error, validated
-from crm_hub.api.permissions import MissingScope
+from crm_hub.api.permissions import intake_scopes, require_scopes
 from crm_hub.api.schema import IDEMPOTENCY_KEY, READ_ERRORS, WRITE_ERRORS, error_responses
 from crm_hub.api.throttling import AccessCheckThrottle, AgentRateThrottle
 from crm_hub.errors import FieldError, InputRejected
@@ -493,10 +493,7 @@ class IntakeView(AgentView):
     )
     def post(self, request):
         data = IntakeInput.clean(request.data)
-        agent = request.auth
-        for part, scope in (("note", "notes:write"), ("task", "tasks:write"), ("conversation", "conversations:write")):
-            if data.get(part) and not agent.has_scope(scope):
-                raise MissingScope(scope)
+        require_scopes(request.auth, intake_scopes(data))  # the same rule as conversations' end
         result = services.record_intake(
             contact=dict(data["contact"]), actor=self.actor(), source=Source.CHAT, tags=data.get("tags"),
             note=data.get("note"), pipeline=data.get("pipeline"), stage=data.get("stage"),

@@ -14,6 +14,11 @@ their own. For a call carrying the header:
    response, so a stored response always matches what was written, and a crash
    in between leaves neither (the in-flight row can then be taken over once it
    is older than ``CRM_IDEMPOTENCY_IN_FLIGHT_SECONDS``).
+   Work that must not run inside a transaction (an LLM call: on SQLite the
+   open transaction holds the database write lock) goes in a hook the view
+   class declares, ``prepare_before_transaction(request, agent, *args, **kwargs)``:
+   it is called here before the transaction opens and leaves its result on the
+   request for the view. A hook that raises is ignored; the view then decides.
 4. What is stored: 2xx responses and the 4xx answers the body alone decides
    (400, 404, 413, 422): a retry with the same body gets the same answer.
    Answers that depend on the moment (401, 403, 409, 429) and every 5xx roll the
@@ -31,12 +36,14 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import time
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
 from django.utils import timezone
 
 from crm_hub.api.auth import agent_for_token, bearer_token
@@ -47,6 +54,8 @@ METHODS = frozenset({"POST", "PUT", "PATCH"})
 REPLAY_HEADER = "Idempotent-Replayed"
 STORED_CLIENT_ERRORS = frozenset({400, 404, 413, 422})
 MAX_KEY_LENGTH = 255
+logger = logging.getLogger(__name__)
+PREPARE_HOOK = "prepare_before_transaction"
 
 
 def should_store(status_code: int) -> bool:
@@ -114,6 +123,7 @@ class IdempotencyMiddleware:
         record, answer = self._claim(request, agent, key, fingerprint)
         if answer is not None:
             return answer
+        _prepare_before_transaction(request, agent)
         return self._run(request, record)
 
     def _claim(self, request, agent: Agent, key: str, fingerprint: str):
@@ -186,6 +196,22 @@ class IdempotencyMiddleware:
             if not keep:
                 IdempotencyRecord.objects.filter(pk=record.pk).delete()
         return response
+
+
+def _prepare_before_transaction(request: HttpRequest, agent: Agent) -> None:
+    """Call the view class's ``prepare_before_transaction`` hook, if it has one, outside any transaction."""
+    try:
+        match = resolve(request.path_info, getattr(request, "urlconf", None))
+    except Resolver404:
+        return
+    view_class = getattr(match.func, "view_class", None) or getattr(match.func, "cls", None)
+    hook = getattr(view_class, PREPARE_HOOK, None)
+    if hook is None:
+        return
+    try:
+        hook(request, agent, *match.args, **match.kwargs)
+    except Exception:  # noqa: BLE001 - the view runs anyway and gives the real answer
+        logger.exception("%s.%s failed", view_class.__name__, PREPARE_HOOK)
 
 
 def purge_expired(*, older_than: dt.timedelta | None = None) -> int:

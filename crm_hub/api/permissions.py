@@ -36,3 +36,20 @@ def required_scopes(view, method: str) -> list[str]:
 
 def request_agent(request) -> Agent:
     return request.auth
+
+
+# What ``POST intake`` needs besides ``contacts:write``: the scope of each optional part it writes.
+INTAKE_WRITE_SCOPE = "contacts:write"
+INTAKE_PART_SCOPES = (("note", "notes:write"), ("task", "tasks:write"), ("conversation", "conversations:write"))
+
+
+def intake_scopes(intake) -> list[str]:
+    """Scopes an intake body needs: contacts:write, plus the scope of each part it carries (note, task, ...)."""
+    return [INTAKE_WRITE_SCOPE] + [scope for part, scope in INTAKE_PART_SCOPES if intake.get(part)]
+
+
+def require_scopes(agent: Agent, scopes) -> None:
+    """Raise MissingScope for the first scope ``agent`` lacks (a 403 naming it)."""
+    for scope in scopes:
+        if not agent.has_scope(scope):
+            raise MissingScope(scope)

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from rest_framework.test import APIClient
 
-ALL_SCOPES = ["contacts:read", "conversations:write"]
+ALL_SCOPES = ["contacts:read", "contacts:write", "notes:write", "tasks:write", "conversations:write"]
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def test_concurrent_starts_with_the_same_ids_make_one_conversation_and_store_mes
 
 
 def test_concurrent_ends_with_intake_write_once():
-    _agent, token = create_agent(name="end-bot", scopes=["contacts:read", "conversations:write"])
+    _agent, token = create_agent(name="end-bot", scopes=["contacts:read", "contacts:write", "notes:write", "conversations:write"])
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     conversation_id = client.post(URL, {"external_id": "e"}, format="json").json()["conversation"]["id"]
