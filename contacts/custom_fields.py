@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -19,6 +21,7 @@ TRUE_WORDS = {"true", "1", "yes", "y", "on", "sim"}
 FALSE_WORDS = {"false", "0", "no", "n", "off", "não", "nao"}
 MAX_TEXT = 1000
 MAX_LONG_TEXT = 20000
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadValue(ValueError):
@@ -30,7 +33,10 @@ class BadValue(ValueError):
 
 
 def _choice(definition: CustomField, value: Any) -> str:
-    allowed = [str(c) for c in definition.choices or []]
+    # Only a list is read: a malformed definition (e.g. a bare string saved before choices were
+    # validated) must not turn into one choice per character.
+    choices = definition.choices if isinstance(definition.choices, list) else []
+    allowed = [str(c) for c in choices if str(c).strip()]
     text = str(value).strip()
     for choice in allowed:
         if choice.casefold() == text.casefold():
@@ -42,6 +48,10 @@ def clean_value(definition: CustomField, value: Any) -> Any:
     """Return the JSON-storable value for ``definition`` or raise BadValue. None/"" clears."""
     if value is None or (isinstance(value, str) and value.strip() == "") or value == []:
         return None
+    strings = value if isinstance(value, (list, tuple)) else [value]
+    if any(isinstance(item, str) and ("\x00" in item or _SURROGATE.search(item)) for item in strings):
+        # As for the standard fields: PostgreSQL's jsonb cannot hold NUL, nor text lone surrogates.
+        raise BadValue("Null characters and lone surrogates are not allowed.")
     kind = definition.type
     T = CustomField.Type
     if kind in (T.TEXT, T.LONG_TEXT):
@@ -62,18 +72,28 @@ def clean_value(definition: CustomField, value: Any) -> Any:
                 number = float(str(value).strip().replace(",", "."))
             except ValueError:
                 raise BadValue("Expected a number, e.g. 42 or 0.75.") from None
-        if number != number or number in (float("inf"), float("-inf")):
+        try:
+            as_float = float(number)
+        except OverflowError:  # an integer too large for a float (e.g. 401 digits)
+            raise BadValue("Expected a finite number.") from None
+        if not math.isfinite(as_float):
             raise BadValue("Expected a finite number.")
-        return int(number) if float(number).is_integer() and not isinstance(value, float) else number
+        return int(number) if as_float.is_integer() and not isinstance(value, float) else number
     if kind == T.DECIMAL:
         if isinstance(value, bool):
             raise BadValue("Expected a decimal number.")
+        if isinstance(value, (dict, list)):
+            raise BadValue("Expected a decimal number, e.g. 1250.00.")
         try:
             number = Decimal(str(value).strip().replace(",", "."))
-        except InvalidOperation:
+        except (InvalidOperation, ValueError):  # ValueError: an int too long to turn into text
             raise BadValue("Expected a decimal number, e.g. 1250.00.") from None
-        if not number.is_finite():
+        # Sorting and filtering read the value as a double: it must fit one (no 1E+400), and a
+        # non-zero value must not vanish to 0 (1E-400, which PostgreSQL refuses to cast).
+        if not number.is_finite() or not math.isfinite(float(number)):
             raise BadValue("Expected a finite decimal number.")
+        if number != 0 and float(number) == 0:
+            raise BadValue("Expected a decimal number, e.g. 1250.00; this one is too close to zero.")
         return str(number)
     if kind == T.BOOLEAN:
         if isinstance(value, bool):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -19,6 +20,22 @@ from contacts.selectors import with_list_relations
 EXPORT_CHUNK = 2_000
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV/formula injection).
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+# Characters XML 1.0 (so an .xlsx cell) cannot hold: C0 controls but tab, newline and carriage
+# return; surrogates; U+FFFE and U+FFFF. openpyxl refuses a cell holding one (IllegalCharacterError).
+XML_ILLEGAL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xlsx_safe_cell(value: Any) -> Any:
+    """Return an (already neutralized) cell with the characters an .xlsx cannot hold removed.
+
+    Removing them can uncover a formula trigger (a vertical tab before "=HYPERLINK(...)"), so the result is
+    neutralized again.
+    """
+    if isinstance(value, str) and XML_ILLEGAL_RE.search(value):
+        return neutralize_cell(XML_ILLEGAL_RE.sub("", value))
+    return value
 
 
 def neutralize_cell(value: Any) -> Any:
@@ -116,7 +133,7 @@ def xlsx_response(rows: Iterable[list[Any]], *, filename: str) -> FileResponse:
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("Contacts")
     for row in rows:
-        sheet.append(row)
+        sheet.append([xlsx_safe_cell(value) for value in row])
     handle = tempfile.TemporaryFile()
     workbook.save(handle)
     handle.seek(0)

@@ -43,6 +43,11 @@ STANDARD_FORM_FIELDS: tuple[tuple[str, str, int], ...] = (
 )
 
 
+def _choices(definition: CustomField) -> list[str]:
+    """The field's choices as text; only a list is read (never a string saved before validation)."""
+    return [str(c) for c in definition.choices] if isinstance(definition.choices, list) else []
+
+
 def _custom_form_field(definition: CustomField) -> forms.Field:
     T = CustomField.Type
     common = {"required": False, "label": definition.label, "help_text": definition.help_text}
@@ -57,13 +62,23 @@ def _custom_form_field(definition: CustomField) -> forms.Field:
     if definition.type == T.DATETIME:
         return forms.CharField(widget=forms.DateTimeInput(attrs={"type": "datetime-local"}), **common)
     if definition.type == T.SINGLE_CHOICE:
-        return forms.ChoiceField(choices=[("", "—"), *((str(c), str(c)) for c in definition.choices or [])], **common)
+        return forms.ChoiceField(choices=[("", "—"), *((c, c) for c in _choices(definition))], **common)
     if definition.type == T.MULTIPLE_CHOICE:
         return forms.MultipleChoiceField(
-            choices=[(str(c), str(c)) for c in definition.choices or []], widget=forms.CheckboxSelectMultiple, **common
+            choices=[(c, c) for c in _choices(definition)], widget=forms.CheckboxSelectMultiple, **common
         )
     input_type = {T.EMAIL: "email", T.PHONE: "tel", T.URL: "url"}.get(definition.type, "text")
     return forms.CharField(widget=forms.TextInput(attrs={"type": input_type}), **common)
+
+
+def _stale_choices(definition: CustomField, value: Any) -> list[str]:
+    """The contact's stored choice values that are no longer among the field's choices."""
+    T = CustomField.Type
+    if value in (None, "", []) or definition.type not in (T.SINGLE_CHOICE, T.MULTIPLE_CHOICE):
+        return []
+    allowed = set(_choices(definition))
+    stored = value if isinstance(value, list) else [value]
+    return [str(v) for v in stored if str(v) not in allowed]
 
 
 def _custom_initial(definition: CustomField, value: Any) -> Any:
@@ -71,6 +86,8 @@ def _custom_initial(definition: CustomField, value: Any) -> Any:
         return None
     if definition.type == CustomField.Type.BOOLEAN:
         return "true" if value else "false"
+    if definition.type == CustomField.Type.SINGLE_CHOICE:
+        return str(value)
     if definition.type == CustomField.Type.DATETIME and isinstance(value, str):
         return value[:16]
     return value
@@ -102,8 +119,21 @@ class ContactForm(forms.Form):
         self.fields = ordered
         self.fields["owner"].choices = [("", "Nobody"), *((str(u.pk), u.get_full_name() or u.get_username()) for u in owners)]
         self.custom_fields = custom_fields
+        # Choice fields whose stored value is no longer an allowed choice (removed in the admin):
+        # offered as the current, marked option so an edit of another field keeps the value.
+        self.stale_choice_keys: set[str] = set()
         for definition in custom_fields:
-            self.fields[f"cf_{definition.key}"] = _custom_form_field(definition)
+            field = _custom_form_field(definition)
+            stale = _stale_choices(definition, (contact.custom or {}).get(definition.key)) if contact else []
+            if stale:
+                self.stale_choice_keys.add(definition.key)
+                marked = [(v, f"{v} (current value, no longer a choice)") for v in stale]
+                options = list(field.choices)
+                if definition.type == CustomField.Type.SINGLE_CHOICE:
+                    field.choices = [options[0], *marked, *options[1:]]
+                else:
+                    field.choices = [*marked, *options]
+            self.fields[f"cf_{definition.key}"] = field
         if tags is not None:
             self.fields["tags"] = forms.MultipleChoiceField(
                 required=False, choices=[(t.name, t.name) for t in tags], widget=forms.CheckboxSelectMultiple
@@ -127,7 +157,12 @@ class ContactForm(forms.Form):
         return data
 
     def custom_data(self) -> dict[str, Any]:
-        return {d.key: self.cleaned_data.get(f"cf_{d.key}") or None for d in self.custom_fields}
+        """The custom values to write; a kept no-longer-allowed choice the user did not change is left out (kept)."""
+        return {
+            d.key: self.cleaned_data.get(f"cf_{d.key}") or None
+            for d in self.custom_fields
+            if not (d.key in self.stale_choice_keys and f"cf_{d.key}" not in self.changed_data)
+        }
 
     def add_service_errors(self, exc: InputRejected) -> None:
         """Show each service error on its field ("custom.budget" on cf_budget); the rest above the form."""

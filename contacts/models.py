@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -112,6 +115,42 @@ class CustomField(models.Model):
     def __str__(self) -> str:
         return f"{self.label} ({self.key})"
 
+    def clean(self) -> None:
+        """Refuse ``choices`` and ``bands`` in any shape other than the one the code reads."""
+        super().clean()
+        errors: dict[str, list[str]] = {}
+        choices, choice_errors = _clean_choices(self.choices, self.type)
+        if choice_errors:
+            errors["choices"] = choice_errors
+        else:
+            self.choices = choices
+        bands, band_errors = _clean_bands(self.bands, self.type)
+        if band_errors:
+            errors["bands"] = band_errors
+        else:
+            self.bands = bands
+        if errors:
+            raise ValidationError(errors)
+
+    def usable_bands(self) -> list[tuple[float | None, float | None, str]]:
+        """Return the well-formed bands as ``(min, max, label)``; None is an open end.
+
+        Malformed rows (saved before bands were validated) are skipped, so a bad
+        definition never breaks a page that shows band labels.
+        """
+        rows = self.bands if isinstance(self.bands, list) else []
+        usable = []
+        for band in rows:
+            if not isinstance(band, dict):
+                continue
+            low, high, label = _band_bound(band.get("min")), _band_bound(band.get("max")), band.get("label")
+            if low is _BAD or high is _BAD or not isinstance(label, str) or not label.strip():
+                continue
+            if low is not None and high is not None and low >= high:
+                continue
+            usable.append((low, high, label.strip()))
+        return usable
+
     def band_label(self, value) -> str:
         """Return the label of the band ``value`` falls in ("Warm"), or "".
 
@@ -122,16 +161,102 @@ class CustomField(models.Model):
             return ""
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return ""
-        top = max((float(b["max"]) for b in self.bands if b.get("max") is not None), default=None)
-        for band in self.bands:
-            low, high = band.get("min"), band.get("max")
-            above_low = low is None or number >= float(low)
-            below_high = high is None or number < float(high) or (float(high) == top and number == top)
+        if not math.isfinite(number):
+            return ""
+        bands = self.usable_bands()
+        top = max((high for _low, high, _label in bands if high is not None), default=None)
+        for low, high, label in bands:
+            above_low = low is None or number >= low
+            below_high = high is None or number < high or (high == top and number == top)
             if above_low and below_high:
-                return str(band.get("label", ""))
+                return label
         return ""
+
+
+CHOICE_TYPES = (CustomField.Type.SINGLE_CHOICE, CustomField.Type.MULTIPLE_CHOICE)
+BAND_TYPES = (CustomField.Type.NUMBER, CustomField.Type.DECIMAL)
+CHOICES_SHAPE = 'a list of distinct, non-empty texts, e.g. ["Starter", "Pro", "Enterprise"]'
+BANDS_SHAPE = (
+    'a list of {"min": number, "max": number, "label": "text"} objects with min below max that do not overlap, '
+    'e.g. [{"min": 0, "max": 0.4, "label": "Low intent"}, {"min": 0.4, "max": 1, "label": "High intent"}] '
+    "(null for min or max leaves that end open)"
+)
+BAND_KEYS = {"min", "max", "label"}
+_BAD = object()
+
+
+def _band_bound(value):
+    """A band's min or max as a float, None for an open end, or _BAD."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _BAD
+    try:
+        number = float(value)
+    except OverflowError:
+        return _BAD
+    return number if math.isfinite(number) else _BAD
+
+
+def _clean_choices(choices, kind: str) -> tuple[list[str], list[str]]:
+    if choices is None or choices == "":
+        choices = []
+    if not isinstance(choices, list):
+        return [], [f"Expected {CHOICES_SHAPE}."]
+    if kind not in CHOICE_TYPES:
+        if choices:
+            return [], [f"Only single and multiple choice fields have choices: leave this an empty list ([]) for a {kind} field."]
+        return [], []
+    if not choices:
+        return [], [f"List at least one choice: expected {CHOICES_SHAPE}."]
+    cleaned: list[str] = []
+    seen: set[str] = set()
+    for item in choices:
+        if not isinstance(item, str) or not item.strip():
+            return [], [f"Every choice must be a non-empty text ({item!r} is not): expected {CHOICES_SHAPE}."]
+        text = item.strip()
+        if text.casefold() in seen:
+            return [], [f"{text!r} is listed twice (choices match case-insensitively): expected {CHOICES_SHAPE}."]
+        seen.add(text.casefold())
+        cleaned.append(text)
+    return cleaned, []
+
+
+def _clean_bands(bands, kind: str) -> tuple[list[dict], list[str]]:
+    if bands is None or bands == "":
+        bands = []
+    if not isinstance(bands, list):
+        return [], [f"Expected {BANDS_SHAPE}."]
+    if kind not in BAND_TYPES:
+        if bands:
+            return [], [f"Only number and decimal fields have bands: leave this an empty list ([]) for a {kind} field."]
+        return [], []
+    cleaned: list[dict] = []
+    for position, band in enumerate(bands, start=1):
+        where = f"Band {position}"
+        if not isinstance(band, dict):
+            return [], [f"{where} is not an object: expected {BANDS_SHAPE}."]
+        unknown = sorted(set(band) - BAND_KEYS)
+        if unknown:
+            return [], [f"{where} has unknown keys {', '.join(unknown)}: expected {BANDS_SHAPE}."]
+        low, high = _band_bound(band.get("min")), _band_bound(band.get("max"))
+        if low is _BAD or high is _BAD:
+            return [], [f"{where}: min and max must be finite numbers (or null for an open end): expected {BANDS_SHAPE}."]
+        if low is not None and high is not None and low >= high:
+            return [], [f"{where}: min must be below max: expected {BANDS_SHAPE}."]
+        label = band.get("label")
+        if not isinstance(label, str) or not label.strip():
+            return [], [f"{where} needs a non-empty text label: expected {BANDS_SHAPE}."]
+        cleaned.append({"min": band.get("min"), "max": band.get("max"), "label": label.strip()})
+    ordered = sorted(cleaned, key=lambda b: -math.inf if b["min"] is None else float(b["min"]))
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        before_high = math.inf if before["max"] is None else float(before["max"])
+        after_low = -math.inf if after["min"] is None else float(after["min"])
+        if after_low < before_high:
+            return [], [f"Bands {before['label']!r} and {after['label']!r} overlap: expected {BANDS_SHAPE}."]
+    return cleaned, []
 
 
 class Contact(models.Model):

@@ -7,6 +7,7 @@ path runs per-row queries and cannot collapse duplicates inside a file.
 
 from __future__ import annotations
 
+import tablib
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -19,6 +20,7 @@ from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
 
 from contacts.admin import ContactAdmin
+from contacts.exporting import xlsx_safe_cell
 from contacts.importing import services
 from contacts.importing.mapping import target_choices
 from contacts.importing.readers import UnreadableFile, detect_format, open_rows
@@ -69,7 +71,13 @@ class NeutralizedCSV(_ResourceNeutralizes, CSV):
 
 
 class NeutralizedXLSX(_ResourceNeutralizes, XLSX):
-    pass
+    def export_data(self, dataset, **kwargs):
+        # A control character (a vertical tab in a name) is not allowed in an .xlsx cell:
+        # openpyxl refused the whole file.
+        clean = tablib.Dataset(headers=[xlsx_safe_cell(h) for h in dataset.headers or []], title=dataset.title)
+        for row in dataset:
+            clean.append([xlsx_safe_cell(value) for value in row])
+        return super().export_data(clean, **kwargs)
 
 
 def _actor(request) -> Actor:
