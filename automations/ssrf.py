@@ -52,9 +52,23 @@ def check_url(url: str) -> None:
     parts = urlsplit(url or "")
     if parts.scheme not in ("http", "https"):
         raise UnsafeURL("Only http and https URLs are allowed.")
+    # Parsers disagree on backslashes, credentials and spaces: urlsplit reads
+    # "http://127.0.0.1:81\@8.8.8.8/" as host 8.8.8.8 while the HTTP client sends it
+    # to 127.0.0.1. Such URLs are refused, and the host checked is the one the client
+    # itself will connect to.
+    if "\\" in url or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise UnsafeURL("The URL may not contain a backslash, spaces or control characters.")
+    from urllib3.util import parse_url
+
+    try:
+        client_host = (parse_url(url).host or "").strip("[]").lower()
+    except ValueError as exc:
+        raise UnsafeURL("The URL cannot be read.") from exc
     host = (parts.hostname or "").lower()
     if not host:
         raise UnsafeURL("The URL has no host.")
+    if client_host != host:
+        raise UnsafeURL("The URL's host is ambiguous.")
     names, networks = _allowed()
     if host in names:
         return

@@ -31,6 +31,10 @@ def no_allow_list(settings):
         "ftp://example.com/file",
         "file:///etc/passwd",
         "http:///nohost",
+        # Read as host 8.8.8.8 by urlsplit but sent to 127.0.0.1 by the HTTP client.
+        "http://127.0.0.1:8171\\@8.8.8.8/",
+        "http://user:pass@8.8.8.8@127.0.0.1/",
+        "http://8.8.8.8 @127.0.0.1/",
     ],
 )
 def test_unsafe_urls_are_refused(no_allow_list, url):
