@@ -376,6 +376,17 @@ def resolve_user(value: Any, *, field_name: str = "owner"):
 # --- Validation of contact input -----------------------------------------------
 
 
+def invalid_phone_error(text: str, field_name: str = "phone") -> FieldError:
+    return FieldError(
+        field_name, "invalid_phone",
+        f"{text!r} is not a valid phone number (include the country code if it is not from {settings.CRM_DEFAULT_PHONE_REGION}).",
+    )
+
+
+def invalid_email_error(text: str, field_name: str = "email") -> FieldError:
+    return FieldError(field_name, "invalid_email", f"{text!r} is not a valid email address.")
+
+
 def clean_contact_input(
     data: Mapping[str, Any] | None,
     *,
@@ -421,16 +432,14 @@ def clean_contact_input(
             try:
                 phone = parse_phone(text)
             except InvalidPhone:
-                errors.append(
-                    FieldError("phone", "invalid_phone", f"{text!r} is not a valid phone number (include the country code if it is not from {settings.CRM_DEFAULT_PHONE_REGION}).")
-                )
+                errors.append(invalid_phone_error(text))
                 continue
             result.phone_e164, result.phone_extension = phone.e164, phone.extension
         elif key == "email":
             try:
                 result.email_normalized = email_normalize(text)
             except InvalidEmail:
-                errors.append(FieldError("email", "invalid_email", f"{text!r} is not a valid email address."))
+                errors.append(invalid_email_error(text))
                 continue
         values[key] = text
     if allow_owner and data.get("owner") not in (None, ""):

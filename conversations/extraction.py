@@ -24,6 +24,7 @@ from django.conf import settings
 from contacts.models import CustomField
 from contacts.normalize import InvalidEmail, email_normalize
 from contacts.services import clean_contact_input
+from conversations.services import contains_nul
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
 
@@ -85,17 +86,6 @@ class Extraction:
 
 def _without_nul(text: str) -> str:
     return text.replace("\x00", "")
-
-
-def contains_nul(value: Any) -> bool:
-    """Whether text anywhere in ``value`` (keys included) holds a NUL, which no agent path stores."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(contains_nul(v) for v in value)
-    return False
 
 
 class ExtractorFailed(Exception):

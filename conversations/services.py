@@ -199,14 +199,14 @@ class EndResult:
     extraction: dict | None = None
 
 
-def _contains_nul(value: Any) -> bool:
+def contains_nul(value: Any) -> bool:
     # PostgreSQL refuses NUL in text and jsonb; catching it here keeps that a 400, not a 500.
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, Mapping):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return any(_contains_nul(v) for v in value)
+        return any(contains_nul(v) for v in value)
     return False
 
 
@@ -257,8 +257,8 @@ def start_conversation(
         errors.extend(exc.errors)
     if metadata is not None and not isinstance(metadata, Mapping):
         errors.append(FieldError("metadata", "invalid_value", "Expected an object."))
-    elif _contains_nul(metadata) or _contains_nul(external_id):
-        errors.append(FieldError("metadata" if _contains_nul(metadata) else "external_id", "invalid_value",
+    elif contains_nul(metadata) or contains_nul(external_id):
+        errors.append(FieldError("metadata" if contains_nul(metadata) else "external_id", "invalid_value",
                                  "Text may not contain NUL characters."))
     contact = None
     if contact_id not in (None, ""):
@@ -308,7 +308,7 @@ def _clean_end_options(
         errors.append(FieldError("summary", "invalid_value", "Expected text."))
     elif summary is not None and len(summary) > MAX_SUMMARY_CHARS:
         errors.append(FieldError("summary", "invalid_value", f"At most {MAX_SUMMARY_CHARS:,} characters."))
-    elif _contains_nul(summary):
+    elif contains_nul(summary):
         errors.append(FieldError("summary", "invalid_value", "Text may not contain NUL characters."))
     if intake is not None:
         if not isinstance(intake, Mapping):
@@ -319,7 +319,7 @@ def _clean_end_options(
                     errors.append(FieldError(f"intake.{key}", "unknown_field",
                                              f"{key!r} is not part of an intake here (the conversation is this one).",
                                              list(INTAKE_KEYS)))
-            if _contains_nul(intake):
+            if contains_nul(intake):
                 errors.append(FieldError("intake", "invalid_value", "Text may not contain NUL characters."))
             errors.extend(_intake_shape_errors(intake))
         if extract:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import django_filters
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -11,7 +10,7 @@ from django.db.models.functions import Lower
 from contacts.models import Contact, ContactStage, ContactTag, Source, Stage
 from contacts.normalize import email_normalize_or_none, phone_to_e164_or_none
 from contacts.selectors import search_contacts
-from contacts.services import resolve_tags
+from contacts.services import invalid_email_error, invalid_phone_error, resolve_tags
 from crm_hub.api.filters import UtcIsoDateTimeFilter
 from crm_hub.errors import FieldError, InputRejected
 
@@ -37,16 +36,13 @@ class ContactApiFilter(django_filters.FilterSet):
     def filter_phone(self, queryset, name, value):
         e164 = phone_to_e164_or_none(value)
         if not e164:
-            raise InputRejected([FieldError(
-                "phone", "invalid_phone",
-                f"{value!r} is not a valid phone number (include the country code if it is not from {settings.CRM_DEFAULT_PHONE_REGION}).",
-            )])
+            raise InputRejected([invalid_phone_error(value)])
         return queryset.filter(phone_e164=e164)
 
     def filter_email(self, queryset, name, value):
         email = email_normalize_or_none(value)
         if not email:
-            raise InputRejected([FieldError("email", "invalid_email", f"{value!r} is not a valid email address.")])
+            raise InputRejected([invalid_email_error(value)])
         return queryset.filter(email_normalized=email)
 
     def filter_q(self, queryset, name, value):

@@ -538,12 +538,12 @@ class AccessCheckView(AgentView):
             try:
                 e164 = phone_to_e164(phone)
             except InvalidPhone:
-                errors.append(FieldError("phone", "invalid_phone", f"{phone!r} is not a valid phone number."))
+                errors.append(services.invalid_phone_error(phone))
         if email:
             try:
                 normalized = email_normalize(email)
             except InvalidEmail:
-                errors.append(FieldError("email", "invalid_email", f"{email!r} is not a valid email address."))
+                errors.append(services.invalid_email_error(email))
         if not phone and not email:
             errors.append(FieldError("phone", "required", "Send a phone or an email."))
         if errors:

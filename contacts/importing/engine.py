@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date
 
 from contacts.custom_fields import BadValue, clean_value
+from contacts.exporting import FORMULA_TRIGGERS  # what neutralize_cell prefixes with "'"
 from contacts.importing import mapping as mapping_mod
 from contacts.importing.writers import INTEGRITY_ERRORS, writer_for
 from contacts.models import Contact, CustomField, ImportJob, Source, Tag
@@ -42,7 +43,6 @@ MAX_LENGTHS = {f: Contact._meta.get_field(f).max_length for f in STANDARD_FIELDS
 MAX_EXTENSION = Contact._meta.get_field("phone_extension").max_length
 MAX_EMAIL_KEY = Contact._meta.get_field("email_normalized").max_length
 BATCH_RETRIES = 3
-FORMULA_TRIGGERS = ("=", "+", "-", "@")  # contacts.exporting.neutralize_cell prefixes these with "'"
 
 
 class ImportCancelled(Exception):

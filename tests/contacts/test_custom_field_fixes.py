@@ -14,16 +14,10 @@ from openpyxl import load_workbook
 
 from contacts.models import Contact, CustomField
 from tests.api.factories import AgentClient, make_agent
-from tests.contacts.factories import CustomFieldFactory, UserFactory
+from tests.contacts.factories import CustomFieldFactory
 from tests.contacts.ui_helpers import make_contact
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client(client):
-    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
-    return client
 
 
 @pytest.fixture
@@ -232,19 +226,17 @@ def test_xlsx_export_removes_characters_a_workbook_cannot_hold(page, staff_user,
     assert rows[1] == ["Ctl\x0bName"]
 
 
-def test_admin_xlsx_export_drops_characters_a_cell_cannot_hold(client):
+def test_admin_xlsx_export_drops_characters_a_cell_cannot_hold(admin_client):
     import io
 
     import openpyxl
     from django.urls import reverse
 
     from contacts.models import Contact
-    from tests.contacts.factories import UserFactory
     from tests.contacts.test_export import export_via_admin
 
     Contact.objects.create(name="Ctl\x0b=SUM(1)", source="manual")
-    client.force_login(UserFactory(username="root2", is_staff=True, is_superuser=True))
-    assert client.get(reverse("admin:contacts_contact_export")).status_code == 200
-    sheet = openpyxl.load_workbook(io.BytesIO(export_via_admin(client, "xlsx"))).active
+    assert admin_client.get(reverse("admin:contacts_contact_export")).status_code == 200
+    sheet = openpyxl.load_workbook(io.BytesIO(export_via_admin(admin_client, "xlsx"))).active
     header = [c.value for c in sheet[1]]
     assert dict(zip(header, [c.value for c in sheet[2]], strict=False))["name"] == "Ctl=SUM(1)"

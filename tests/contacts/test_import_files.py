@@ -16,16 +16,9 @@ from django.urls import reverse
 from contacts.importing import services
 from contacts.models import Contact, ImportJob
 from crm_hub.errors import InputRejected
-from tests.contacts.factories import UserFactory
 from tests.contacts.test_import import csv_bytes
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client_logged_in(client):
-    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
-    return client
 
 
 def start(actor, body: bytes, name: str = "people.csv") -> ImportJob:
@@ -80,9 +73,9 @@ def long_cell_file() -> bytes:
 
 
 def test_a_cell_over_128_kib_fails_its_row_in_preview_and_import_and_the_others_import(
-    admin_client_logged_in,
+    admin_client,
 ):
-    client = admin_client_logged_in
+    client = admin_client
     client.post(
         reverse("admin:contacts_contact_import_upload"),
         {"file": SimpleUploadedFile("long.csv", long_cell_file()), "mode": "create_update"},
@@ -279,8 +272,8 @@ def test_duplicate_headers_are_told_apart_and_each_can_be_mapped(staff_actor):
     assert error_rows(job)[1][:5] == ["Bad", "", "12", "bad@", ""]
 
 
-def test_duplicate_headers_can_be_mapped_on_the_admin_page(admin_client_logged_in):
-    client = admin_client_logged_in
+def test_duplicate_headers_can_be_mapped_on_the_admin_page(admin_client):
+    client = admin_client
     body = csv_bytes([["Ann", "(561) 555-0192", ""]], headers=["Name", "Phone", "Phone"])
     client.post(
         reverse("admin:contacts_contact_import_upload"),

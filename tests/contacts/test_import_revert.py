@@ -20,12 +20,6 @@ from tests.contacts.test_import import csv_bytes, do_import, existing
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client_logged_in(client):
-    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
-    return client
-
-
 def reverted_entry(contact: Contact) -> HistoryEntry | None:
     return HistoryEntry.objects.filter(contact=contact, summary__startswith="Reverted import").first()
 
@@ -91,12 +85,12 @@ def test_revert_keeps_a_tag_sales_removed_and_added_again_since(staff_actor):
     assert f"#{old.pk} Lead" in job.message
 
 
-def test_admin_revert_message_reports_what_was_skipped(admin_client_logged_in, staff_actor):
+def test_admin_revert_message_reports_what_was_skipped(admin_client, staff_actor):
     fatima = existing(staff_actor, name="Fatima Patel", phone="+1 702 555 0100", email="fatima.patel6@example.com")
     job = do_import(staff_actor, [["Fatima Moved", "(202) 555-0990", "fatima.patel6@example.com"]], headers=["Name", "Phone", "Email"])
     existing(staff_actor, name="Someone Else", phone="702-555-0100")
 
-    response = admin_client_logged_in.post(reverse("admin:contacts_contact_import_revert", args=[job.pk]), follow=True)
+    response = admin_client.post(reverse("admin:contacts_contact_import_revert", args=[job.pk]), follow=True)
 
     html = response.content.decode()
     assert f"Import #{job.pk} was reverted: 0 created contacts deleted, 1 contact restored." in html
@@ -126,11 +120,11 @@ def test_too_long_email_phone_and_extension_fail_their_row_only(staff_actor):
     assert "phone: the extension has at most 12 digits" in errors
 
 
-def test_preview_of_a_too_long_email_says_error_not_create(admin_client_logged_in):
+def test_preview_of_a_too_long_email_says_error_not_create(admin_client):
     body = csv_bytes([["Ann", "a" * 250 + "@example.com"]], headers=["Name", "Email"])
-    admin_client_logged_in.post(reverse("admin:contacts_contact_import_upload"), {"file": SimpleUploadedFile("long.csv", body), "mode": "create_update"})
+    admin_client.post(reverse("admin:contacts_contact_import_upload"), {"file": SimpleUploadedFile("long.csv", body), "mode": "create_update"})
     job = ImportJob.objects.get()
-    html = admin_client_logged_in.post(
+    html = admin_client.post(
         reverse("admin:contacts_contact_import_map", args=[job.pk]),
         {"mode": "create_update", "col_0": "name", "col_1": "email", "_preview": "1"},
     ).content.decode()
@@ -141,15 +135,15 @@ def test_preview_of_a_too_long_email_says_error_not_create(admin_client_logged_i
 # --- preview ----------------------------------------------------------------------------------
 
 
-def test_preview_lists_every_error_row_and_says_other_rows_are_not_listed(admin_client_logged_in):
+def test_preview_lists_every_error_row_and_says_other_rows_are_not_listed(admin_client):
     rows = [[f"P{i}", f"p{i}@example.com"] for i in range(600)]
     rows[450][1] = "bad@"  # file line 452 (line 1 is the header)
     rows[550][1] = "worse@@"
     body = csv_bytes(rows, headers=["Name", "Email"])
-    admin_client_logged_in.post(reverse("admin:contacts_contact_import_upload"), {"file": SimpleUploadedFile("big.csv", body), "mode": "create_update"})
+    admin_client.post(reverse("admin:contacts_contact_import_upload"), {"file": SimpleUploadedFile("big.csv", body), "mode": "create_update"})
     job = ImportJob.objects.get()
 
-    response = admin_client_logged_in.post(
+    response = admin_client.post(
         reverse("admin:contacts_contact_import_map", args=[job.pk]),
         {"mode": "create_update", "col_0": "name", "col_1": "email", "_preview": "1"},
     )
@@ -165,9 +159,9 @@ def test_preview_lists_every_error_row_and_says_other_rows_are_not_listed(admin_
 # --- admin export -------------------------------------------------------------------------------
 
 
-def test_admin_xlsx_export_has_empty_cells_and_numbers_and_imports_again(admin_client_logged_in, staff_actor):
+def test_admin_xlsx_export_has_empty_cells_and_numbers_and_imports_again(admin_client, staff_actor):
     ann = existing(staff_actor, name="Ann", email="ann@example.com")  # no birthday
-    book = openpyxl.load_workbook(io.BytesIO(export_via_admin(admin_client_logged_in, "xlsx")))
+    book = openpyxl.load_workbook(io.BytesIO(export_via_admin(admin_client, "xlsx")))
     header = [c.value for c in book.active[1]]
     values = dict(zip(header, [c.value for c in book.active[2]], strict=True))
     assert values["id"] == ann.pk
@@ -181,9 +175,9 @@ def test_admin_xlsx_export_has_empty_cells_and_numbers_and_imports_again(admin_c
     assert (job.status, job.failed_count) == ("done", 0)
 
 
-def test_admin_csv_export_starts_with_a_utf8_bom(admin_client_logged_in, staff_actor):
+def test_admin_csv_export_starts_with_a_utf8_bom(admin_client, staff_actor):
     existing(staff_actor, name="Zoë Ångström", email="zoe@example.com")
-    body = export_via_admin(admin_client_logged_in, "csv")
+    body = export_via_admin(admin_client, "csv")
     assert body.startswith(b"\xef\xbb\xbf")
     assert "Zoë Ångström" in body.decode("utf-8-sig")
 
@@ -205,7 +199,7 @@ def debug_urls(settings):
     clear_url_caches()
 
 
-def test_import_and_error_files_are_not_public_media_even_with_debug(debug_urls, client, admin_client_logged_in, staff_actor):
+def test_import_and_error_files_are_not_public_media_even_with_debug(debug_urls, client, admin_client, staff_actor):
     job = do_import(staff_actor, [["Bad", "bad@"]], headers=["Name", "Email"])
     assert job.file and job.error_file
     client.logout()
@@ -215,10 +209,10 @@ def test_import_and_error_files_are_not_public_media_even_with_debug(debug_urls,
     file_url = reverse("admin:contacts_contact_import_file", args=[job.pk])
     errors_url = reverse("admin:contacts_contact_import_errors", args=[job.pk])
     assert client.get(file_url).status_code == client.get(errors_url).status_code == 302  # to the login page
-    admin_client_logged_in.force_login(UserFactory(username="boss", is_staff=True, is_superuser=True))
-    download = admin_client_logged_in.get(file_url)
+    admin_client.force_login(UserFactory(username="boss", is_staff=True, is_superuser=True))
+    download = admin_client.get(file_url)
     assert download.status_code == 200 and b"Bad,bad@" in b"".join(download.streaming_content)
-    page = admin_client_logged_in.get(reverse("admin:contacts_importjob_change", args=[job.pk])).content.decode()
+    page = admin_client.get(reverse("admin:contacts_importjob_change", args=[job.pk])).content.decode()
     assert file_url in page and errors_url in page and "/media/" not in page
 
 

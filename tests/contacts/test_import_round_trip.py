@@ -20,12 +20,6 @@ from tests.contacts.test_import import csv_bytes, do_import, existing
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client_logged_in(client):
-    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
-    return client
-
-
 def test_admin_export_needs_the_permission_to_view_contacts(client):
     Contact.objects.create(name="Secret", source="manual", email="secret@example.com", email_normalized="secret@example.com")
     sales = UserFactory(username="sales", is_staff=True)
@@ -78,27 +72,27 @@ def test_old_mac_line_ends_are_counted_and_a_big_file_goes_to_the_background(sta
 
 
 @override_settings(CRM_MAX_UPLOAD_BYTES=150_000)  # the csv field limit follows it
-def test_a_stray_quote_found_past_the_header_is_a_message_not_a_500(admin_client_logged_in):
+def test_a_stray_quote_found_past_the_header_is_a_message_not_a_500(admin_client):
     body = b'Name,Phone\nA,"' + b"x" * 300_000 + b"\nB,+5511980000001\n"
-    upload = admin_client_logged_in.post(
+    upload = admin_client.post(
         reverse("admin:contacts_contact_import_upload"),
         {"file": SimpleUploadedFile("quote.csv", body), "mode": "create_update"},
     )
     assert upload.status_code == 302
-    page = admin_client_logged_in.get(upload["Location"], follow=True)
+    page = admin_client.get(upload["Location"], follow=True)
     assert page.status_code == 200
     assert "cannot be imported" in page.content.decode()
     assert not ImportJob.objects.exists()  # the unusable draft and its file are gone
 
 
-def test_our_admin_export_imports_back_unchanged(staff_actor, admin_client_logged_in):
+def test_our_admin_export_imports_back_unchanged(staff_actor, admin_client):
     CustomFieldFactory(key="note", label="Note", type=CustomField.Type.TEXT)
     TagFactory(name="Lead")
     do_import(
         staff_actor, [["=SUM(1)", "a@example.com", "+1+1", "@home", "Lead"]],
         headers=["Name", "Email", "Company", "Note", "Tags"],
     )
-    exported = export_via_admin(admin_client_logged_in, "csv")
+    exported = export_via_admin(admin_client, "csv")
     assert b"'=SUM(1)" in exported  # neutralized on the way out
     job = services.create_import_job(upload=SimpleUploadedFile("export.csv", exported), actor=staff_actor)
     assert job.mapping["custom.note"] == "custom.note"  # our own custom columns map back by themselves

@@ -42,6 +42,7 @@ class FakeLLM:
         self.content: str | None = "{}"
         self.status = 200
         self.delay = 0.0
+        self.trickle = 0.0  # seconds between bytes of the body: a server slower than any deadline
         self.requests: list[dict] = []
         self.release = threading.Event()
 
@@ -73,7 +74,13 @@ def fake_llm(settings):
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if not state.trickle:
+                    self.wfile.write(data)
+                for byte in data if state.trickle else b"":
+                    if state.release.wait(state.trickle):
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -190,45 +188,10 @@ def test_llm_values_with_nul_are_dropped_never_stored(make_client, fake_llm):
     assert all(reasons[f].startswith("null_characters_not_allowed") for f in ("name", "city", "custom.objection"))
 
 
-@pytest.fixture
-def trickling_llm(settings):
-    """A chat-completions server that sends its (valid) body one byte at a time, slowly."""
-    reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": '{"contact": {"name": "Zed"}}'}}]})
-    stop = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            data = reply.encode()
-            try:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                for byte in data:
-                    if stop.wait(0.1):
-                        return
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        def log_message(self, format, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    settings.CRM_LLM_BASE_URL = f"http://127.0.0.1:{server.server_address[1]}/v1"
+def test_llm_timeout_is_a_total_deadline(make_client, fake_llm, settings):
+    fake_llm.reply_json({"contact": {"name": "Zed"}})
+    fake_llm.trickle = 0.1  # each read is quick; the whole body is not
     settings.CRM_LLM_TIMEOUT_SECONDS = 1
-    yield
-    stop.set()
-    server.shutdown()
-    server.server_close()
-
-
-def test_llm_timeout_is_a_total_deadline(make_client, trickling_llm):
     api = make_client(scopes=EVERYTHING)
     conversation_id = started(api, "call me on 561 555 0192")
     began = time.monotonic()
