@@ -696,7 +696,14 @@ class ImportChange(models.Model):
 class ImportMapping(models.Model):
     """The column mapping last confirmed for a set of headers, offered again for the same headers."""
 
-    header_key = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the normalized header list.")
+    header_key = models.CharField(
+        max_length=64,
+        unique=True,
+        help_text=(
+            "SHA-256 of the sorted, normalized header names (a failed-rows file's error column left out): "
+            "the same headers in any order share one mapping."
+        ),
+    )
     headers = models.JSONField(default=list)
     mapping = models.JSONField(default=dict)
     updated_at = models.DateTimeField(auto_now=True)
