@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -47,7 +47,7 @@ from contacts.models import (
     Task,
 )
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
-from contacts.sanitize import clean_rich_text
+from contacts.sanitize import clean_rich_text, rich_text_to_plain
 from contacts.uploads import UploadTypeRefused, verified_upload_type
 from crm_hub import rawsql
 from crm_hub.actors import Actor
@@ -63,6 +63,8 @@ STANDARD_FIELDS: tuple[str, ...] = (
 # anyone else gets a ChangeRequest for staff to approve.
 PROTECTED_FIELDS: frozenset[str] = frozenset({"phone", "email", "identity", "owner"})
 WRITABLE_FIELDS: tuple[str, ...] = (*STANDARD_FIELDS, "owner")
+# Cleared to NULL, not to "" (the others are text).
+NULLABLE_FIELDS: frozenset[str] = frozenset({"owner", "birthday"})
 UPSERT_RETRIES = 3
 
 
@@ -412,6 +414,9 @@ def clean_contact_input(
         if raw is None:
             continue
         if key == "birthday":
+            if isinstance(raw, str) and not raw.strip():
+                values["birthday"] = None  # cleared (update_contact); an upsert skips empty values
+                continue
             parsed = _parse_birthday(raw)
             if parsed is None:
                 errors.append(FieldError("birthday", "invalid_value", "Expected a date as YYYY-MM-DD."))
@@ -606,15 +611,18 @@ def _upsert_once(
     entries: list[HistoryEntry] = []
     if by_phone is not None and by_email is not None and by_phone.pk != by_email.pk:
         skip.add("email")  # it belongs to the other contact; writing it would merge silently
-        _flag_duplicate(contact=by_phone, other=by_email, source=source, reason="Phone matched this contact, email matched the other.")
-        result.possible_duplicates.append(by_email.pk)
-        entries.append(
-            _history(
-                contact, action=HistoryEntry.Action.POSSIBLE_DUPLICATE, actor=actor, source=source,
-                summary=f"Email {cleaned.email_normalized} belongs to contact #{by_email.pk}; flagged as possible duplicate.",
-                conversation=conversation,
-            )
+        _, flagged = _flag_duplicate(
+            contact=by_phone, other=by_email, source=source, reason="Phone matched this contact, email matched the other."
         )
+        result.possible_duplicates.append(by_email.pk)
+        if flagged:  # once per open flag: a retried conversation does not add the same line again
+            entries.append(
+                _history(
+                    contact, action=HistoryEntry.Action.POSSIBLE_DUPLICATE, actor=actor, source=source,
+                    summary=f"Email {cleaned.email_normalized} belongs to contact #{by_email.pk}; flagged as possible duplicate.",
+                    conversation=conversation,
+                )
+            )
     _apply_changes(
         contact, cleaned=cleaned, actor=actor, source=source, conversation=conversation,
         policy=policy, skip=skip, result=result, entries=entries, clear_empty=False,
@@ -713,7 +721,7 @@ def _apply_changes(
             )
             continue
         changes[key] = [_as_text(current) if key == "owner" else current, _as_text(new) if key == "owner" else new]
-        setattr(contact, key, new if new is not None else "")
+        setattr(contact, key, new if new is not None or key in NULLABLE_FIELDS else "")
         update_fields.append(key)
         if key == "phone":
             contact.phone_e164, contact.phone_extension = cleaned.phone_e164, cleaned.phone_extension
@@ -742,7 +750,11 @@ def _apply_changes(
         contact.last_activity_at = now
         contact.updated_at = now
         update_fields += ["last_activity_at", "updated_at"]
-        contact.save(update_fields=update_fields)
+        # A new phone or email can lose a race for its unique index. The savepoint keeps the
+        # caller's transaction usable, so an upsert can look again and an edit can say who holds it.
+        takes_key = "phone_e164" in update_fields or "email_normalized" in update_fields
+        with transaction.atomic() if takes_key else contextlib.nullcontext():
+            contact.save(update_fields=update_fields)
     if changes:
         entries.append(
             _history(contact, action=HistoryEntry.Action.UPDATED, actor=actor, source=source, changes=changes,
@@ -814,12 +826,12 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _flag_duplicate(*, contact: Contact, other: Contact, source: str, reason: str) -> PossibleDuplicate:
-    flag, _ = PossibleDuplicate.objects.get_or_create(
+def _flag_duplicate(*, contact: Contact, other: Contact, source: str, reason: str) -> tuple[PossibleDuplicate, bool]:
+    """Return the open flag for the pair and whether this call raised it."""
+    return PossibleDuplicate.objects.get_or_create(
         contact=contact, other=other, status=PossibleDuplicate.Status.OPEN,
         defaults={"reason": reason[:255], "source": source},
     )
-    return flag
 
 
 # --- Direct edits -----------------------------------------------------------------
@@ -851,13 +863,21 @@ def update_contact(
         cleaned.email_normalized = ""
     if errors:
         raise InputRejected(errors)
-    if "owner" in data and data["owner"] in (None, ""):
-        cleaned.values["owner"] = None
+    for nullable in ("owner", "birthday"):
+        if nullable in data and data[nullable] in (None, ""):
+            cleaned.values[nullable] = None
     result = UpsertResult(contact=locked, created=False, matched_by=None)
-    _apply_changes(
-        locked, cleaned=cleaned, actor=actor, source=source, conversation=conversation,
-        policy=_protected_policy(actor, protected_changes), skip=set(), result=result, entries=[], clear_empty=True,
-    )
+    try:
+        _apply_changes(
+            locked, cleaned=cleaned, actor=actor, source=source, conversation=conversation,
+            policy=_protected_policy(actor, protected_changes), skip=set(), result=result, entries=[], clear_empty=True,
+        )
+    except IntegrityError:
+        # Another writer committed the same phone or email after our check above.
+        errors = _held_elsewhere_errors(locked, cleaned.phone_e164, cleaned.email_normalized)
+        if errors:
+            raise InputRejected(errors) from None
+        raise
     return result
 
 
@@ -956,10 +976,8 @@ def add_tags(*, contact: Contact, tags: Iterable[str], actor: Actor, source: str
     """Add existing tags (never replacing others); return the ones that were new on the contact."""
     _check_source(source)
     resolved = resolve_tags(list(tags))
-    existing = set(ContactTag.objects.filter(contact=contact).values_list("tag_id", flat=True))
-    new_tags = [t for t in resolved if t.pk not in existing]
+    new_tags = _link_new_tags(contact, resolved)
     if new_tags:
-        ContactTag.objects.bulk_create([ContactTag(contact=contact, tag=t) for t in new_tags], ignore_conflicts=True)
         names = [t.name for t in new_tags]
         HistoryEntry.objects.bulk_create([
             _history(contact, action=HistoryEntry.Action.TAG_ADDED, actor=actor, source=source,
@@ -969,6 +987,28 @@ def add_tags(*, contact: Contact, tags: Iterable[str], actor: Actor, source: str
         run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": names})
         emit_event(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes={"tags": [[], names]}))
     return new_tags
+
+
+def _link_new_tags(contact: Contact, tags: list[Tag]) -> list[Tag]:
+    """Link ``tags`` to the contact; return those this call linked, in their order.
+
+    The database says which rows it inserted (ON CONFLICT DO NOTHING RETURNING), so two
+    concurrent calls adding the same tag record it, run its rules and send its webhook once.
+    """
+    if not tags:
+        return []
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    sql = (
+        f"INSERT INTO {rawsql.table(ContactTag)} ({rawsql.column(ContactTag, 'contact')}, "
+        f"{rawsql.column(ContactTag, 'tag')}, {rawsql.column(ContactTag, 'added_at')}) VALUES "
+        + ", ".join(["(%s, %s, %s)"] * len(tags))
+        + f" ON CONFLICT DO NOTHING RETURNING {rawsql.column(ContactTag, 'tag')}"
+    )
+    params = [value for tag in tags for value in (contact.pk, tag.pk, now)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        linked = {row[0] for row in cursor.fetchall()}
+    return [t for t in tags if t.pk in linked]
 
 
 @transaction.atomic
@@ -1061,17 +1101,29 @@ def move_to_stage(
 # --- Notes ---------------------------------------------------------------------------
 
 
+NOTE_MAX_CHARACTERS = 100_000
+
+
+def clean_note_body(body: Any, *, field_name: str = "body") -> str:
+    """Return the note as sanitized HTML; raise InputRejected naming ``field_name`` if it is none.
+
+    The limit applies to what was sent: escaping can make the stored HTML longer.
+    """
+    if not isinstance(body, str):
+        raise InputRejected([FieldError(field_name, "invalid_value", "Expected text or HTML.")])
+    if len(body) > NOTE_MAX_CHARACTERS:
+        raise InputRejected([FieldError(field_name, "invalid_value", f"At most {NOTE_MAX_CHARACTERS:,} characters.")])
+    clean = clean_rich_text(body)
+    if not rich_text_to_plain(clean):  # "<p></p>", "<br>": markup with nothing to read
+        raise InputRejected([FieldError(field_name, "required", "The note has no readable text.")])
+    return clean
+
+
 @_write_atomic
 def add_note(*, contact: Contact, body: str, actor: Actor, source: str, conversation=None) -> Note:
     """Store a sanitized rich-text note on the contact."""
     _check_source(source)
-    if not isinstance(body, str):
-        raise InputRejected([FieldError("body", "invalid_value", "Expected text or HTML.")])
-    if len(body) > 100_000:
-        raise InputRejected([FieldError("body", "invalid_value", "At most 100,000 characters.")])
-    clean = clean_rich_text(body)
-    if not clean:
-        raise InputRejected([FieldError("body", "required", "The note is empty.")])
+    clean = clean_note_body(body)
     note = Note(
         contact=contact, body=clean, source=source, author=actor.user, agent=actor.agent, conversation=conversation
     )
@@ -1096,16 +1148,19 @@ def parse_due_at(value: Any, *, field_name: str = "due_at") -> dt.datetime:
         parsed = dt.datetime.combine(value, dt.time(9, 0))
     elif isinstance(value, str) and value.strip():
         text = value.strip()
+        # A date alone first: Django's parse_datetime (datetime.fromisoformat) also takes
+        # "2026-12-01" and would make it midnight, not the 09:00 a due date without a time means.
         try:
-            parsed = parse_datetime(text)
+            day = parse_date(text)
         except ValueError:
-            parsed = None
-        if parsed is None:
+            day = None
+        if day is not None:
+            parsed = dt.datetime.combine(day, dt.time(9, 0))
+        else:
             try:
-                day = parse_date(text)
+                parsed = parse_datetime(text)
             except ValueError:
-                day = None
-            parsed = dt.datetime.combine(day, dt.time(9, 0)) if day else None
+                parsed = None
         if parsed is None:
             raise InputRejected(
                 [FieldError(field_name, "invalid_value", "Expected a date-time in ISO 8601, e.g. 2026-05-01T14:30:00Z.")]
@@ -1124,6 +1179,43 @@ def parse_due_at(value: Any, *, field_name: str = "due_at") -> dt.datetime:
     return parsed
 
 
+TASK_TITLE_MAX_CHARACTERS = 200
+
+
+def clean_task_fields(task: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
+    """Check a task's title, due_at, assignee, priority and description; return (values, every error).
+
+    The assignee is a user or None (create_task then takes the contact's owner).
+    """
+    errors: list[FieldError] = []
+    raw_title = task.get("title")
+    title = raw_title.strip() if isinstance(raw_title, str) else ""
+    if not title:
+        errors.append(FieldError("title", "required", "A task needs a title."))
+    elif len(title) > TASK_TITLE_MAX_CHARACTERS:
+        errors.append(FieldError("title", "invalid_value", f"At most {TASK_TITLE_MAX_CHARACTERS} characters."))
+    priority = task.get("priority") or Task.Priority.NORMAL
+    if priority not in Task.Priority.values:
+        errors.append(FieldError("priority", "invalid_value", "Unknown priority.", list(Task.Priority.values)))
+    description = task.get("description") or ""
+    if not isinstance(description, str):
+        errors.append(FieldError("description", "invalid_value", "Expected text."))
+        description = ""
+    due = None
+    try:
+        due = parse_due_at(task.get("due_at"))
+    except InputRejected as exc:
+        errors.extend(exc.errors)
+    user = None
+    if task.get("assignee") not in (None, ""):
+        try:
+            user = resolve_user(task["assignee"], field_name="assignee")
+        except InputRejected as exc:
+            errors.extend(exc.errors)
+    values = {"title": title, "due_at": due, "priority": priority, "description": description, "assignee": user}
+    return values, errors
+
+
 @_write_atomic
 def create_task(
     *,
@@ -1139,26 +1231,13 @@ def create_task(
 ) -> Task:
     """Create a follow-up task on the contact; the assignee defaults to the contact's owner."""
     _check_source(source)
-    errors: list[FieldError] = []
-    title = (title or "").strip() if isinstance(title, str) else ""
-    if not title:
-        errors.append(FieldError("title", "required", "A task needs a title."))
-    elif len(title) > 200:
-        errors.append(FieldError("title", "invalid_value", "At most 200 characters."))
-    if priority not in Task.Priority.values:
-        errors.append(FieldError("priority", "invalid_value", "Unknown priority.", list(Task.Priority.values)))
-    due = None
-    try:
-        due = parse_due_at(due_at)
-    except InputRejected as exc:
-        errors.extend(exc.errors)
-    user = None
-    try:
-        user = resolve_user(assignee, field_name="assignee") if assignee not in (None, "") else contact.owner
-    except InputRejected as exc:
-        errors.extend(exc.errors)
+    fields, errors = clean_task_fields(
+        {"title": title, "due_at": due_at, "assignee": assignee, "priority": priority, "description": description}
+    )
     if errors:
         raise InputRejected(errors)
+    title, due, priority, description = fields["title"], fields["due_at"], fields["priority"], fields["description"]
+    user = fields["assignee"] if fields["assignee"] is not None else contact.owner
     task = Task(
         contact=contact, title=title, description=description or "", due_at=due, assignee=user, priority=priority,
         source=source, created_by=actor.user, agent=actor.agent, actor_label=actor.label[:160],
@@ -1321,7 +1400,8 @@ def record_intake(
     errors: list[FieldError] = []
     contact_data = dict(contact or {})
     custom_values = dict(custom or {})
-    custom_values.update(contact_data.pop("custom", None) or {})
+    contact_custom = contact_data.pop("custom", None) or {}
+    custom_values.update(contact_custom)
     top_tags = list(tags or [])
     contact_tags = contact_data.pop("tags", None) or []
     if not isinstance(contact_tags, (list, tuple)):
@@ -1338,19 +1418,25 @@ def record_intake(
     quick = _intake_prefetch(batch, cleaned, tag_names, pipeline, stage, with_custom_fields=bool(custom_values))
     if quick is not None:
         resolved_tags, stage_pair, definitions = quick
-    # Errors name the path in the caller's body: contact.custom.<key> when the values came in the
-    # contact (as over the API), custom.<key> when the caller passed them apart.
-    custom_prefix = "" if custom else "contact"
-    if cleaned is not None and custom_values and quick is not None:
-        cleaned.custom, custom_errors = clean_custom_values(
-            dict(custom_values), definitions=definitions, agent_write=actor.is_agent
+    if custom_values:
+        # Checked even when the contact's own fields are refused, so one answer lists every error.
+        if quick is not None:
+            custom_cleaned, custom_errors = clean_custom_values(
+                dict(custom_values), definitions=definitions, agent_write=actor.is_agent
+            )
+        else:
+            try:
+                custom_cleaned, custom_errors = clean_contact_input({}, custom=custom_values, actor=actor).custom, []
+            except InputRejected as exc:
+                custom_cleaned, custom_errors = {}, exc.errors
+        # Each error names the path in the caller's body: contact.custom.<key> for a value sent
+        # in the contact (as over the API), custom.<key> for one passed apart.
+        errors.extend(
+            replace(e, field=f"contact.{e.field}") if e.field.partition(".")[2] in contact_custom else e
+            for e in custom_errors
         )
-        errors.extend(InputRejected(custom_errors).prefixed(custom_prefix).errors if custom_prefix else custom_errors)
-    elif cleaned is not None and custom_values:
-        try:
-            cleaned.custom = clean_contact_input({}, custom=custom_values, actor=actor).custom
-        except InputRejected as exc:
-            errors.extend(exc.prefixed(custom_prefix).errors if custom_prefix else exc.errors)
+        if cleaned is not None:
+            cleaned.custom = custom_cleaned
     if cleaned is not None and not (cleaned.values.get("name") or cleaned.phone_e164 or cleaned.email_normalized):
         errors.append(FieldError("contact", "required", "Give the contact at least a name, a phone or an email."))
     if tag_names and quick is None:
@@ -1368,33 +1454,19 @@ def record_intake(
             stage_pair = resolve_stage(pipeline=pipeline, stage=stage)
         except InputRejected as exc:
             errors.extend(exc.errors)
-    note_body = ""
-    if note not in (None, ""):
-        if not isinstance(note, str):
-            errors.append(FieldError("note", "invalid_value", "Expected text or HTML."))
-        else:
-            note_body = clean_rich_text(note)
-            if not note_body:
-                errors.append(FieldError("note", "invalid_value", "The note has no readable text."))
+    has_note = note not in (None, "")
+    if has_note:
+        try:
+            clean_note_body(note, field_name="note")
+        except InputRejected as exc:
+            errors.extend(exc.errors)
     task_data = None
     if task:
         if not isinstance(task, Mapping):
             errors.append(FieldError("task", "invalid_value", "Expected an object with title and due_at."))
         else:
-            task_data = dict(task)
-            if not str(task_data.get("title") or "").strip():
-                errors.append(FieldError("task.title", "required", "A task needs a title."))
-            try:
-                task_data["due_at"] = parse_due_at(task_data.get("due_at"), field_name="task.due_at")
-            except InputRejected as exc:
-                errors.extend(exc.errors)
-            if task_data.get("assignee") not in (None, ""):
-                try:
-                    task_data["assignee"] = resolve_user(task_data["assignee"], field_name="task.assignee")
-                except InputRejected as exc:
-                    errors.extend(exc.errors)
-            if task_data.get("priority", Task.Priority.NORMAL) not in Task.Priority.values:
-                errors.append(FieldError("task.priority", "invalid_value", "Unknown priority.", list(Task.Priority.values)))
+            task_data, task_errors = clean_task_fields(task)
+            errors.extend(InputRejected(task_errors).prefixed("task").errors)
     conversation_obj = None
     conversation_spec = None
     messages: list[dict] = []
@@ -1432,8 +1504,8 @@ def record_intake(
     if conversation_obj is not None:
         link_contact(conversation=conversation_obj, contact=person, actor=actor, source=source)
     note_obj = (
-        add_note(contact=person, body=note_body, actor=actor, source=source, conversation=conversation_obj)
-        if note_body else None
+        add_note(contact=person, body=note, actor=actor, source=source, conversation=conversation_obj)
+        if has_note else None
     )
     stage_result = (
         move_to_stage(contact=person, pipeline=stage_pair[0], stage=stage_pair[1], actor=actor, source=source,

@@ -1,0 +1,103 @@
+"""Writers that lose a race for a phone, an email or a tag get an answer, not a 500 (PostgreSQL)."""
+
+import threading
+import time
+
+import pytest
+from django.db import connection, connections, transaction
+
+from contacts.models import Contact, HistoryEntry, PossibleDuplicate, Source
+from tests.api.factories import AgentClient, make_agent, make_taxonomy
+from tests.api.test_concurrency_api import run_in_threads
+from tests.contacts.factories import ContactFactory
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL"),
+]
+
+PHONE = "+15615550142"
+
+
+def _hold_phone_then_commit(contact_pk: int, started: threading.Event, hold_seconds: float = 0.7):
+    """In another connection, give ``contact_pk`` the phone and commit only after a pause."""
+
+    def run():
+        try:
+            with transaction.atomic():
+                Contact.objects.filter(pk=contact_pk).update(phone=PHONE, phone_e164=PHONE)
+                started.set()
+                time.sleep(hold_seconds)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert started.wait(10)
+    return thread
+
+
+@pytest.mark.parametrize("key", [None, "race-key"])
+def test_an_intake_that_loses_the_phone_to_a_concurrent_writer_goes_to_that_contact(key):
+    """The intake matches the email holder, sets the phone, and meets the other writer's row in the index."""
+    make_taxonomy()
+    _agent, token = make_agent("racer")
+    by_email = ContactFactory(name="Lena", email="lena@example.com", email_normalized="lena@example.com")
+    holder = ContactFactory(name="Holder", source=Source.API)
+    thread = _hold_phone_then_commit(holder.pk, threading.Event())
+    response = AgentClient(token).post(
+        "intake", {"contact": {"name": "Lena", "phone": PHONE, "email": "lena@example.com"}, "note": "Called back"},
+        key=key,
+    )
+    thread.join(10)
+    assert response.status_code == 200, response.content
+    assert response.json()["contact"]["id"] == holder.pk
+    assert response.json()["possible_duplicates"] == [by_email.pk]
+    by_email.refresh_from_db()
+    assert by_email.phone_e164 == ""
+    assert PossibleDuplicate.objects.filter(contact=holder, other=by_email).count() == 1
+
+
+def test_an_edit_that_loses_the_phone_to_a_concurrent_writer_says_who_holds_it():
+    _agent, token = make_agent("editor")
+    holder, edited = ContactFactory(name="Holder"), ContactFactory(name="Edited")
+    thread = _hold_phone_then_commit(holder.pk, threading.Event())
+    response = AgentClient(token).patch(f"contacts/{edited.pk}", {"phone": "(561) 555-0142", "company": "Reed"})
+    thread.join(10)
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"] == [
+        {"field": "phone", "code": "already_exists", "message": f"Contact #{holder.pk} already has this phone."}
+    ]
+    edited.refresh_from_db()
+    assert (edited.phone_e164, edited.company) == ("", "")
+
+
+def test_ten_concurrent_edits_giving_one_phone_to_ten_contacts_leave_it_with_one():
+    _agent, token = make_agent("editors")
+    contacts = [ContactFactory(name=f"C{i}") for i in range(10)]
+
+    def call(index):
+        return AgentClient(token).patch(f"contacts/{contacts[index].pk}", {"phone": PHONE}).status_code
+
+    results, errors = run_in_threads(10, call)
+    assert errors == []
+    assert sorted(results) == [200] + [400] * 9
+    assert Contact.objects.filter(phone_e164=PHONE).count() == 1
+
+
+def test_twenty_concurrent_calls_adding_one_tag_record_it_once():
+    make_taxonomy()
+    _agent, token = make_agent("taggers")
+    contact = ContactFactory(name="Ada")
+
+    def call(_index):
+        response = AgentClient(token).post(f"contacts/{contact.pk}/tags", {"tags": ["VIP", " vip"]})
+        return response.status_code, response.json()["added"]
+
+    results, errors = run_in_threads(20, call)
+    assert errors == []
+    assert {status for status, _ in results} == {200}
+    assert sorted(results, key=lambda r: len(r[1]))[-1][1] == ["VIP"]
+    assert sum(bool(added) for _, added in results) == 1
+    assert HistoryEntry.objects.filter(contact=contact, action="tag_added").count() == 1
