@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 
 from contacts.models import Contact, CustomField, Task
 from crm_hub.errors import InputRejected
+from crm_hub.login_throttle import LoginThrottleMixin
 
 
-class StaffAuthenticationForm(AuthenticationForm):
-    """Django's login form, refusing accounts that are not staff (customers never sign in here)."""
+class StaffAuthenticationForm(LoginThrottleMixin, AuthenticationForm):
+    """Django's login form, throttled, refusing accounts that are not staff (customers never sign in here)."""
 
     error_messages = {
         **AuthenticationForm.error_messages,
@@ -23,6 +25,10 @@ class StaffAuthenticationForm(AuthenticationForm):
         super().confirm_login_allowed(user)
         if not user.is_staff:
             raise forms.ValidationError(self.error_messages["not_staff"], code="not_staff")
+
+
+class StaffAdminAuthenticationForm(LoginThrottleMixin, AdminAuthenticationForm):
+    """Django admin's login form under the same throttle as the web UI's (set in crm_hub.urls)."""
 
 
 STANDARD_FORM_FIELDS: tuple[tuple[str, str, int], ...] = (

@@ -326,3 +326,19 @@ CRM_IMPORT_BATCH_SIZE = env_int("CRM_IMPORT_BATCH_SIZE", 5000)
 CRM_IMPORT_WORKERS = env_int("CRM_IMPORT_WORKERS", os.cpu_count() or 1)
 # Stock behaviour (drops a leading "="); our export resource also neutralizes + - @ tab CR.
 IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True
+
+# --- Staff sign-in throttling (crm_hub/login_throttle.py) ------------------------------
+# Failed sign-ins (web UI and admin alike) per username and per client IP within the window;
+# at the limit that username or IP is refused for the lockout, right password or not. 0 = no limit.
+CRM_LOGIN_MAX_FAILURES_PER_USER = env_int("CRM_LOGIN_MAX_FAILURES_PER_USER", 5)
+CRM_LOGIN_MAX_FAILURES_PER_IP = env_int("CRM_LOGIN_MAX_FAILURES_PER_IP", 20)
+CRM_LOGIN_FAILURE_WINDOW_SECONDS = max(1, env_int("CRM_LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60))
+CRM_LOGIN_LOCKOUT_SECONDS = max(1, env_int("CRM_LOGIN_LOCKOUT_SECONDS", CRM_LOGIN_FAILURE_WINDOW_SECONDS))
+# Reverse proxies of your own in front of the app that append to X-Forwarded-For: the client IP
+# is the N-th entry from the right. 0 = REMOTE_ADDR (X-Forwarded-For ignored). Defaults to 1 when
+# CRM_BEHIND_TLS_PROXY or FORMS_TRUST_X_FORWARDED_FOR says there is such a proxy, because behind
+# one every client would otherwise share the proxy's address (and its failure budget).
+CRM_LOGIN_TRUSTED_PROXIES = env_int(
+    "CRM_LOGIN_TRUSTED_PROXIES",
+    1 if env_bool("CRM_BEHIND_TLS_PROXY", False) or FORMS_TRUST_X_FORWARDED_FOR else 0,
+)

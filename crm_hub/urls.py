@@ -3,9 +3,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from contacts import views as contacts_views
+from contacts.forms import StaffAdminAuthenticationForm
 
 admin.site.site_header = "CRM Hub administration"
 admin.site.site_title = "CRM Hub admin"
+# Admin sign-in shares the web UI's failed-login throttle (crm_hub/login_throttle.py).
+admin.site.login_form = StaffAdminAuthenticationForm
 
 urlpatterns = [
     path("admin/", admin.site.urls),
