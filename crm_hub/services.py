@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from crm_hub.errors import FieldError, InputRejected
-from crm_hub.models import Agent
+from crm_hub.models import Agent, rate_limit_validator
 
 TOKEN_PREFIX_LENGTH = 12
 
@@ -43,6 +44,10 @@ def create_agent(
         raise InputRejected([FieldError("name", "required", "An agent needs a name.")])
     if Agent.objects.filter(name=name).exists():
         raise InputRejected([FieldError("name", "invalid_value", f"An agent named {name!r} exists.")])
+    try:
+        rate_limit_validator(rate_limit)
+    except ValidationError as exc:
+        raise InputRejected([FieldError("rate_limit", "invalid_value", exc.messages[0])]) from None
     agent = Agent(
         name=name, description=description, scopes=_validate_scopes(scopes), rate_limit=rate_limit,
         is_active=is_active,

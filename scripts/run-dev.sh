@@ -10,9 +10,11 @@ mkdir -p "$VAR_DIR/log"
 .venv/bin/celery -A crm_hub worker --beat --loglevel=INFO --concurrency=2 \
   --schedule "$VAR_DIR/celerybeat-schedule" >"$VAR_DIR/log/worker.log" 2>&1 &
 WORKER_PID=$!
+ANNOUNCE_PID=""
 
 stop() {
   trap - EXIT INT TERM
+  kill "$ANNOUNCE_PID" 2>/dev/null || true
   echo
   echo "Stopping the web server and the Celery worker..."
   kill -TERM "$WORKER_PID" 2>/dev/null || true
@@ -32,7 +34,15 @@ if ! kill -0 "$WORKER_PID" 2>/dev/null; then
   exit 1
 fi
 
-cat <<BANNER
+# The banner waits until the web server answers, so the URL it prints works when it appears.
+announce() {
+  for _ in $(seq 240); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/${PORT}") 2>/dev/null; then
+      break
+    fi
+    sleep 0.25
+  done
+  cat <<BANNER
 
   CRM Hub is running at  http://127.0.0.1:${PORT}/
   Django admin:          http://127.0.0.1:${PORT}/admin/
@@ -42,5 +52,8 @@ cat <<BANNER
   Press Ctrl-C to stop both.
 
 BANNER
+}
+announce &
+ANNOUNCE_PID=$!
 
 .venv/bin/python manage.py runserver "127.0.0.1:${PORT}"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.core.cache import cache
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from crm_hub.models import Agent
+
+logger = logging.getLogger(__name__)
+DEFAULT_RATE = Agent._meta.get_field("rate_limit").default
 
 
 class AgentRateThrottle(BaseThrottle):
@@ -24,7 +28,12 @@ class AgentRateThrottle(BaseThrottle):
         if agent is None or not agent.rate_limit:
             return True
         # DRF's own parser ("600/min" -> (600, 60)); it reads nothing from the throttle instance.
-        limit, duration = SimpleRateThrottle.parse_rate(None, agent.rate_limit)
+        try:
+            limit, duration = SimpleRateThrottle.parse_rate(None, agent.rate_limit)
+        except (KeyError, ValueError):
+            # Written around the validators (shell, SQL): the default rate, not a 500 on every call.
+            logger.error("agent %s has an unreadable rate_limit %r; using %s", agent.pk, agent.rate_limit, DEFAULT_RATE)
+            limit, duration = SimpleRateThrottle.parse_rate(None, DEFAULT_RATE)
         now = time.time()
         window = int(now // duration)
         current_key, previous_key = f"throttle_agent_{agent.pk}_{window}", f"throttle_agent_{agent.pk}_{window - 1}"

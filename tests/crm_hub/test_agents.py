@@ -38,3 +38,17 @@ def test_rotate_replaces_token_and_revoke_clears_it():
     revoke_agent_token(agent=agent)
     agent.refresh_from_db()
     assert agent.token_hash == "" and agent.revoked_at is not None
+
+
+@pytest.mark.parametrize("rate", ["5/fortnight", "0/min", "abc", "10 per min"])
+def test_create_agent_refuses_an_unreadable_rate_limit(rate):
+    with pytest.raises(CommandError, match="N/sec, N/min, N/hour or N/day"):
+        call_command("create_agent", "limited", "--rate-limit", rate, stdout=io.StringIO())
+    assert not Agent.objects.exists()
+
+
+def test_an_agent_whose_rate_was_stored_unreadable_is_throttled_at_the_default_not_refused(client):
+    agent, token = create_agent(name="legacy", scopes=["contacts:read"])
+    Agent.objects.filter(pk=agent.pk).update(rate_limit="5/fortnight")  # around the validators
+    response = client.get("/api/v1/contacts", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 200
