@@ -87,4 +87,7 @@ def check_url(url: str) -> None:
         if str(address) in names or any(address in network for network in networks):
             continue
         if not _is_public(address):
-            raise UnsafeURL(f"{host} resolves to {address}, a private, loopback, link-local or reserved address.")
+            raise UnsafeURL(
+                f"{host} resolves to {address}, a private, loopback, link-local or reserved address; "
+                "to allow it on purpose (a receiver on your own network), add it to CRM_WEBHOOK_ALLOWED_HOSTS."
+            )
