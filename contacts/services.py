@@ -1040,8 +1040,13 @@ class StageMoveResult:
 def move_to_stage(
     *, contact: Contact, pipeline: Any, stage: Any, actor: Actor, source: str, conversation=None,
     only_if_not_in_pipeline: bool = False,
+    forward_only: bool = False,
 ) -> StageMoveResult:
-    """Put the contact in ``stage`` of ``pipeline`` (names or ids); record the move with its time."""
+    """Put the contact in ``stage`` of ``pipeline`` (names or ids); record the move with its time.
+
+    ``forward_only`` leaves a contact already at that stage's position or further along where it
+    is: an anonymous source (a public form) never sends a won customer back to "New lead".
+    """
     _check_source(source)
     found_pipeline, found_stage = (
         (pipeline, stage) if isinstance(stage, Stage) else resolve_stage(pipeline=pipeline, stage=stage)
@@ -1061,7 +1066,10 @@ def move_to_stage(
             .filter(contact=contact, pipeline=found_pipeline).first()
         )
     previous = membership.stage if membership else None
-    if membership is not None and (only_if_not_in_pipeline or membership.stage_id == found_stage.pk):
+    if membership is not None and (
+        only_if_not_in_pipeline or membership.stage_id == found_stage.pk
+        or (forward_only and previous.position >= found_stage.position)
+    ):
         return StageMoveResult(membership=membership, changed=False, from_stage=previous)
     if membership is None:
         try:
@@ -1072,7 +1080,10 @@ def move_to_stage(
         except IntegrityError:
             membership = ContactStage.objects.select_for_update().get(contact=contact, pipeline=found_pipeline)
             previous = membership.stage
-            if membership.stage_id == found_stage.pk or only_if_not_in_pipeline:
+            if (
+                membership.stage_id == found_stage.pk or only_if_not_in_pipeline
+                or (forward_only and previous.position >= found_stage.position)
+            ):
                 return StageMoveResult(membership=membership, changed=False, from_stage=previous)
     if membership.stage_id != found_stage.pk:
         membership.stage = found_stage

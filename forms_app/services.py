@@ -578,8 +578,11 @@ def submit_form(*, form: Form, data: Any, files: Any = None, ip_hash: str = "") 
         if tag_names:
             contact_services.add_tags(contact=contact, tags=tag_names, actor=actor, source=Source.FORM)
         if form.stage is not None:
+            # Anyone can submit a public form with a known phone: it may bring a contact into the
+            # pipeline or further along, never back (a customer signing up for news stays Won).
             contact_services.move_to_stage(
-                contact=contact, pipeline=form.stage.pipeline, stage=form.stage, actor=actor, source=Source.FORM
+                contact=contact, pipeline=form.stage.pipeline, stage=form.stage, actor=actor, source=Source.FORM,
+                forward_only=True,
             )
         if form.owner is not None and contact.owner_id is None:
             contact_services.assign_owner(contact=contact, owner=form.owner, actor=actor, source=Source.FORM)
