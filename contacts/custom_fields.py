@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -14,7 +14,13 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from contacts.models import CustomField
-from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, phone_to_e164
+from contacts.normalize import (
+    InvalidEmail,
+    InvalidPhone,
+    email_normalize,
+    number_from_text,
+    phone_to_e164,
+)
 from crm_hub.errors import FieldError
 
 TRUE_WORDS = {"true", "1", "yes", "y", "on", "sim"}
@@ -22,6 +28,10 @@ FALSE_WORDS = {"false", "0", "no", "n", "off", "não", "nao"}
 MAX_TEXT = 1000
 MAX_LONG_TEXT = 20000
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What a number may look like, said by every refusal (the rule is number_from_text's docstring).
+NUMBER_SHAPES = (
+    "e.g. 5000, 5,000.50 or 0.75 (commas group thousands by three; a lone decimal comma as in 12,5 is read too)"
+)
 
 
 class BadValue(ValueError):
@@ -42,6 +52,14 @@ def _choice(definition: CustomField, value: Any) -> str:
         if choice.casefold() == text.casefold():
             return choice
     raise BadValue(f"{text!r} is not one of the allowed choices.", allowed=allowed)
+
+
+def _number(value: Any, message: str) -> Decimal:
+    """Read a number or decimal field's value with number_from_text, the one rule for both types."""
+    try:
+        return number_from_text(str(value))
+    except ValueError:  # InvalidNumber, or an int too long to turn into text
+        raise BadValue(message) from None
 
 
 def clean_value(definition: CustomField, value: Any) -> Any:
@@ -68,26 +86,24 @@ def clean_value(definition: CustomField, value: Any) -> Any:
         if isinstance(value, (int, float)):
             number = value
         else:
-            try:
-                number = float(str(value).strip().replace(",", "."))
-            except ValueError:
-                raise BadValue("Expected a number, e.g. 42 or 0.75.") from None
+            number = _number(value, f"Expected a number, {NUMBER_SHAPES}.")
+            if not number.is_finite():  # NaN, sNaN, Infinity: float() of sNaN would raise
+                raise BadValue("Expected a finite number.")
         try:
             as_float = float(number)
         except OverflowError:  # an integer too large for a float (e.g. 401 digits)
             raise BadValue("Expected a finite number.") from None
         if not math.isfinite(as_float):
             raise BadValue("Expected a finite number.")
-        return int(number) if as_float.is_integer() and not isinstance(value, float) else number
+        if isinstance(value, (int, float)):
+            return int(value) if isinstance(value, int) else value
+        return int(number) if number == number.to_integral_value() else as_float
     if kind == T.DECIMAL:
         if isinstance(value, bool):
             raise BadValue("Expected a decimal number.")
         if isinstance(value, (dict, list)):
             raise BadValue("Expected a decimal number, e.g. 1250.00.")
-        try:
-            number = Decimal(str(value).strip().replace(",", "."))
-        except (InvalidOperation, ValueError):  # ValueError: an int too long to turn into text
-            raise BadValue("Expected a decimal number, e.g. 1250.00.") from None
+        number = _number(value, f"Expected a decimal number, {NUMBER_SHAPES}.")
         # Sorting and filtering read the value as a double: it must fit one (no 1E+400), and a
         # non-zero value must not vanish to 0 (1E-400, which PostgreSQL refuses to cast).
         if not number.is_finite() or not math.isfinite(float(number)):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
+import idna
 import phonenumbers
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -15,12 +19,24 @@ from django.core.validators import validate_email
 if hasattr(phonenumbers, "enable_pattern_cache"):  # phonenumbers 9+
     phonenumbers.enable_pattern_cache()
 
+# Contact.phone_extension's max_length: contacts.models imports this module, so it cannot be read
+# from the field here (tests check the two agree).
+MAX_EXTENSION = 12
+
 
 class InvalidPhone(ValueError):
     pass
 
 
+class ExtensionTooLong(InvalidPhone):
+    """A real number whose extension would not fit Contact.phone_extension (the message says the limit)."""
+
+
 class InvalidEmail(ValueError):
+    pass
+
+
+class InvalidNumber(ValueError):
     pass
 
 
@@ -37,9 +53,23 @@ def default_region() -> str:
     return settings.CRM_DEFAULT_PHONE_REGION
 
 
+def ascii_digits(text: str) -> str:
+    """``００44`` -> ``0044``: every Unicode decimal digit (full-width, Arabic-Indic, ...) as its ASCII one."""
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
+
+
 def parse_phone(raw: str, *, region: str | None = None) -> NormalizedPhone:
-    """Parse a phone in any national or international format; raise InvalidPhone if it is not a real number."""
-    text = (raw or "").strip()
+    """Parse a phone in any national or international format; raise InvalidPhone if it is not a real number.
+
+    Digits are read the same whatever script they are typed in, so ``００44 …`` is ``0044 …``;
+    a leading ``00`` is the international prefix. Mexican mobiles written with the old ``1``
+    after ``+52`` (as WhatsApp still sends them) key to the same E.164 as without it. An
+    extension longer than MAX_EXTENSION digits is refused (ExtensionTooLong, an InvalidPhone),
+    not cut.
+    """
+    text = ascii_digits((raw or "").strip())
     if not text:
         raise InvalidPhone("empty")
     if text.startswith("00"):
@@ -49,11 +79,34 @@ def parse_phone(raw: str, *, region: str | None = None) -> NormalizedPhone:
     except phonenumbers.NumberParseException as exc:
         raise InvalidPhone(str(exc)) from exc
     if not phonenumbers.is_valid_number(number):
-        raise InvalidPhone("not a valid number")
+        fixed = _without_mexican_mobile_one(number)
+        if fixed is None:
+            raise InvalidPhone("not a valid number")
+        number = fixed
+    extension = number.extension or ""
+    if len(extension) > MAX_EXTENSION:
+        raise ExtensionTooLong(f"the extension has at most {MAX_EXTENSION} digits")
     return NormalizedPhone(
         e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
-        extension=number.extension or "",
+        extension=extension,
     )
+
+
+def _without_mexican_mobile_one(
+    number: phonenumbers.PhoneNumber,
+) -> phonenumbers.PhoneNumber | None:
+    """``+52 1 55 1234 5678`` -> ``+52 55 1234 5678``, or None when that is not a valid Mexican number.
+
+    Mexico dropped the ``1`` that marked a mobile dialled from abroad in 2019; phonenumbers
+    now refuses it, but WhatsApp and old address books still write it.
+    """
+    national = str(number.national_number)
+    if number.country_code != 52 or len(national) != 11 or not national.startswith("1"):
+        return None
+    candidate = phonenumbers.PhoneNumber(
+        country_code=52, national_number=int(national[1:]), extension=number.extension
+    )
+    return candidate if phonenumbers.is_valid_number(candidate) else None
 
 
 def phone_to_e164(raw: str, *, region: str | None = None) -> str:
@@ -86,34 +139,85 @@ def format_phone(e164: str, extension: str = "") -> str:
     return f"{text} ext. {extension}" if extension else text
 
 
+# Format characters (category Cf) that are drawn, so never stripped as invisible: the Arabic and
+# Syriac number signs and their kin (Unicode's Prepended_Concatenation_Mark).
+_VISIBLE_FORMAT = frozenset(
+    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd"
+)
+# Zero-width (non-)joiners are part of some IDNA2008 domain labels (Persian, Indic scripts).
+_JOINERS = frozenset("\u200c\u200d")
+# The four full stops IDNA reads as the dot between labels.
+_LABEL_DOTS = re.compile("[.\u3002\uff0e\uff61]")
+
+
+def _without_invisible(text: str, *, keep_joiners: bool = False) -> str:
+    """``text`` without zero-width spaces, soft hyphens, bidi marks and other invisible Cf characters."""
+    if text.isascii():
+        return text
+    return "".join(
+        c
+        for c in text
+        if unicodedata.category(c) != "Cf"
+        or c in _VISIBLE_FORMAT
+        or (keep_joiners and c in _JOINERS)
+    )
+
+
 def email_normalize(raw: str) -> str:
-    """Return the dedup key of an email (trimmed, lower-cased) or raise InvalidEmail."""
+    """Return the dedup key of an email or raise InvalidEmail.
+
+    One key per address however it was typed: trimmed; invisible format characters (zero-width
+    space, soft hyphen, bidi marks, BOM: Unicode Cf) dropped; the local part lower-cased and
+    otherwise kept (``a+b@`` stays apart from ``a@``); the domain in its Unicode form after
+    IDNA's UTS #46 mapping (see ``unicode_domain``). The key must then be a valid address.
+    """
     text = (raw or "").strip()
-    if text.lower().startswith("mailto:"):
+    if not text.isascii():
+        text = _without_invisible(text, keep_joiners=True).strip()
+    if text[:7].lower() == "mailto:":
         text = text[7:]
-    text = text.lower()
     if not text:
         raise InvalidEmail("empty")
+    local, at, domain = text.rpartition("@")
+    if not at:
+        raise InvalidEmail("not a valid email address")
+    key = f"{_without_invisible(local).lower()}@{unicode_domain(domain)}"
     try:
-        validate_email(text)
+        validate_email(key)
     except ValidationError as exc:
         raise InvalidEmail("not a valid email address") from exc
-    local, _, domain = text.rpartition("@")
-    return f"{local}@{unicode_domain(domain)}"
+    return key
 
 
 def unicode_domain(domain: str) -> str:
-    """``xn--mail-9oa.com`` -> ``émail.com``: both spellings of an address are one dedup key.
+    """``xn--mail-9oa.com``, ``e\\u0301mail.com``, ``ÉMAIL.com`` -> ``émail.com``: one spelling per domain.
 
-    The Unicode form rather than the ASCII one, so addresses people typed in
-    Unicode keep reading as they typed them.
+    The Unicode form rather than the ASCII one, so addresses people typed in Unicode keep
+    reading as they typed them. Each label goes through UTS #46 (what browsers do: NFC, case
+    folding, full-width letters to ASCII, ignorable characters dropped) and IDNA2008, so
+    ``straße.de`` and ``xn--strae-oqa.de`` are one domain (Python's own idna codec is IDNA2003,
+    which reads ß as ss). A label IDNA2008 has no reading of (a symbol such as ♥, a stray
+    joiner) is read as IDNA2003 reads it; one neither can read is only lower-cased.
     """
-    if "xn--" not in domain:
-        return domain
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain.lower()
+    return ".".join(_unicode_label(label) for label in _LABEL_DOTS.split(domain))
+
+
+def _unicode_label(label: str) -> str:
+    if label.isascii() and not label.lower().startswith("xn--"):
+        return label.lower()
+    label = _without_invisible(label, keep_joiners=True)
+    if not label:
+        return label
     try:
-        return domain.encode("ascii").decode("idna").lower()
-    except (UnicodeError, ValueError):
-        return domain
+        return idna.decode(idna.encode(label, uts46=True, std3_rules=True))
+    except (idna.IDNAError, UnicodeError):
+        pass
+    try:
+        return label.encode("idna").decode("idna").lower()
+    except UnicodeError:
+        return label.lower()
 
 
 def email_normalize_or_none(raw: str) -> str | None:
@@ -121,3 +225,36 @@ def email_normalize_or_none(raw: str) -> str | None:
         return email_normalize(raw)
     except InvalidEmail:
         return None
+
+
+_THOUSANDS = re.compile(r"[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+_DECIMAL_COMMA = re.compile(r"([+-]?[0-9]+),([0-9]+)")
+
+
+def number_from_text(raw: str) -> Decimal:
+    """Read a number as a person wrote it; raise InvalidNumber rather than guess.
+
+    The dot is the decimal point and a comma groups thousands, as in the US (the default
+    region): ``5,000`` is 5000 and ``1,234,567.89`` is 1234567.89, groups of exactly three
+    digits after the first, which has one to three and does not start with 0. A single comma
+    is a decimal comma only where it cannot be a thousands separator: ``12,5`` is 12.5, ``3,75``
+    is 3.75, ``0,125`` is 0.125. Anything else with a comma is refused, because no reading of it
+    is safe: ``1,00,0``, ``1234,567`` (a thousands separator misplaced, or a decimal comma?),
+    ``1.000,5`` (the European form: the dot would be read as a decimal point). Without a comma
+    the text is read as Python's Decimal reads it (``5000``, ``-0.75``, ``1e3``). Digits in any
+    script count as their ASCII ones.
+    """
+    text = ascii_digits((raw or "").strip())
+    if "," in text:
+        if _THOUSANDS.fullmatch(text):
+            text = text.replace(",", "")
+        elif (match := _DECIMAL_COMMA.fullmatch(text)) and (
+            len(match[2]) != 3 or not match[1].strip("+-0")
+        ):
+            text = f"{match[1]}.{match[2]}"
+        else:
+            raise InvalidNumber("a comma must separate thousands in groups of three, e.g. 5,000.50")
+    try:
+        return Decimal(text)
+    except (InvalidOperation, ValueError):
+        raise InvalidNumber("not a number") from None

@@ -197,14 +197,15 @@ def _decode_cursor(cursor: str) -> tuple[Any, int] | None:
         kind, value, pk = json.loads(raw)
         if kind == "dt":
             value = dt.datetime.fromisoformat(value)
+            value.astimezone(dt.UTC)  # near year 1 or 9999 an offset overflows, as the database's UTC would
         elif kind == "d":
             value = dt.date.fromisoformat(value)
         elif kind != "v" or not isinstance(value, (str, int, float, type(None))):
             return None
-        if not isinstance(pk, int):
+        if not isinstance(pk, int) or (isinstance(value, str) and "\x00" in value):  # PostgreSQL refuses NUL
             return None
         return value, pk
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+    except (ValueError, TypeError, OverflowError, binascii.Error, json.JSONDecodeError):
         return None
 
 

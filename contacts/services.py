@@ -46,7 +46,13 @@ from contacts.models import (
     Tag,
     Task,
 )
-from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
+from contacts.normalize import (
+    ExtensionTooLong,
+    InvalidEmail,
+    InvalidPhone,
+    email_normalize,
+    parse_phone,
+)
 from contacts.sanitize import clean_rich_text, rich_text_to_plain
 from contacts.uploads import UploadTypeRefused, verified_upload_type
 from crm_hub import rawsql
@@ -436,6 +442,9 @@ def clean_contact_input(
         if key == "phone":
             try:
                 phone = parse_phone(text)
+            except ExtensionTooLong as exc:
+                errors.append(FieldError(key, "invalid_phone", f"{text!r}: {exc}."))
+                continue
             except InvalidPhone:
                 errors.append(invalid_phone_error(text))
                 continue
@@ -1401,6 +1410,7 @@ def record_intake(
     from conversations.services import (
         add_messages,
         clean_messages,
+        conversation_text_errors,
         get_or_create_conversation,
         link_contact,
     )
@@ -1492,6 +1502,10 @@ def record_intake(
                 messages = clean_messages(conversation_spec.get("messages"), prefix="conversation.messages")
             except InputRejected as exc:
                 errors.extend(exc.errors)
+            errors += conversation_text_errors(
+                external_id=conversation_spec.get("external_id") or "", metadata=conversation_spec.get("metadata"),
+                prefix="conversation",
+            )
             channel = conversation_spec.get("channel") or Conversation.Channel.WEB_CHAT
             if channel not in Conversation.Channel.values:
                 errors.append(FieldError("conversation.channel", "invalid_value", f"Unknown channel {channel!r}.", list(Conversation.Channel.values)))

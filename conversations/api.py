@@ -21,7 +21,6 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import exceptions, generics, serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -33,6 +32,7 @@ from conversations.models import Conversation, Message
 from conversations.selectors import conversation_detail, conversation_list
 from crm_hub.actors import Actor
 from crm_hub.api.errors import validated
+from crm_hub.api.pagination import CheckedCursorPagination
 from crm_hub.api.permissions import MissingScope, intake_scopes, require_scopes
 from crm_hub.api.schema import ERRORS as SHARED_ERRORS
 from crm_hub.errors import InputRejected
@@ -254,7 +254,11 @@ class IntakeDocSerializer(serializers.Serializer):
 
 @extend_schema_field(IntakeDocSerializer)
 class IntakeField(serializers.DictField):
-    """Passed whole to the intake write path, which names every bad or unknown field."""
+    """Passed whole to the intake write path, which names every bad or unknown field.
+
+    DRF's checks for NUL and lone surrogates sit on CharFields and do not see into this object;
+    ``services.end_conversation`` refuses such text anywhere in it (field ``intake``), for every caller.
+    """
 
 
 class EndInputSerializer(serializers.Serializer):
@@ -272,7 +276,7 @@ class EndInputSerializer(serializers.Serializer):
 # --- Pagination and views ------------------------------------------------------------------------
 
 
-class ConversationCursorPagination(CursorPagination):
+class ConversationCursorPagination(CheckedCursorPagination):
     ordering = ("-started_at", "-id")
     page_size = 25
     page_size_query_param = "page_size"

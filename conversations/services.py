@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,72 @@ MAX_MESSAGES_PER_CALL = 500
 MAX_MESSAGE_CHARS = 20_000
 
 
+# The codes DRF's CharField gives the same refusal (POST conversations answers them for a message's text), so a
+# message is judged alike whichever endpoint or caller brings it.
+NUL_CODE = "null_characters_not_allowed"
+SURROGATE_CODE = "surrogate_characters_not_allowed"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_TEXT_MESSAGES = {
+    NUL_CODE: "Null characters are not allowed.",
+    SURROGATE_CODE: "Lone surrogate characters (U+D800 to U+DFFF) are not allowed.",
+}
+
+
+def unstorable_text(value: Any, path: str = "") -> tuple[str, str] | None:
+    """Return (path, code) of the first text in ``value`` no database can store, or None.
+
+    Looks into objects (keys too) and lists. PostgreSQL refuses NUL in text and jsonb, and a lone
+    surrogate cannot be encoded for any database: stored unchecked, either is a 500, not a 400.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            return path, NUL_CODE
+        if _SURROGATE.search(value):
+            return path, SURROGATE_CODE
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            # A bad key is reported at its object: a path holding it could not be rendered in the answer either.
+            found = unstorable_text(key, path) or unstorable_text(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = unstorable_text(item, f"{path}.{index}" if path else str(index))
+            if found:
+                return found
+    return None
+
+
+def _text_error(field_name: str, value: Any, *, code: str | None = None) -> FieldError | None:
+    """A FieldError for text in ``value`` that cannot be stored; ``code`` overrides the specific one."""
+    found = unstorable_text(value, field_name)
+    if found is None:
+        return None
+    path, reason = found
+    message = _TEXT_MESSAGES[reason]
+    if code is not None and path != field_name:
+        message = f"{message[:-1]} (at {path})."
+    return FieldError(field_name, code or reason, message)
+
+
+def conversation_text_errors(*, external_id: Any = "", metadata: Any = None, prefix: str = "") -> list[FieldError]:
+    """Return errors for a conversation's external_id and metadata holding text no database can store.
+
+    Call it before the transaction that writes the conversation: get_or_create_conversation checks again
+    as a last guard, but an error raised there fails every transaction around it.
+    """
+    at = f"{prefix}." if prefix else ""
+    found = (
+        _text_error(f"{at}external_id", external_id, code="invalid_value"),
+        _text_error(f"{at}metadata", metadata, code="invalid_value"),
+    )
+    return [error for error in found if error is not None]
+
+
 def _parse_time(value: Any, *, field_name: str) -> dt.datetime:
+    """Return an aware date-time, or raise InputRejected: invalid_value if it does not parse, overflow if out of range."""
     if value in (None, ""):
         return timezone.now()
     if isinstance(value, dt.datetime):
@@ -36,7 +102,18 @@ def _parse_time(value: Any, *, field_name: str) -> dt.datetime:
             parsed = None
         if parsed is None:
             raise InputRejected([FieldError(field_name, "invalid_value", "Expected a date-time in ISO 8601.")])
-    return timezone.make_aware(parsed) if timezone.is_naive(parsed) else parsed
+    try:
+        parsed = timezone.make_aware(parsed) if timezone.is_naive(parsed) else parsed
+        # Near year 1 or 9999 an offset pushes the time out of range in UTC (as it is stored) or in the display
+        # time zone (as the API and pages show it): stored anyway, every later read of it would be a 500.
+        # The code is DRF's DateTimeField's for the same refusal, as POST conversations answers it.
+        parsed.astimezone(dt.UTC)
+        parsed.astimezone(timezone.get_default_timezone())
+    except (OverflowError, ValueError):
+        raise InputRejected(
+            [FieldError(field_name, "overflow", "Date-time out of range; expected a date between the years 1 and 9999.")]
+        ) from None
+    return parsed
 
 
 # Chat-completion transcripts name the two sides "user" and "assistant"; an agent may send them as they are.
@@ -67,12 +144,16 @@ def clean_messages(messages: Iterable[Mapping[str, Any]] | None, *, prefix: str 
             errors.append(FieldError(f"{path}.content", "required", "A message needs text content."))
         elif len(content) > MAX_MESSAGE_CHARS:
             errors.append(FieldError(f"{path}.content", "invalid_value", f"At most {MAX_MESSAGE_CHARS} characters."))
+        elif error := _text_error(f"{path}.content", content):
+            errors.append(error)
         try:
             sent_at = _parse_time(item.get("sent_at"), field_name=f"{path}.sent_at")
         except InputRejected as exc:
             errors.extend(exc.errors)
             sent_at = None
         external_id = str(item.get("external_id") or "").strip()[:200]
+        if error := _text_error(f"{path}.external_id", external_id):
+            errors.append(error)
         cleaned.append({"role": role, "content": content, "sent_at": sent_at, "external_id": external_id})
     if errors:
         raise InputRejected(errors)
@@ -95,6 +176,11 @@ def get_or_create_conversation(
     external_id = (external_id or "").strip()
     if len(external_id) > 200:
         raise InputRejected([FieldError("external_id", "invalid_value", "At most 200 characters.")])
+    # Callers check these before their transaction opens (start_conversation does); this is the last guard
+    # before the row is written, for any caller that did not.
+    text_errors = conversation_text_errors(external_id=external_id, metadata=metadata)
+    if text_errors:
+        raise InputRejected(text_errors)
     started = _parse_time(started_at, field_name="started_at")
     if external_id:
         existing = Conversation.objects.filter(agent=agent, external_id=external_id).first()
@@ -201,6 +287,7 @@ class EndResult:
 
 def contains_nul(value: Any) -> bool:
     # PostgreSQL refuses NUL in text and jsonb; catching it here keeps that a 400, not a 500.
+    # (unstorable_text also finds lone surrogates and says where.)
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, Mapping):
@@ -257,9 +344,12 @@ def start_conversation(
         errors.extend(exc.errors)
     if metadata is not None and not isinstance(metadata, Mapping):
         errors.append(FieldError("metadata", "invalid_value", "Expected an object."))
-    elif contains_nul(metadata) or contains_nul(external_id):
-        errors.append(FieldError("metadata" if contains_nul(metadata) else "external_id", "invalid_value",
-                                 "Text may not contain NUL characters."))
+    else:
+        errors += conversation_text_errors(external_id=external_id, metadata=metadata)
+    try:
+        _parse_time(started_at, field_name="started_at")
+    except InputRejected as exc:
+        errors.extend(exc.errors)
     contact = None
     if contact_id not in (None, ""):
         try:
@@ -308,8 +398,8 @@ def _clean_end_options(
         errors.append(FieldError("summary", "invalid_value", "Expected text."))
     elif summary is not None and len(summary) > MAX_SUMMARY_CHARS:
         errors.append(FieldError("summary", "invalid_value", f"At most {MAX_SUMMARY_CHARS:,} characters."))
-    elif contains_nul(summary):
-        errors.append(FieldError("summary", "invalid_value", "Text may not contain NUL characters."))
+    elif error := _text_error("summary", summary, code="invalid_value"):
+        errors.append(error)
     if intake is not None:
         if not isinstance(intake, Mapping):
             errors.append(FieldError("intake", "invalid_value", "Expected an object like the body of POST intake."))
@@ -319,8 +409,10 @@ def _clean_end_options(
                     errors.append(FieldError(f"intake.{key}", "unknown_field",
                                              f"{key!r} is not part of an intake here (the conversation is this one).",
                                              list(INTAKE_KEYS)))
-            if contains_nul(intake):
-                errors.append(FieldError("intake", "invalid_value", "Text may not contain NUL characters."))
+            # Named "intake" (the message says where): the intake path below relies on this, as the end's
+            # input serializer passes the intake through as a plain object.
+            if error := _text_error("intake", intake, code="invalid_value"):
+                errors.append(error)
             errors.extend(_intake_shape_errors(intake))
         if extract:
             errors.append(FieldError("extract", "invalid_value", "Send either an intake payload or extract, not both."))

@@ -8,10 +8,12 @@ overwrite" rule behave exactly as for agents and imports.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -28,7 +30,14 @@ from automations.webhooks import emit_event
 from contacts import services as contact_services
 from contacts.custom_fields import BadValue, clean_value
 from contacts.models import Contact, CustomField, HistoryEntry, Source, Stage, Tag
-from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
+from contacts.normalize import (
+    InvalidEmail,
+    InvalidNumber,
+    InvalidPhone,
+    email_normalize,
+    number_from_text,
+    parse_phone,
+)
 from contacts.uploads import UploadTypeRefused, verified_upload_type
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
@@ -480,14 +489,13 @@ def clean_answers(
                 continue
         elif kind == FieldType.NUMBER:
             try:
-                number = float(text.replace(",", "."))
-            except ValueError:
-                fail("invalid_number", "Enter a number, like 42 or 1250.50.")
+                exact = number_from_text(text)
+            except InvalidNumber:
+                exact = Decimal("NaN")
+            if not exact.is_finite() or not math.isfinite(float(exact)):
+                fail("invalid_number", "Enter a number, like 42, 5,000 or 1250.50.")
                 continue
-            if number != number or number in (float("inf"), float("-inf")):
-                fail("invalid_number", "Enter a number, like 42 or 1250.50.")
-                continue
-            answers[fid] = int(number) if number.is_integer() else number
+            answers[fid] = int(exact) if exact == exact.to_integral_value() else float(exact)
             continue
         elif kind == FieldType.DATE:
             try:

@@ -10,7 +10,6 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -50,6 +49,7 @@ from contacts.models import Contact, Source, Tag
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, phone_to_e164
 from crm_hub.actors import Actor
 from crm_hub.api.errors import flatten_validation_error, validated
+from crm_hub.api.pagination import CheckedCursorPagination
 from crm_hub.api.permissions import intake_scopes, require_scopes
 from crm_hub.api.schema import IDEMPOTENCY_KEY, READ_ERRORS, WRITE_ERRORS, error_responses
 from crm_hub.api.throttling import AccessCheckThrottle, AgentRateThrottle
@@ -101,7 +101,7 @@ CONTACT_EXAMPLE = {
     "id": 42, "name": "Marcus Reed", "phone": "(561) 555-0192", "phone_e164": "+15615550192",
     "email": "marcus@example.com", "email_normalized": "marcus@example.com", "company": "", "position": "",
     "birthday": None, "zip_code": "", "country": "", "state": "", "city": "", "district": "", "street": "",
-    "number": "", "complement": "", "source": "api", "owner": None, "custom": {"budget": 5000},
+    "number": "", "complement": "", "source": "api", "owner": None, "custom": {"budget": "5000"},
     "created_at": "2026-05-01T14:30:00Z", "updated_at": "2026-05-01T14:30:00Z", "last_activity_at": "2026-05-01T14:30:00Z",
 }
 UPSERT_RESPONSE_EXAMPLE = {
@@ -211,7 +211,7 @@ class ContactBatchUpsertView(AgentView):
         return Response({"results": results}, status=status.HTTP_200_OK)
 
 
-class ContactCursorPagination(CursorPagination):
+class ContactCursorPagination(CheckedCursorPagination):
     ordering = ("-updated_at", "-id")
     page_size = 50
     page_size_query_param = "page_size"
@@ -237,7 +237,7 @@ class ContactListView(AgentView, generics.ListAPIView):
         responses={200: ContactListItemOutput(many=True), **error_responses(*READ_ERRORS)},
         examples=[OpenApiExample(
             "One page",
-            value={"next": "https://crm.example/api/v1/contacts?cursor=cD0yMDI2", "previous": None,
+            value={"next": "https://crm.example/api/v1/contacts?cursor=cD0yMDI2LTA1LTAxKzE0JTNBMzAlM0EwMCUyQjAwJTNBMDA%3D", "previous": None,
                    "results": [{**CONTACT_EXAMPLE, "tags": ["Lead"]}]},
             response_only=True, status_codes=["200"],
         )],
@@ -485,7 +485,8 @@ class IntakeView(AgentView):
             OpenApiExample("After a chat", value=INTAKE_EXAMPLE, request_only=True),
             OpenApiExample(
                 "Clean record",
-                value={**UPSERT_RESPONSE_EXAMPLE, "pending_changes": [], "note_id": 91, "task_id": 33, "conversation_id": 12,
+                value={**UPSERT_RESPONSE_EXAMPLE, "contact": {**CONTACT_EXAMPLE, "source": "chat"}, "pending_changes": [],
+                       "note_id": 91, "task_id": 33, "conversation_id": 12,
                        "completeness": {"fields": True, "note": True, "tags": True, "stage": True, "task": True, "clean": True}},
                 response_only=True, status_codes=["200"],
             ),

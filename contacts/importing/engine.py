@@ -31,7 +31,13 @@ from contacts.exporting import FORMULA_TRIGGERS  # what neutralize_cell prefixes
 from contacts.importing import mapping as mapping_mod
 from contacts.importing.writers import INTEGRITY_ERRORS, writer_for
 from contacts.models import Contact, CustomField, ImportJob, Source, Tag
-from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, parse_phone
+from contacts.normalize import (
+    ExtensionTooLong,
+    InvalidEmail,
+    InvalidPhone,
+    email_normalize,
+    parse_phone,
+)
 from contacts.services import STANDARD_FIELDS
 from crm_hub.actors import Actor
 
@@ -40,7 +46,6 @@ logger = logging.getLogger(__name__)
 CREATE, UPDATE, SKIP, ERROR = "create", "update", "skip", "error"
 KEY_FIELDS = ("phone_e164", "phone_extension", "email_normalized")
 MAX_LENGTHS = {f: Contact._meta.get_field(f).max_length for f in STANDARD_FIELDS if f != "birthday"}
-MAX_EXTENSION = Contact._meta.get_field("phone_extension").max_length
 MAX_EMAIL_KEY = Contact._meta.get_field("email_normalized").max_length
 BATCH_RETRIES = 3
 
@@ -109,11 +114,11 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
         elif target == "phone":
             try:
                 phone = parse_phone(text, region=ctx.region)
+            except ExtensionTooLong as exc:
+                errors.append(f"phone: {exc}")
+                continue
             except InvalidPhone:
                 errors.append(f"phone: {text!r} is not a valid phone number (include the country code if it is not from {ctx.region})")
-                continue
-            if len(phone.extension) > MAX_EXTENSION:
-                errors.append(f"phone: the extension has at most {MAX_EXTENSION} digits")
                 continue
             phone_e164, phone_extension = phone.e164, phone.extension
             values["phone"] = text

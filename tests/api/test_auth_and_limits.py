@@ -204,7 +204,9 @@ def test_throttle_window_slides_and_keeps_two_counters_whatever_the_rate(db, mon
 def test_an_unknown_api_path_answers_the_json_error_envelope(bot):
     response = bot.get("conversations/not-a-number/messages")
     assert response.status_code == 404
-    assert response.json() == {"errors": [{"field": None, "code": "not_found", "message": "No such endpoint or record."}]}
+    assert response.json() == {
+        "errors": [{"field": None, "code": "not_found", "message": "No such endpoint; the endpoints are listed at /api/v1/docs/."}]
+    }
 
 
 def test_a_server_error_under_the_api_is_json_too(rf):
