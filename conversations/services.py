@@ -450,6 +450,55 @@ def _intake_shape_errors(intake: Mapping[str, Any]) -> list[FieldError]:
     return errors
 
 
+def _linked_contact(conversation: Conversation) -> tuple[dict | None, dict]:
+    """Return the linked contact's row (name and keys) and the key an intake reaches it by ({} if none).
+
+    An intake finds its contact by phone, then email; a conversation linked at start whose intake
+    names nobody else (no phone, no email) is about that contact, so it gets that contact's key.
+    """
+    linked = (
+        Contact.objects.filter(pk=conversation.contact_id)
+        .values("name", "phone_e164", "phone_extension", "email_normalized").first()
+    ) if conversation.contact_id else None
+    if not linked:
+        return None, {}
+    if linked["phone_e164"]:
+        extension = f" ext. {linked['phone_extension']}" if linked["phone_extension"] else ""
+        return linked, {"phone": linked["phone_e164"] + extension}
+    if linked["email_normalized"]:
+        return linked, {"email": linked["email_normalized"]}
+    return linked, {}
+
+
+def _aim_intake(conversation: Conversation, intake: dict) -> dict:
+    """An explicit intake that names no phone or email writes to the contact the conversation is linked to.
+
+    Without this, a note and tags sent for a known caller ({"contact": {"name": "Zed"}}, or no
+    contact at all) made a second, keyless contact and moved the conversation to it.
+    """
+    contact = intake.get("contact")
+    if contact is not None and not isinstance(contact, Mapping):
+        return intake  # refused by record_intake, naming the field
+    contact = dict(contact or {})
+    if contact.get("phone") or contact.get("email"):
+        return intake
+    linked, key = _linked_contact(conversation)
+    if linked is None:
+        if not contact:
+            raise InputRejected([FieldError(
+                "intake.contact", "required",
+                "Give the contact (at least a name, a phone or an email): this conversation is linked to no contact.",
+            )])
+        return intake
+    if not key:
+        raise InputRejected([FieldError(
+            "intake.contact", "no_contact_key",
+            f"This conversation is linked to contact #{conversation.contact_id}, which has no phone or email for "
+            "the intake to find it by: give one in intake.contact.",
+        )])
+    return {**intake, "contact": {**contact, **key}}
+
+
 def _intake_from_extraction(conversation: Conversation, extraction, *, note: str | None) -> dict | None:
     """Turn validated findings into intake kwargs, or None when there is nobody to write to."""
     contact = dict(extraction.contact)
@@ -457,17 +506,9 @@ def _intake_from_extraction(conversation: Conversation, extraction, *, note: str
         # Known caller (linked at start) and nothing that identifies anyone else: the findings (a first name,
         # scores) go onto that contact, matched by its keys. A name alone never moves the conversation to a new
         # contact. (A phone or email found is written like any intake: matching another contact relinks.)
-        linked = (
-            Contact.objects.filter(pk=conversation.contact_id)
-            .values("name", "phone_e164", "phone_extension", "email_normalized").first()
-        )
-        if linked and (linked["phone_e164"] or linked["email_normalized"]):
-            if linked["phone_e164"]:
-                contact["phone"] = linked["phone_e164"] + (
-                    f" ext. {linked['phone_extension']}" if linked["phone_extension"] else ""
-                )
-            else:
-                contact["email"] = linked["email_normalized"]
+        linked, key = _linked_contact(conversation)
+        if key:
+            contact.update(key)
             if contact.get("name") and linked["name"] and contact["name"] != linked["name"]:
                 # "I am Robert" does not rename "Robert Smith".
                 extraction.drop("name", contact.pop("name"), "kept: the linked contact already has a name")
@@ -532,7 +573,7 @@ def end_conversation(
     intake_kwargs = None
     extraction_record = None
     if intake is not None:
-        intake_kwargs = dict(intake)
+        intake_kwargs = _aim_intake(conversation, dict(intake))
         if summary and not intake_kwargs.get("note"):
             intake_kwargs["note"] = summary
     elif extractor is not None:
