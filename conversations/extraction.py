@@ -180,12 +180,27 @@ def _choices(definition) -> list:
     return definition.choices if isinstance(definition.choices, list) else []
 
 
+# A channel's name used to give a detail is not a preference for that channel: "my email is ...",
+# "phone number:", "WhatsApp: +44 ..." (other choice words are taken wherever they stand).
+_DETAIL_WORDS = frozenset({"email", "e-mail", "mail", "phone", "telephone", "mobile", "cell", "whatsapp", "sms",
+                           "text", "telegram", "signal"})
+_GIVING_A_DETAIL_AFTER = re.compile(r"\s*(?:address|number|id\b|:)", re.IGNORECASE)
+_GIVING_A_DETAIL_BEFORE = re.compile(r"\b(?:my|our|his|her|their)\s+$", re.IGNORECASE)
+
+
 def _choice_mentions(text: str, choices: Sequence[Any]) -> list[str]:
     found = []
     for choice in choices:
         word = str(choice).strip()
-        if word and re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE):
+        if not word:
+            continue
+        for match in re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE):
+            if word.casefold() in _DETAIL_WORDS and (
+                _GIVING_A_DETAIL_BEFORE.search(text[: match.start()]) or _GIVING_A_DETAIL_AFTER.match(text, match.end())
+            ):
+                continue
             found.append(str(choice))
+            break
     return found
 
 

@@ -110,6 +110,20 @@ def test_rules_fill_pattern_typed_ai_custom_fields_and_leave_others(db):
     assert [d["field"] for d in result.dropped] == ["custom.size"]
 
 
+@pytest.mark.parametrize(("text", "channel"), [
+    ("My email is lena@example.com", None),
+    ("Email: lena@example.com, phone number 561 555 0192", None),
+    ("my WhatsApp is +44 20 7946 0958", None),
+    ("Please email me the quote", "Email"),
+    ("WhatsApp is best for me", "WhatsApp"),
+])
+def test_a_channel_named_to_give_a_detail_is_no_preference(db, text, channel):
+    preferred = CustomFieldFactory(
+        key="preferred_channel", type="single_choice", choices=["Email", "Phone", "WhatsApp"], allow_for_ai=True,
+    )
+    assert extract_with_rules([text], definitions=[preferred]).custom.get("preferred_channel") == channel
+
+
 def test_extraction_writes_only_ai_custom_fields_that_validate(api):
     CustomFieldFactory(key="website", label="Website", type="url", allow_for_ai=True)
     conversation_id = transcript(api, "I'm Ana, website: https://ana.example", "phone 561 555 0192")
