@@ -710,7 +710,8 @@ def _apply_changes(
             continue
         current = getattr(contact, key)
         if key == "phone":
-            same = cleaned.phone_e164 == contact.phone_e164 and cleaned.phone_extension == contact.phone_extension
+            # Caller ID never carries an extension: the same number without one is the same phone.
+            same = cleaned.phone_e164 == contact.phone_e164 and cleaned.phone_extension in ("", contact.phone_extension)
         elif key == "email":
             same = cleaned.email_normalized == contact.email_normalized
         elif key == "owner":
@@ -1215,6 +1216,8 @@ def clean_task_fields(task: Mapping[str, Any]) -> tuple[dict[str, Any], list[Fie
     elif len(title) > TASK_TITLE_MAX_CHARACTERS:
         errors.append(FieldError("title", "invalid_value", f"At most {TASK_TITLE_MAX_CHARACTERS} characters."))
     priority = task.get("priority") or Task.Priority.NORMAL
+    if isinstance(priority, str):
+        priority = priority.strip().casefold()  # "HIGH" is high, as tags and stages match in any case
     if priority not in Task.Priority.values:
         errors.append(FieldError("priority", "invalid_value", "Unknown priority.", list(Task.Priority.values)))
     description = task.get("description") or ""
@@ -1379,7 +1382,7 @@ def _one_intake_transaction(func):
     def wrapper(*args, **kwargs):
         with transaction.atomic(savepoint=False), _batching(_IntakeBatch()):
             outcome = func(*args, **kwargs)
-        if isinstance(outcome, InputRejected):
+        if isinstance(outcome, Exception):  # InputRejected, ConversationEnded
             raise outcome
         return outcome
 
@@ -1408,6 +1411,7 @@ def record_intake(
     """
     from conversations.models import Conversation
     from conversations.services import (
+        ConversationEnded,
         add_messages,
         clean_messages,
         conversation_text_errors,
@@ -1511,6 +1515,13 @@ def record_intake(
                 errors.append(FieldError("conversation.channel", "invalid_value", f"Unknown channel {channel!r}.", list(Conversation.Channel.values)))
     if errors:
         return InputRejected(errors)
+    external_id = str(conversation_spec.get("external_id") or "").strip() if conversation_spec else ""
+    if external_id and actor.agent is not None:
+        ended = Conversation.objects.filter(
+            agent=actor.agent, external_id=external_id, status=Conversation.Status.ENDED
+        ).first()
+        if ended is not None:  # it takes no second intake, as conversations/{id}/end answers
+            return ConversationEnded(ended)
     assert cleaned is not None
     cleaned.tags = resolved_tags
     # Everything was validated above, so no savepoint: an error from here on fails the caller's transaction too.

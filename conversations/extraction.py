@@ -118,6 +118,14 @@ NOT_NAME_WORDS = frozenset(
 )
 
 
+# "I'm Head of Operations", "I am the Sales Director": a job, not a name.
+JOB_TITLE_WORDS = frozenset(
+    """head chief director manager ceo cto cfo coo cmo cio founder co-founder cofounder owner president vp
+    lead engineer developer consultant partner officer coordinator assistant analyst specialist supervisor
+    executive administrator representative intern student""".split()
+)
+
+
 def _strip_trailing(text: str) -> str:
     return text.rstrip(TRAILING_PUNCTUATION)
 
@@ -140,8 +148,11 @@ def _find_name(text: str) -> str:
             if gap is None:
                 break
             position += gap.end()
-        if words:
-            return " ".join(words)
+        if not words or any(w.casefold() in JOB_TITLE_WORDS for w in words):
+            continue
+        if re.match(r"(?i)of\b", rest[position:]):  # "I'm Marketing of ..." reads as a role
+            continue
+        return " ".join(words)
     return ""
 
 
@@ -163,13 +174,21 @@ def _after_label(text: str, definition: CustomField, pattern: re.Pattern) -> lis
     return values
 
 
-def _phones_in(text: str, region: str) -> list[str]:
-    """Phones in E.164, with " ext. N" when the visitor gave an extension (parsed back the same way on write)."""
+def _phones_at(text: str, region: str) -> list[tuple[str, int]]:
+    """(phone, where it starts) for each phone in the text: E.164, with " ext. N" when the visitor gave an
+    extension (parsed back the same way on write)."""
     return [
-        phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
-        + (f" ext. {m.number.extension}" if m.number.extension else "")
+        (
+            phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
+            + (f" ext. {m.number.extension}" if m.number.extension else ""),
+            m.start,
+        )
         for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
     ]
+
+
+def _phones_in(text: str, region: str) -> list[str]:
+    return [phone for phone, _start in _phones_at(text, region)]
 
 
 PHONE_LIKE = re.compile(r"\+?[\d(][\d\s().-]{5,}\d")
@@ -184,7 +203,9 @@ def _choices(definition) -> list:
 # "phone number:", "WhatsApp: +44 ..." (other choice words are taken wherever they stand).
 _DETAIL_WORDS = frozenset({"email", "e-mail", "mail", "phone", "telephone", "mobile", "cell", "whatsapp", "sms",
                            "text", "telegram", "signal"})
-_GIVING_A_DETAIL_AFTER = re.compile(r"\s*(?:address|number|id\b|:)", re.IGNORECASE)
+_GIVING_A_DETAIL_AFTER = re.compile(
+    r"\s*(?:address|number|id\b|:|(?:(?:is|at|on)\s+)?(?:[+(]?\d|\S+@))", re.IGNORECASE
+)
 _GIVING_A_DETAIL_BEFORE = re.compile(r"\b(?:my|our|his|her|their)\s+$", re.IGNORECASE)
 
 
@@ -194,7 +215,8 @@ def _choice_mentions(text: str, choices: Sequence[Any]) -> list[str]:
         word = str(choice).strip()
         if not word:
             continue
-        for match in re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE):
+        # Not inside an address or a domain: "nora@email.com" names no channel.
+        for match in re.finditer(rf"(?<![\w@.]){re.escape(word)}(?![\w@]|\.\w)", text, re.IGNORECASE):
             if word.casefold() in _DETAIL_WORDS and (
                 _GIVING_A_DETAIL_BEFORE.search(text[: match.start()]) or _GIVING_A_DETAIL_AFTER.match(text, match.end())
             ):
@@ -239,9 +261,12 @@ def extract_with_rules(texts: Iterable[str], *, definitions: Sequence[CustomFiel
         if isinstance(value, str) and any(d.key == key and d.type == CustomField.Type.PHONE for d in definitions):
             claimed_phones.update(_phones_in(value, region))
 
-    for text in texts:
-        for raw in EMAIL_CANDIDATE.findall(text):
-            candidate = _strip_trailing(raw)
+    texts = [_without_quoted_reply(text) for text in texts]
+    emails: list[_Candidate] = []
+    phones: list[_Candidate] = []
+    for index, text in enumerate(texts):
+        for match in EMAIL_CANDIDATE.finditer(text):
+            candidate = _strip_trailing(match.group(0))
             if candidate.casefold() in claimed:
                 continue
             try:
@@ -249,22 +274,101 @@ def extract_with_rules(texts: Iterable[str], *, definitions: Sequence[CustomFiel
             except InvalidEmail:
                 result.drop("email", candidate, "invalid_email: not a valid email address")
                 continue
-            if "email" not in result.contact:
-                result.contact["email"] = normalized
-            elif normalized != result.contact["email"]:
-                result.drop("email", normalized, "another email was found first; only one is kept")
-        for e164 in _phones_in(text, region):
-            if e164 in claimed_phones:
-                continue
-            if "phone" not in result.contact:
-                result.contact["phone"] = e164
-            elif e164 != result.contact["phone"]:
-                result.drop("phone", e164, "another phone was found first; only one is kept")
+            emails.append(_Candidate.at(normalized, texts, index, match.start()))
+        for value, start in _phones_at(text, region):
+            if value not in claimed_phones:
+                phones.append(_Candidate.at(value, texts, index, start))
         if "name" not in result.contact:
             name = _find_name(text)
             if name:
                 result.contact["name"] = name
+    for field_name, candidates in (("email", emails), ("phone", phones)):
+        chosen, reason = _choose(candidates, field_name)
+        if chosen is None:
+            continue
+        result.contact[field_name] = chosen
+        for candidate in candidates:
+            if candidate.value != chosen and all(d["value"] != candidate.value for d in result.dropped):
+                result.drop(field_name, candidate.value, reason)
     return result
+
+
+# --- Choosing the visitor's own email and phone among several ---------------------------------
+
+# Quoted replies are someone else's words: "On Mon, 3 May, Acme Support <support@acme.example> wrote:" and
+# everything after it, "-----Original Message-----" blocks, and lines starting with ">".
+_QUOTE_HEADER = re.compile(
+    r"^(?:On .{0,300}?wrote:|-{2,}\s*Original Message\s*-{2,}|From: .+\n(?:.*\n){0,3}?(?:Sent|Date): .+)\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_QUOTED_LINE = re.compile(r"^\s*>.*$\n?", re.MULTILINE)
+# Said just before a detail: it is the visitor's own ("reach me at", "my cell", "Direct:") or someone
+# else's ("my colleague ...", "our main line", "support").
+_SELF_CUE = re.compile(
+    r"(?i)\b(?:me|my|mine|i'm|i am|i’m|direct|personal|cell|mobile)\b[^.!?\n]{0,40}$"
+)
+_OTHER_CUE = re.compile(
+    r"(?i)\b(?:colleague|coworker|co-worker|boss|manager|assistant|friend|wife|husband|partner|brother|sister|"
+    r"mother|father|son|daughter|his|her|their|main line|switchboard|reception|office|support|sales team|"
+    r"toll[- ]free|fax|company)\b[^.!?\n]{0,60}$"
+)
+# "Oops, typo: it's actually ...", "sorry, I meant ...": what follows replaces what came before.
+_CORRECTION_CUE = re.compile(r"(?i)\b(?:actually|typo|correction|i meant|sorry|wrong|instead|rather|corrected)\b")
+
+
+def _without_quoted_reply(text: str) -> str:
+    header = _QUOTE_HEADER.search(text)
+    if header is not None:
+        text = text[: header.start()]
+    return _QUOTED_LINE.sub("", text)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    value: str
+    order: tuple[int, int]  # (message, offset): where it was written
+    corrected: bool  # written after a correction cue, later than another candidate could be
+    own: bool
+    someone_elses: bool
+
+    @classmethod
+    def at(cls, value: str, texts: list[str], index: int, start: int) -> _Candidate:
+        # Other addresses and numbers in between are no sentence ends ("x@acme.com", "561.555.0192").
+        before = PHONE_LIKE.sub("PHONE", EMAIL_CANDIDATE.sub("EMAIL", texts[index][:start]))
+        return cls(
+            value=value, order=(index, start),
+            corrected=bool(_CORRECTION_CUE.search(before[-80:])),
+            own=bool(_SELF_CUE.search(before)),
+            someone_elses=bool(_OTHER_CUE.search(before)),
+        )
+
+
+def _choose(candidates: list[_Candidate], field_name: str) -> tuple[str | None, str]:
+    """Return the visitor's own value among the candidates, and why the others were left out.
+
+    A correction wins over what it corrects (the last one written after "actually", "sorry", ...);
+    otherwise the first said as the visitor's own ("reach me at", "my cell", "Direct:") and not
+    someone else's ("my colleague", "our main line"); otherwise the first that is not someone else's;
+    otherwise the first.
+    """
+    distinct = {c.value for c in candidates}
+    if not distinct:
+        return None, ""
+    if len(distinct) == 1:
+        return candidates[0].value, ""
+    ordered = sorted(candidates, key=lambda c: c.order)
+    corrections = [c for c in ordered[1:] if c.corrected and not c.someone_elses]
+    if corrections:
+        return corrections[-1].value, f"corrected: a later message gave another {field_name}"
+    for rule, reason in (
+        (lambda c: c.own and not c.someone_elses, f"the visitor gave another {field_name} as their own"),
+        (lambda c: not c.someone_elses, f"said as someone else's {field_name}"),
+        (lambda c: True, f"another {field_name} was found first; only one is kept"),
+    ):
+        chosen = next((c for c in ordered if rule(c)), None)
+        if chosen is not None:
+            return chosen.value, reason
+    return None, ""
 
 
 # --- LLM extractor (OpenAI-compatible chat completions) ---------------------------------------

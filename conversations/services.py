@@ -261,7 +261,10 @@ class ConversationEnded(Exception):
 
     def __init__(self, conversation: Conversation):
         self.conversation = conversation
-        super().__init__(f"Conversation #{conversation.pk} ended at {conversation.ended_at:%Y-%m-%d %H:%M:%S}.")
+        super().__init__(
+            f"Conversation #{conversation.pk} ended at {conversation.ended_at:%Y-%m-%d %H:%M:%S}; "
+            "a new conversation needs an external_id of its own."
+        )
 
 
 @dataclass

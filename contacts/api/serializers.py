@@ -263,6 +263,16 @@ class NoteInput(StrictSerializer):
     )
 
 
+class PriorityField(serializers.ChoiceField):
+    """A task priority in any case ("HIGH" is high), as tags, stages and choice fields are matched."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=Task.Priority.choices, **kwargs)
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data.strip().casefold() if isinstance(data, str) else data)
+
+
 class TaskInput(StrictSerializer):
     title = serializers.CharField(max_length=200, help_text="What to do, e.g. 'Call back with a quote'.")
     due_at = serializers.CharField(
@@ -272,9 +282,7 @@ class TaskInput(StrictSerializer):
         required=False, allow_blank=True, allow_null=True,
         help_text="User id, username or email; defaults to the contact's owner.",
     )
-    priority = serializers.ChoiceField(
-        choices=Task.Priority.choices, required=False, default=Task.Priority.NORMAL, help_text="Task priority."
-    )
+    priority = PriorityField(required=False, default=Task.Priority.NORMAL, help_text="Task priority.")
     description = serializers.CharField(
         required=False, allow_blank=True, max_length=10_000, help_text="Details for whoever does it."
     )
@@ -306,9 +314,7 @@ class IntakeTaskInput(StrictSerializer):
         required=False, allow_blank=True, allow_null=True,
         help_text="User id, username or email; defaults to the contact's owner.",
     )
-    priority = serializers.ChoiceField(
-        choices=Task.Priority.choices, required=False, help_text="Task priority (normal by default)."
-    )
+    priority = PriorityField(required=False, help_text="Task priority (normal by default).")
     description = serializers.CharField(required=False, allow_blank=True, max_length=10_000, help_text="Details.")
 
 

@@ -47,6 +47,8 @@ from contacts.api.serializers import (
 from contacts.bulk_upsert import upsert_contacts_batch
 from contacts.models import Contact, Source, Tag
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, phone_to_e164
+from conversations.api import ConversationClosed
+from conversations.services import ConversationEnded
 from crm_hub.actors import Actor
 from crm_hub.api.errors import flatten_validation_error, validated
 from crm_hub.api.pagination import CheckedCursorPagination
@@ -495,12 +497,15 @@ class IntakeView(AgentView):
     def post(self, request):
         data = IntakeInput.clean(request.data)
         require_scopes(request.auth, intake_scopes(data))  # the same rule as conversations' end
-        result = services.record_intake(
-            contact=dict(data["contact"]), actor=self.actor(), source=Source.CHAT, tags=data.get("tags"),
-            note=data.get("note"), pipeline=data.get("pipeline"), stage=data.get("stage"),
-            task=dict(data["task"]) if data.get("task") else None, custom=data.get("custom") or None,
-            conversation=dict(data["conversation"]) if data.get("conversation") else None,
-        )
+        try:
+            result = services.record_intake(
+                contact=dict(data["contact"]), actor=self.actor(), source=Source.CHAT, tags=data.get("tags"),
+                note=data.get("note"), pipeline=data.get("pipeline"), stage=data.get("stage"),
+                task=dict(data["task"]) if data.get("task") else None, custom=data.get("custom") or None,
+                conversation=dict(data["conversation"]) if data.get("conversation") else None,
+            )
+        except ConversationEnded as exc:
+            raise ConversationClosed(str(exc)) from None
         body = self.upsert_body(result.upsert)
         body.update(
             note_id=result.note.pk if result.note else None,

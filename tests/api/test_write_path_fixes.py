@@ -130,3 +130,40 @@ def test_adding_a_tag_it_has_reports_nothing_added(api):
     assert [e.changes["tags"][1] for e in HistoryEntry.objects.filter(action="tag_added").order_by("pk")] == [
         ["VIP"], ["Lead"],
     ]
+
+
+@pytest.mark.parametrize("key", [None, "late-intake"])
+def test_an_intake_into_an_ended_conversation_is_a_409_and_writes_nothing(api, key):
+    from conversations.models import Conversation
+
+    first = api.post("intake", {"contact": {"name": "Mia", "phone": "+15615550150"}, "note": "first",
+                                "conversation": {"external_id": "wc-1", "messages": [{"role": "visitor", "content": "hi"}]}})
+    conversation = Conversation.objects.get()
+    assert api.post(f"conversations/{conversation.pk}/end", {}).status_code == 200
+    late = api.post("intake", {"contact": {"name": "Late", "email": "late@example.com"}, "note": "late",
+                               "conversation": {"external_id": "wc-1", "messages": [{"role": "visitor", "content": "one more"}]}},
+                    key=key)
+    assert late.status_code == 409, late.content
+    assert late.json()["errors"][0]["code"] == "conversation_ended"
+    assert "external_id of its own" in late.json()["errors"][0]["message"]
+    conversation.refresh_from_db()
+    assert conversation.contact_id == first.json()["contact"]["id"] and conversation.messages.count() == 1
+    assert Contact.objects.count() == 1 and Note.objects.count() == 1
+
+
+@pytest.mark.parametrize("priority", ["HIGH", " High "])
+def test_a_task_priority_is_read_in_any_case(api, priority):
+    contact = ContactFactory(name="Ada")
+    assert api.post(f"contacts/{contact.pk}/tasks", {"title": "Call", "due_at": "2026-12-01", "priority": priority}).status_code == 201
+    response = api.post("intake", {"contact": {"name": "Bo"}, "task": {"title": "Call", "due_at": "2026-12-01", "priority": priority}})
+    assert response.status_code == 201, response.content
+    assert set(Task.objects.values_list("priority", flat=True)) == {"high"}
+
+
+def test_the_same_number_without_its_extension_is_the_same_phone(api):
+    contact = ContactFactory(name="Desk", phone="813 645 7851 ext 126", phone_e164="+18136457851", phone_extension="126")
+    response = api.post("intake", {"contact": {"phone": "813 645 7851"}, "note": "called from the desk"})
+    assert response.status_code == 200, response.content
+    assert response.json()["pending_changes"] == [] and response.json()["contact"]["id"] == contact.pk
+    contact.refresh_from_db()
+    assert contact.phone_extension == "126"

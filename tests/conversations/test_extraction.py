@@ -115,6 +115,10 @@ def test_rules_fill_pattern_typed_ai_custom_fields_and_leave_others(db):
     ("Email: lena@example.com, phone number 561 555 0192", None),
     ("my WhatsApp is +44 20 7946 0958", None),
     ("Please email me the quote", "Email"),
+    ("call me on 561 556 6966 or nora@email.com", None),
+    ("Phone 813 645 7851", None),
+    ("email is nora@example.com", None),
+    ("I prefer email.", "Email"),
     ("WhatsApp is best for me", "WhatsApp"),
 ])
 def test_a_channel_named_to_give_a_detail_is_no_preference(db, text, channel):
@@ -122,6 +126,13 @@ def test_a_channel_named_to_give_a_detail_is_no_preference(db, text, channel):
         key="preferred_channel", type="single_choice", choices=["Email", "Phone", "WhatsApp"], allow_for_ai=True,
     )
     assert extract_with_rules([text], definitions=[preferred]).custom.get("preferred_channel") == channel
+
+
+@pytest.mark.parametrize("text", [
+    "Hi, I'm Head of Operations at Acme", "I am the Sales Director", "I'm Marketing of Acme", "I'm CTO at Acme",
+])
+def test_a_job_title_is_not_a_name(text):
+    assert extract_with_rules([text], definitions=[]).contact.get("name", "") == ""
 
 
 def test_extraction_writes_only_ai_custom_fields_that_validate(api):
@@ -271,3 +282,24 @@ def test_the_llm_is_called_with_no_database_transaction_open(api, fake_llm, monk
     end_extract(api, conversation_id)
     assert seen == [False]
     assert Contact.objects.get().email_normalized == "ana@example.com"
+
+
+# --- the visitor's own email and phone among several -------------------------------------------
+
+
+@pytest.mark.parametrize(("texts", "email", "phone"), [
+    (["My colleague Priya Dubois (priya.dubois2@example.com, 415-555-0100) suggested I write. I'm Chloe Dubois, "
+      "you can reach me at chloe.dubois@gmail.com or (954) 306-4078."],
+     "chloe.dubois@gmail.com", "+19543064078"),
+    (["You can reach me at sam@gmail.co", "Oops, typo - it's actually sam@gmail.com"], "sam@gmail.com", None),
+    (["Call me on 561 555 0192", "sorry, it's actually 904-678-8870"], None, "+19046788870"),
+    (["Thanks!\n--\nSam Reed\nAcme Inc. main line 1-800-356-9377\nDirect: (561) 555-0192"], None, "+15615550192"),
+    (["Yes, Tuesday works. Sam\n\nOn Mon, 3 May 2026, Acme Support <support@acmehelp.com> wrote:\n> How can we help?"],
+     None, None),
+    (["> from: old@example.com\nMy email is new@example.com"], "new@example.com", None),
+    (["Email me at a@example.com or b@example.com"], "a@example.com", None),
+    (["My number is 561 555 0192", "Sorry, my wife's number is 904-678-8870 too"], None, "+15615550192"),
+])
+def test_the_visitors_own_details_win_over_others_and_corrections_over_typos(texts, email, phone):
+    contact = extract_with_rules(texts, definitions=[]).contact
+    assert (contact.get("email"), contact.get("phone")) == (email, phone)
