@@ -464,7 +464,8 @@ def clean_contact_input(
     if custom:
         definitions = {d.key: d for d in CustomField.objects.all()}
         result.custom, custom_errors = clean_custom_values(
-            dict(custom), definitions=definitions, agent_write=actor.is_agent
+            # Not an object (a list from admin's JSON box, say): clean_custom_values names it.
+            dict(custom) if isinstance(custom, Mapping) else custom, definitions=definitions, agent_write=actor.is_agent
         )
         errors.extend(custom_errors)
     if tags:

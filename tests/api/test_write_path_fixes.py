@@ -167,3 +167,14 @@ def test_the_same_number_without_its_extension_is_the_same_phone(api):
     assert response.json()["pending_changes"] == [] and response.json()["contact"]["id"] == contact.pk
     contact.refresh_from_db()
     assert contact.phone_extension == "126"
+
+
+@pytest.mark.parametrize("custom", [[1, 2], "abc", 5, True])
+def test_custom_values_that_are_no_object_are_refused_naming_custom(custom):
+    from contacts.services import clean_contact_input
+    from crm_hub.actors import Actor
+    from crm_hub.errors import InputRejected
+
+    with pytest.raises(InputRejected) as caught:
+        clean_contact_input({"name": "Ada"}, custom=custom, actor=Actor.for_system("admin"))
+    assert [(e.field, e.code) for e in caught.value.errors] == [("custom", "invalid_value")]

@@ -51,6 +51,14 @@ def test_try_a_rule_on_a_sample_contact_from_admin(admin_client):
     assert url in change
 
 
+def test_a_sales_user_cannot_try_a_rule(client):
+    rule = RuleFactory(task_title="Call", task_due_amount=1)
+    client.force_login(UserFactory(username="seller"))  # staff, no admin permissions
+    url = reverse("admin:automations_rule_try", args=[rule.pk])
+    assert client.get(url).status_code == 403
+    assert client.post(url, {"contact": "1"}).status_code == 403
+
+
 def test_endpoint_secret_is_shown_once_and_unsafe_urls_are_refused(admin_client, settings):
     add = reverse("admin:automations_webhookendpoint_add")
     response = admin_client.post(
