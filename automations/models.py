@@ -156,6 +156,16 @@ class Rule(models.Model):
             errors["assign_team"] = "Choose the team to assign from."
         if self.task_title and self.task_due_amount is None:
             errors["task_due_amount"] = "Say when the task is due."
+        elif self.task_due_amount is not None:
+            per_unit = {self.DueUnit.MINUTES: 60 * 24 * 365, self.DueUnit.HOURS: 24 * 365, self.DueUnit.DAYS: 365}
+            limit = 10 * per_unit.get(self.task_due_unit, 365)  # ten years: a task past that is no follow-up
+            if self.task_due_amount > limit:
+                errors["task_due_amount"] = f"At most {limit:,} {self.task_due_unit} (ten years)."
+        if self.form_id is not None:
+            from forms_app.models import Form
+
+            if not Form.objects.filter(pk=self.form_id).exists():
+                errors["form_id"] = f"There is no form {self.form_id}."
         unknown = [s for s in (self.sources or []) if s not in Source.values]
         if not isinstance(self.sources, list) or unknown:
             errors["sources"] = f"A list of sources from {', '.join(Source.values)}."

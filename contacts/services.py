@@ -946,9 +946,19 @@ def approve_change_request(*, request: ChangeRequest, user) -> ChangeRequest:
     request = ChangeRequest.objects.select_for_update().get(pk=request.pk)
     if request.status != ChangeRequest.Status.PENDING:
         raise InputRejected([FieldError("status", "invalid_value", f"This request is already {request.status}.")])
+    contact = Contact.objects.select_for_update().get(pk=request.contact_id)
+    current = _as_text(getattr(contact, request.field))
+    if current != request.old_value:
+        # Asked to change a value that has changed since (another approval, an edit): applying it
+        # now would overwrite a newer decision with an older one.
+        raise InputRejected([FieldError(
+            request.field, "stale",
+            f"The {request.field} has changed since this request was made (from {request.old_value!r} to "
+            f"{current!r}); reject it, or edit the contact.",
+        )])
     actor = Actor.for_user(user)
     data = {request.field: request.new_value}
-    update_contact(contact=request.contact, data=data, actor=actor, source=Source.MANUAL, protected_changes="apply")
+    update_contact(contact=contact, data=data, actor=actor, source=Source.MANUAL, protected_changes="apply")
     request.status = ChangeRequest.Status.APPROVED
     request.decided_by = user
     request.decided_at = timezone.now()

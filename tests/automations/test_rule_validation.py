@@ -85,3 +85,22 @@ def test_a_multiple_choice_condition_is_saved_with_the_option_spelling(custom_fi
     rule = RuleFactory(custom_field_key="interests", custom_field_value="ERP")
     rule.full_clean()
     assert rule.custom_field_value == "erp"
+
+
+@pytest.mark.parametrize(("amount", "unit", "field"), [(999_999_999, "days", "task_due_amount"), (3651, "days", "task_due_amount")])
+def test_a_due_offset_past_ten_years_is_refused(amount, unit, field):
+    rule = RuleFactory.build(task_title="Call", task_due_amount=amount, task_due_unit=unit)
+    with pytest.raises(ValidationError) as caught:
+        rule.clean()
+    assert field in caught.value.message_dict
+
+
+def test_a_form_trigger_on_a_form_that_does_not_exist_is_refused():
+    rule = RuleFactory.build(trigger="form_submitted", form_id=424242)
+    with pytest.raises(ValidationError) as caught:
+        rule.clean()
+    assert "form_id" in caught.value.message_dict
+
+
+def test_a_due_offset_of_ten_years_is_fine():
+    RuleFactory.build(task_title="Call", task_due_amount=3650, task_due_unit="days").clean()

@@ -213,3 +213,18 @@ def test_empty_values_in_upsert_never_clear_fields(agent_actor):
     upsert(agent_actor, phone="+15615550100", company="", name=None)
     contact = Contact.objects.get()
     assert (contact.name, contact.company) == ("Ana", "Acme")
+
+
+def test_two_requests_for_one_field_cannot_both_be_approved(agent_actor):
+    from tests.contacts.factories import UserFactory
+
+    upsert(agent_actor, name="Ana", phone="5615550192", email="ana@old.example")
+    first = upsert(agent_actor, phone="5615550192", email="ana@one.example").pending_changes[0]
+    second = upsert(agent_actor, phone="5615550192", email="ana@two.example").pending_changes[0]
+    staff = UserFactory(username="reviewer")
+    services.approve_change_request(request=second, user=staff)
+    with pytest.raises(InputRejected) as caught:
+        services.approve_change_request(request=first, user=staff)
+    assert [(e.field, e.code) for e in caught.value.errors] == [("email", "stale")]
+    assert Contact.objects.get().email == "ana@two.example"
+    assert ChangeRequest.objects.get(pk=first.pk).status == "pending"
