@@ -110,7 +110,7 @@ def clean_value(definition: CustomField, value: Any) -> Any:
             raise BadValue("Expected a finite decimal number.")
         if number != 0 and float(number) == 0:
             raise BadValue("Expected a decimal number, e.g. 1250.00; this one is too close to zero.")
-        return str(number)
+        return format(number, "f")  # positional: "1e3" is stored as 1000, not "1E+3"
     if kind == T.BOOLEAN:
         if isinstance(value, bool):
             return value

@@ -127,3 +127,11 @@ def test_web_edit_reads_thousands_separators_like_the_api(staff_user):
     assert response.status_code == 302
     contact.refresh_from_db()
     assert contact.custom == {"budget": "5000"}
+
+
+@pytest.mark.parametrize(("raw", "stored"), [("1e3", "1000"), ("2.5E-3", "0.0025"), ("5000.00", "5000.00")])
+def test_a_decimal_is_stored_in_positional_notation(raw, stored):
+    from contacts.custom_fields import clean_value
+    from contacts.models import CustomField
+
+    assert clean_value(CustomField(key="budget", label="Budget", type=CustomField.Type.DECIMAL), raw) == stored
