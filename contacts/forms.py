@@ -187,14 +187,33 @@ class NoteForm(forms.Form):
 
 
 class TaskForm(forms.Form):
-    title = forms.CharField(max_length=200)
-    due_at = forms.DateTimeField(widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
-    assignee = forms.ChoiceField(required=False)
-    priority = forms.ChoiceField(choices=Task.Priority.choices, initial=Task.Priority.NORMAL)
+    title = forms.CharField(
+        label="Title", max_length=200,
+        widget=forms.TextInput(attrs={"placeholder": "Call back about the proposal"}),
+    )
+    due_at = forms.DateTimeField(
+        label="Due",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    assignee = forms.ChoiceField(label="Assignee", required=False)
+    priority = forms.ChoiceField(label="Priority", choices=Task.Priority.choices, initial=Task.Priority.NORMAL)
 
     def __init__(self, *args, owners: list, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["assignee"].choices = [("", "Contact owner"), *((str(u.pk), u.get_full_name() or u.get_username()) for u in owners)]
+
+    def add_service_errors(self, exc: InputRejected) -> None:
+        """Show each service error on its field; the rest above the form."""
+        for error in exc.errors:
+            self.add_error(error.field if error.field in self.fields else None, error.message)
+
+    def error_summary(self) -> list[str]:
+        """Every error as "Label: message", for the alert above the form."""
+        return [
+            f"{self.fields[name].label}: {message}" if name in self.fields else message
+            for name, errors in self.errors.items()
+            for message in errors
+        ]
 
 
 class SaveViewForm(forms.Form):

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from dataclasses import dataclass
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
 from functools import wraps
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, Q, QuerySet
 from django.db.models.functions import Lower
@@ -28,6 +33,7 @@ from django.template import loader
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
@@ -63,6 +69,7 @@ from contacts.models import (
 from contacts.normalize import email_normalize_or_none, phone_to_e164_or_none
 from contacts.selectors import (
     BOARD_COLUMN_SIZE,
+    KeysetPage,
     ListVocabulary,
     attach_list_relations,
     board_column_page,
@@ -97,6 +104,7 @@ from contacts.services import (
     update_contact,
     upsert_contact,
 )
+from contacts.templatetags.crm_ui import filesize
 from crm_hub.actors import Actor
 from crm_hub.api.errors import error_body, error_item
 from crm_hub.errors import FieldError, InputRejected
@@ -119,6 +127,28 @@ class LoginView(auth_views.LoginView):
     template_name = "registration/login.html"
     authentication_form = StaffAuthenticationForm
     redirect_authenticated_user = True
+
+
+class LogoutView(auth_views.LogoutView):
+    """Sign out by POST (CSRF-protected, as Django requires since 5.0); a GET asks first instead of a bare 405.
+
+    A signed-out visitor opening the URL goes to the login page; after signing out the login
+    page says so.
+    """
+
+    http_method_names = ["get", "post", "options"]
+    template_name = "registration/logout_confirm.html"
+
+    def get(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect(settings.LOGIN_URL)
+        return render(request, self.template_name, {"next": self.get_redirect_url() or ""})
+
+    def post(self, request, *args, **kwargs):
+        response = super().post(request, *args, **kwargs)
+        # After auth.logout flushed the session: the message travels in the messages cookie.
+        messages.info(request, "You are signed out.")
+        return response
 
 
 @require_GET
@@ -208,6 +238,75 @@ def _flash_errors(request, exc: InputRejected) -> None:
         messages.error(request, error.message)
 
 
+# --- One submission per form ------------------------------------------------------------------------
+# A plain form carries a random token; the first POST with it claims it in the cache (cache.add
+# is atomic, so two POSTs arriving together cannot both win) and records where it sent the user.
+# A repeat (double click with JavaScript off, a second tab, a resent POST) is sent there too and
+# writes nothing. The claim lives in the cache rather than the session: the session is saved only
+# at the end of a request, so a second POST arriving meanwhile would still see the token unused.
+# Several processes need a shared cache (Redis CACHE_URL) for this, as for the login throttle.
+
+SUBMISSION_TOKEN_FIELD = "submission_token"
+SUBMISSION_TOKEN_TTL = 10 * 60
+SUBMISSION_WAIT_SECONDS = 5.0
+_SUBMISSION_PENDING = "pending"
+_SUBMISSION_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def new_submission_token() -> str:
+    """Return a fresh token for one rendering of a form (app.js makes a new one when the page comes back from history)."""
+    return secrets.token_urlsafe(18)
+
+
+def once_per_submission(view):
+    """Run a form POST at most once per submission token; a repeat is redirected where the first one went.
+
+    A POST without a token (API-like clients, old pages) runs as before. A first POST that did not
+    redirect (the form came back with errors) releases its token, so sending it again is allowed.
+    """
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        token = request.POST.get(SUBMISSION_TOKEN_FIELD, "") if request.method == "POST" else ""
+        if not _SUBMISSION_TOKEN_SHAPE.fullmatch(token) or not request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        key = f"crm:submission:{request.user.pk}:{request.path}:{token}"
+        deadline = time.monotonic() + SUBMISSION_WAIT_SECONDS
+        while not cache.add(key, _SUBMISSION_PENDING, SUBMISSION_TOKEN_TTL):
+            outcome = cache.get(key)
+            if outcome not in (None, _SUBMISSION_PENDING):
+                messages.info(request, "That form was sent twice; it was saved once.")
+                return redirect(outcome)
+            if time.monotonic() >= deadline:
+                messages.warning(request, "That form was sent twice and the first one is still being saved. "
+                                          "Reload the page in a moment to see the result.")
+                return redirect(_same_site_referer(request) or "/")
+            time.sleep(0.05)
+        try:
+            response = view(request, *args, **kwargs)
+        except BaseException:
+            cache.delete(key)
+            raise
+        target = response.get("HX-Redirect") or (
+            response.get("Location") if response.status_code in (301, 302, 303) else None
+        )
+        if target:
+            cache.set(key, target, SUBMISSION_TOKEN_TTL)
+        else:
+            cache.delete(key)
+        return response
+
+    return wrapped
+
+
+def _same_site_referer(request) -> str:
+    referer = request.headers.get("Referer", "")
+    if referer and url_has_allowed_host_and_scheme(referer, allowed_hosts={request.get_host()},
+                                                   require_https=request.is_secure()):
+        return referer
+    return ""
+
+
 @dataclass
 class ListState:
     """Everything the contact list, its export and its bulk actions derive from the query string."""
@@ -218,13 +317,57 @@ class ListState:
     filterset: ContactFilter
     queryset: QuerySet
     vocabulary: ListVocabulary
+    # Filters the query string gives but that cannot be applied: {filter name: what is wrong}.
+    problems: dict[str, str] = field(default_factory=dict)
 
     @property
     def filtered(self) -> bool:
         return filter_is_active(self.params)
 
 
+LIST_CONTROL_PARAMS = ("view", "after", "before")
+
+
+def _compact(params: QueryDict) -> QueryDict:
+    """Return the parameters without empty values: an empty parameter means "not set".
+
+    (It still matters before this: given in the URL, it overrides a saved view's value.)
+    """
+    compact = QueryDict(mutable=True)
+    for key, values in params.lists():
+        kept = [value for value in values if value.strip()]
+        if kept:
+            compact.setlist(key, kept)
+    return compact
+
+
+# What a filter that cannot be applied is called on the page, and the parameters it reads.
+FILTER_PARAMS = {"created": ("created_after", "created_before"), "updated": ("updated_after", "updated_before")}
+
+
+def _filter_problems(form, definitions) -> dict[str, str]:
+    """Say, per filter, why the query string's value cannot be applied, naming the filter by its label."""
+    labels = {f"cf_{d.key}": d.label for d in definitions}
+    problems = {}
+    for name in form.errors:
+        if name == "stage":
+            problems[name] = "The stage filter refers to a stage that no longer exists."
+        elif name == "tag":
+            problems[name] = "The tag filter refers to a tag that no longer exists."
+        elif name == "source":
+            problems[name] = "The source filter has a value that is not a source."
+        elif name in FILTER_PARAMS:
+            problems[name] = f"The “{name.capitalize()}” date filter is not a date (use YYYY-MM-DD)."
+        elif name in labels:
+            problems[name] = f"The “{labels[name]}” filter has a value that is not one of its choices."
+        else:
+            field_label = form.fields[name].label if name in form.fields else name
+            problems[name] = f"The “{field_label}” filter is not valid: {' '.join(form.errors[name])}"
+    return problems
+
+
 def _list_state(request, params: QueryDict) -> ListState:
+    params = _compact(params)
     _guard_owner_param(request, params)
     vocabulary = list_vocabulary()
     definitions = vocabulary.custom_fields
@@ -232,7 +375,14 @@ def _list_state(request, params: QueryDict) -> ListState:
         params, queryset=visible_contacts(request.user), request=request, custom_fields=definitions,
         owner_choices=vocabulary.staff_users,
     )
-    return ListState(params, definitions, available_columns(definitions), filterset, filterset.qs, vocabulary)
+    if filterset.form.is_valid():
+        return ListState(params, definitions, available_columns(definitions), filterset, filterset.qs, vocabulary)
+    # django-filter would drop the bad filter and list everything else as if it matched: list
+    # nothing instead and say which filter is wrong (bulk actions and export refuse the same way).
+    return ListState(
+        params, definitions, available_columns(definitions), filterset, filterset.queryset.none(), vocabulary,
+        problems=_filter_problems(filterset.form, definitions),
+    )
 
 
 def _visible_views(user) -> QuerySet[SavedView]:
@@ -246,7 +396,41 @@ def _query_without(params: QueryDict, *keys: str) -> str:
     return copy.urlencode()
 
 
+def _query_dropping_filter(params: QueryDict, keys, *, in_view: bool) -> str:
+    """Return the list query without one filter; inside a saved view it is given empty, which overrides the view's."""
+    copy = params.copy()
+    for key in ("after", "before", *keys):
+        copy.pop(key, None)
+        if in_view and key not in ("after", "before"):
+            copy[key] = ""
+    return copy.urlencode()
+
+
+def _over_saved_view(view: SavedView, given: QueryDict) -> QueryDict:
+    """Return the view's saved query with each parameter the URL gives put over it (the view is a starting point)."""
+    merged = QueryDict(view.query, mutable=True)
+    for key in given:
+        if key != "view":
+            merged.setlist(key, given.getlist(key))
+    merged["view"] = str(view.pk)
+    return merged
+
+
+def _list_signature(params: QueryDict, columns: dict) -> tuple:
+    """What a list query shows, to tell whether the page still shows its saved view as saved."""
+    compact = _compact(params)
+    chosen = tuple(c.key for c in chosen_columns(compact.getlist("cols"), columns))
+    sort = parse_sort(compact.get("sort", ""), columns)[2]
+    filters = tuple(sorted(
+        (key, tuple(sorted(compact.getlist(key))))
+        for key in compact if key not in (*LIST_CONTROL_PARAMS, "cols", "sort", "page_size")
+    ))
+    return filters, chosen, sort
+
+
 # --- Contact list ------------------------------------------------------------------------------
+
+LIST_BACK_PARAM = "back"
 
 
 @require_GET
@@ -259,32 +443,33 @@ def contact_list(request):
         active_view = next((v for v in views if v.pk == int(params["view"])), None)
         if active_view is None:
             raise Http404("No such saved view.")
-        # The saved query wins; paging cursors of the current request still apply.
-        stored = QueryDict(active_view.query, mutable=True)
-        for key in ("after", "before"):
-            if key in params:
-                stored[key] = params[key]
-        stored["view"] = str(active_view.pk)
-        params = stored
+        params = _over_saved_view(active_view, params)
+    # ``params`` keeps empty values (they override the view in links); the state reads them compacted.
     state = _list_state(request, params)
-    columns = chosen_columns(params.getlist("cols"), state.columns)
-    sort_column, descending, sort = parse_sort(params.get("sort", ""), state.columns)
-    page = keyset_page(
-        state.queryset.select_related("owner"),
-        sort_expr=sort_expression(sort_column),
-        descending=descending,
-        nullable=sort_column.nullable,
-        after=params.get("after", ""),
-        before=params.get("before", ""),
-        size=PAGE_SIZE,
-    )
-    attach_list_relations(
-        page.rows, state.vocabulary, tags="tags" in [c.key for c in columns], stages="stage" in [c.key for c in columns]
-    )
-    total, exact = estimated_total(
-        state.queryset, filtered=state.filtered or _restricted(request.user), page=page,
-        first_page=not (params.get("after") or params.get("before")),
-    )
+    current = state.params
+    columns = chosen_columns(current.getlist("cols"), state.columns)
+    sort_column, descending, sort = parse_sort(current.get("sort", ""), state.columns)
+    first_page = not (current.get("after") or current.get("before"))
+    if state.problems:
+        page = KeysetPage(rows=[], next_cursor=None, prev_cursor=None)
+        total, exact = 0, True
+    else:
+        page = keyset_page(
+            state.queryset.select_related("owner"),
+            sort_expr=sort_expression(sort_column),
+            descending=descending,
+            nullable=sort_column.nullable,
+            after=current.get("after", ""),
+            before=current.get("before", ""),
+            size=PAGE_SIZE,
+        )
+        attach_list_relations(
+            page.rows, state.vocabulary,
+            tags="tags" in [c.key for c in columns], stages="stage" in [c.key for c in columns],
+        )
+        total, exact = estimated_total(
+            state.queryset, filtered=state.filtered or _restricted(request.user), page=page, first_page=first_page,
+        )
     base_query = _query_without(params, "after", "before")
     # A header link sorts by its column ascending, or flips the direction when it is the current sort.
     sort_links = {}
@@ -295,13 +480,16 @@ def contact_list(request):
         copy["sort"] = ("-" if sort == column.key else "") + column.key
         sort_links[column.key] = copy.urlencode()
     form = state.filterset.form
-    form.is_valid()
     chosen = {c.key for c in columns}
-    chosen_tags = set(params.getlist("tag"))
+    chosen_tags = set(current.getlist("tag"))
+    view_modified = active_view is not None and (
+        _list_signature(params, state.columns) != _list_signature(QueryDict(active_view.query), state.columns)
+    )
     context = {
         "rows": page.rows,
         "rows_html": _render_rows(page.rows, columns, show_company="company" not in [c.key for c in columns]),
         "page": page,
+        "page_size": PAGE_SIZE,
         "columns": columns,
         "sort": sort,
         "sort_label": f"{sort_column.label.lower()}, {'descending' if descending else 'ascending'}",
@@ -309,25 +497,31 @@ def contact_list(request):
         "total": total,
         "total_exact": exact,
         "filtered": state.filtered,
-        "filters_open": filter_is_active(QueryDict(_query_without(params, "q"))),
-        "params": params,
+        "filter_problems": [
+            (message, _query_dropping_filter(params, FILTER_PARAMS.get(name, (name,)), in_view=active_view is not None))
+            for name, message in state.problems.items()
+        ],
+        "filters_open": filter_is_active(QueryDict(_query_without(current, "q"))),
+        "params": current,
         "base_query": base_query,
-        "save_query": _query_without(params, "after", "before", "view"),
+        "save_query": _query_without(current, *LIST_CONTROL_PARAMS),
         "filterset": state.filterset,
         "form": form,
         # Option lists as (value, label, selected): the template only prints them.
         "owner_options": [
-            (str(u.pk), u.get_full_name() or u.get_username(), params.get("owner") == str(u.pk))
+            (str(u.pk), u.get_full_name() or u.get_username(), current.get("owner") == str(u.pk))
             for u in state.filterset.owner_choices
         ],
         "tag_options": [(str(t.pk), t.name, str(t.pk) in chosen_tags) for t in state.vocabulary.tags],
-        "stage_groups": _stage_groups(state.vocabulary.stages, params.get("stage")),
+        "stage_groups": _stage_groups(state.vocabulary.stages, current.get("stage")),
         "column_options": [(c.key, c.label, c.key in chosen) for c in state.columns.values() if c.key != "name"],
         "custom_filters": state.filterset.custom_fields,
         "sources": Source.choices,
         "saved_views": views,
         "active_view": active_view,
+        "view_modified": view_modified,
         "bulk_limit": BULK_ACTION_LIMIT,
+        "bulk_actions": BULK_ACTION_CHOICES,
         "is_admin": user_is_crm_admin(request.user),
     }
     return render(request, "contacts/list.html", context)
@@ -363,7 +557,9 @@ def _render_rows(contacts: list[Contact], columns: list[Column], *, show_company
         for column in columns:
             if column.key == "name":
                 sub = f'<div class="cell-sub">{esc(contact.company)}</div>' if show_company and contact.company else ""
-                cells.append(f'<td><a class="cell-main" href="{detail_prefix}{contact.pk}/">{label}</a>{sub}</td>')
+                cells.append(
+                    f'<td><a class="cell-main" href="{detail_prefix}{contact.pk}/">{label}</a>{sub}</td>'
+                )
             else:
                 cells.append(_cell_html(contact, column, now=now))
         rows.append(f'<tr data-contact="{contact.pk}">{"".join(cells)}</tr>')
@@ -409,6 +605,9 @@ def _cell_html(contact: Contact, column: Column, *, now) -> str:
                 f"{esc(_short_when(local, now))}</time></td>")
     if key == "source":
         return f'<td><span class="badge">{esc(contact.get_source_display())}</span></td>'
+    if key in ("phone", "email"):
+        # A phone number or an address broken over two lines reads as two values.
+        return f'<td class="cell-{key}">{esc(cell_value(contact, column))}</td>'
     return f"<td>{esc(cell_value(contact, column))}</td>"
 
 
@@ -467,12 +666,37 @@ def _export_response(state: ListState, queryset: QuerySet[Contact], fmt: str):
     return csv_response(rows, filename=f"contacts-{stamp}.csv")
 
 
+def _refuse_broken_filters(request, state: ListState) -> None:
+    for message in state.problems.values():
+        messages.error(request, f"{message} Nothing was done; fix or remove that filter first.")
+
+
 @require_GET
 @staff_required
 def contact_export(request):
     """Export every contact matching the list's filters, with its chosen columns."""
     state = _list_state(request, request.GET)
+    if state.problems:
+        # An export of "nothing" would look like an answer; send the user to the list, which says what is wrong.
+        return redirect(reverse("contacts:list") + "?" + _query_without(request.GET, "format"))
     return _export_response(state, state.queryset, request.GET.get("format", "csv"))
+
+
+BULK_ACTION_CHOICES = (
+    ("assign_owner", "Assign owner"),
+    ("add_tag", "Add tag"),
+    ("remove_tag", "Remove tag"),
+    ("move_stage", "Move to stage"),
+    ("export_csv", "Export CSV"),
+    ("export_xlsx", "Export XLSX"),
+)
+# The control each action reads its value from, and what to call a missing one.
+BULK_VALUE_FIELDS = {
+    "assign_owner": ("owner", "Choose the owner to assign (or “Nobody” to remove the owner)."),
+    "add_tag": ("tag", "Choose the tag to add."),
+    "remove_tag": ("tag", "Choose the tag to remove."),
+    "move_stage": ("stage", "Choose the stage to move the contacts to."),
+}
 
 
 @require_POST
@@ -481,7 +705,15 @@ def contact_bulk(request):
     """Apply a bulk action to the selected contacts, or to all contacts matching the list's filters."""
     state = _list_state(request, QueryDict(request.POST.get("query", "")))
     back = reverse("contacts:list") + "?" + request.POST.get("query", "")
+    action = request.POST.get("action", "")
+    if action not in dict(BULK_ACTION_CHOICES):
+        # Never a default: an action on "all matching" is chosen on purpose or not run at all.
+        messages.error(request, "Choose a bulk action first; nothing was changed.")
+        return redirect(back)
     if request.POST.get("scope") == "all":
+        if state.problems:
+            _refuse_broken_filters(request, state)
+            return redirect(back)
         targets = state.queryset
     else:
         ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
@@ -491,10 +723,13 @@ def contact_bulk(request):
         targets = visible_contacts(request.user).filter(pk__in=ids)
         if len(set(ids)) != targets.count():
             raise Http404("Some of the selected contacts are not visible to you.")
-    action = request.POST.get("action", "")
     if action in ("export_csv", "export_xlsx"):
         return _export_response(state, targets, "xlsx" if action == "export_xlsx" else "csv")
-    value = request.POST.get({"assign_owner": "owner", "move_stage": "stage"}.get(action, "tag"), "")
+    value_field, missing = BULK_VALUE_FIELDS[action]
+    value = request.POST.get(value_field, "").strip()
+    if not value:
+        messages.error(request, missing + " Nothing was changed.")
+        return redirect(back)
     try:
         changed = bulk_apply(
             contacts=targets.order_by("pk")[: BULK_ACTION_LIMIT + 1], action=action, value=value,
@@ -517,7 +752,56 @@ def _existing_match(cleaned) -> Contact | None:
     return by_phone or by_email
 
 
+def _field_labels(definitions) -> dict[str, str]:
+    """Return what the page calls each field key of a change ("company" → "Company", "custom.budget" → its label)."""
+    labels = {name: label for name, label, _max in STANDARD_FORM_FIELDS}
+    labels.update(birthday="Birthday", owner="Owner", tags="Tags", source="Source", task="Task", file="File")
+    labels.update({f"custom.{d.key}": d.label for d in definitions})
+    return labels
+
+
+def _field_label(key: str, labels: dict[str, str]) -> str:
+    if key in labels:
+        return labels[key]
+    if key.startswith("stage."):
+        return f"Stage ({key.split('.', 1)[1]})"
+    return key.removeprefix("custom.").replace("_", " ").capitalize()
+
+
+def _and_list(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _saved_message(changes, definitions) -> str:
+    if not changes:
+        return "Saved; nothing changed."
+    labels = _field_labels(definitions)
+    return f"Saved: {_and_list([_field_label(key, labels) for key in changes])} changed."
+
+
+_CONTACT_NUMBER = re.compile(r"#(\d+)")
+
+
+def _with_key_holders_named(request, exc: InputRejected) -> InputRejected:
+    """Say who holds a taken phone or email ("Already used by Ana Lima (#4)", linked) instead of "Contact #4 …"."""
+    errors = []
+    for error in exc.errors:
+        number = _CONTACT_NUMBER.search(error.message) if error.code == "already_exists" else None
+        if number is not None:
+            holder = visible_contacts(request.user).filter(pk=int(number.group(1))).first()
+            if holder is not None:
+                message = format_html(
+                    'Already used by <a href="{}">{} (#{})</a>.', holder.get_absolute_url(), holder, holder.pk
+                )
+            else:
+                message = "Already used by another contact you cannot see; ask its owner or an admin."
+            error = FieldError(error.field, error.code, message, error.allowed)
+        errors.append(error)
+    return InputRejected(errors)
+
+
 @staff_required
+@once_per_submission
 def contact_create(request):
     definitions = custom_field_definitions()
     owners = _staff_users()
@@ -542,12 +826,13 @@ def contact_create(request):
                     messages.success(request, f"Created {result.contact}.")
                     return redirect(result.contact)
             except InputRejected as exc:
-                form.add_service_errors(exc)
+                form.add_service_errors(_with_key_holders_named(request, exc))
     else:
         form = ContactForm(custom_fields=definitions, owners=owners, tags=tags, initial={"owner": str(request.user.pk)})
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()
     return render(request, "contacts/form.html", {
         "form": form, "existing": existing, "existing_visible": visible_existing, "creating": True,
+        "submission_token": new_submission_token(),
     })
 
 
@@ -575,8 +860,7 @@ def contact_edit(request, pk: int):
                     contact=contact, data=form.contact_data(), custom=form.custom_data(),
                     actor=_actor(request), source=Source.MANUAL,
                 )
-                changed = ", ".join(result.changes) or "nothing"
-                messages.success(request, f"Saved ({changed} changed).")
+                messages.success(request, _saved_message(result.changes, definitions))
                 if _is_htmx(request):
                     return HttpResponse(status=204, headers={"HX-Redirect": contact.get_absolute_url()})
                 return redirect(contact)
@@ -584,7 +868,7 @@ def contact_edit(request, pk: int):
                 # update_contact names a taken phone or email together with every other error.
                 if any(e.code == "already_exists" for e in exc.errors):
                     existing = next(iter(_key_holders(form.cleaned_data, contact).values()), None)
-                form.add_service_errors(exc)
+                form.add_service_errors(_with_key_holders_named(request, exc))
     else:
         form = ContactForm(custom_fields=definitions, owners=owners, contact=contact)
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()
@@ -611,9 +895,44 @@ def _provenance_label(entry) -> str:
     return text
 
 
+def _list_url_or_empty(raw: str) -> str:
+    """Return ``raw`` when it is the contact list's own URL (a relative /contacts/?… link), else ""."""
+    if not raw or any(c in raw for c in "\\\r\n\t"):
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or parts.path != reverse("contacts:list"):
+        return ""
+    return raw
+
+
+def _list_back_url(request) -> str:
+    """Return the list URL "← Contacts" goes back to: an explicit ``?back=``, else the list the user came from.
+
+    Only the contact list's own relative URL is accepted (never another path or host). After an
+    action on the page, app.js points the link at the list this tab showed last.
+    """
+    given = _list_url_or_empty(request.GET.get(LIST_BACK_PARAM, ""))
+    if given:
+        return given
+    referer = _same_site_referer(request)
+    if referer:
+        parts = urlsplit(referer)
+        return _list_url_or_empty(parts.path + (f"?{parts.query}" if parts.query else ""))
+    return ""
+
+
+PANELS = ("note", "task", "file")
+
+
 @require_GET
 @staff_required
 def contact_detail(request, pk: int):
+    return _contact_page(request, pk)
+
+
+def _contact_page(request, pk: int, *, status: int = 200, panel: str = "note", task_form: TaskForm | None = None,
+                  note_body: str = "", note_errors=(), file_errors=()):
+    """Render the contact page; a refused note, task or file comes back in its open tab with what was typed."""
     contact = get_object_or_404(
         visible_contacts(request.user).select_related("owner").prefetch_related(
             Prefetch("tags", queryset=Tag.objects.order_by(Lower("name")))
@@ -644,7 +963,9 @@ def contact_detail(request, pk: int):
     pipeline_rows = [{"pipeline": p, "membership": memberships.get(p.pk)} for p in pipelines]
     contact_tag_ids = {t.pk for t in contact.tags.all()}
     owners = _staff_users()
-    timeline = contact_timeline(contact, limit=TIMELINE_LIMIT)
+    timeline = _labelled_timeline(contact_timeline(contact, limit=TIMELINE_LIMIT), definitions)
+    if task_form is None:
+        task_form = TaskForm(owners=owners, auto_id="task-%s", initial={"assignee": "", "due_at": _default_due()})
     return render(request, "contacts/detail.html", {
         "contact": contact,
         "standard": standard,
@@ -654,12 +975,18 @@ def contact_detail(request, pk: int):
         "available_tags": [t for t in Tag.objects.order_by(Lower("name")) if t.pk not in contact_tag_ids],
         "timeline": timeline,
         "timeline_more": _timeline_more(timeline),
-        "task_form": TaskForm(owners=owners, auto_id="task-%s", initial={"assignee": "", "due_at": _default_due()}),
+        "task_form": task_form,
+        "panel": panel if panel in PANELS else "note",
+        "note_body": note_body,
+        "note_errors": list(note_errors),
+        "file_errors": list(file_errors),
+        "submission_token": new_submission_token(),
+        "back_url": _list_back_url(request),
         "max_upload": settings.CRM_MAX_UPLOAD_BYTES,
         "allowed_types": _type_names(settings.CRM_ALLOWED_UPLOAD_TYPES),
         "accept": ",".join(settings.CRM_ALLOWED_UPLOAD_TYPES),
         "now": timezone.now(),
-    })
+    }, status=status)
 
 
 TIMELINE_LIMIT = 40
@@ -676,6 +1003,72 @@ def _type_names(content_types) -> str:
     return ", ".join(TYPE_NAMES.get(t, t) for t in content_types)
 
 
+def _allowed_kinds(content_types) -> str:
+    """Return the accepted kinds for a person: "PDF, images (PNG, JPEG), text, Word (.docx)"."""
+    images = [TYPE_NAMES.get(t, t) for t in content_types if t.startswith("image/")]
+    kinds = []
+    for content_type in content_types:
+        if content_type.startswith("image/"):
+            if images:
+                kinds.append(f"images ({', '.join(images)})")
+                images = []
+        else:
+            kinds.append(TYPE_NAMES.get(content_type, content_type))
+    return ", ".join(kinds)
+
+
+def _upload_error_messages(exc: InputRejected, upload) -> list[str]:
+    """The upload's refusals in the page's words: sizes in KB/MB, refused types by their extension."""
+    messages_out = []
+    for error in exc.errors:
+        message = error.message
+        if error.code == "file_too_large" and upload is not None:
+            message = (f"This file is {filesize(upload.size)}; the limit is "
+                       f"{filesize(settings.CRM_MAX_UPLOAD_BYTES)}.")
+        elif error.code == "unsupported_file_type" and "does not match" not in message:
+            name = (getattr(upload, "name", "") or "").rsplit("/", 1)[-1]
+            if "." in name:
+                extension = name.rsplit(".", 1)[-1].lower()
+                message = (f"Files of this kind (.{extension}) are not accepted. "
+                           f"Allowed: {_allowed_kinds(settings.CRM_ALLOWED_UPLOAD_TYPES)}.")
+            else:
+                message += f" Allowed: {_allowed_kinds(settings.CRM_ALLOWED_UPLOAD_TYPES)}."
+        messages_out.append(message)
+    return messages_out
+
+
+def _shown(value) -> str:
+    if value in (None, "", []):
+        return ""
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+_CHANGE_OF_FIELD = re.compile(r"^((?:Approved |Rejected )?[Cc]hange of )(\S+)(.*)$")
+
+
+def _labelled_timeline(items, definitions):
+    """Give history items their fields' labels ("Updated Company, Intent score"), not their keys."""
+    labels = _field_labels(definitions)
+    for item in items:
+        if item.kind != "change":
+            continue
+        entry = item.obj
+        rows = []
+        for key, pair in (entry.changes or {}).items():
+            before, after = (list(pair) + [None, None])[:2] if isinstance(pair, list) else (None, pair)
+            rows.append((_field_label(key, labels), _shown(before), _shown(after)))
+        entry.labelled_changes = rows
+        summary = entry.summary or ""
+        if entry.action == "updated" and entry.changes and summary.startswith("Updated "):
+            summary = "Updated " + ", ".join(_field_label(key, labels) for key in entry.changes)
+        elif match := _CHANGE_OF_FIELD.match(summary):
+            summary = match.group(1) + _field_label(match.group(2), labels) + match.group(3)
+        entry.labelled_summary = summary
+    return items
+
+
 def _timeline_more(items) -> str:
     if len(items) < TIMELINE_LIMIT:
         return ""
@@ -689,7 +1082,7 @@ def contact_timeline_more(request, pk: int):
     before = parse_datetime(request.GET.get("before", "") or "")
     if before is None:
         raise Http404("Give ?before=<ISO datetime>.")
-    items = contact_timeline(contact, limit=TIMELINE_LIMIT, before=before)
+    items = _labelled_timeline(contact_timeline(contact, limit=TIMELINE_LIMIT, before=before), custom_field_definitions())
     return render(request, "contacts/_timeline_items.html", {
         "contact": contact, "timeline": items, "timeline_more": _timeline_more(items), "now": timezone.now(),
     })
@@ -702,25 +1095,30 @@ def _default_due() -> str:
 
 @require_POST
 @staff_required
+@once_per_submission
 def contact_add_note(request, pk: int):
     contact = _visible_contact(request, pk)
+    body = request.POST.get("body", "")
     try:
-        add_note(contact=contact, body=request.POST.get("body", ""), actor=_actor(request), source=Source.MANUAL)
-        messages.success(request, "Note added.")
+        add_note(contact=contact, body=body, actor=_actor(request), source=Source.MANUAL)
     except InputRejected as exc:
-        _flash_errors(request, exc)
+        return _contact_page(request, pk, status=400, panel="note", note_body=body,
+                             note_errors=[e.message for e in exc.errors])
+    messages.success(request, "Note added.")
     return redirect(contact)
 
 
 @require_POST
 @staff_required
+@once_per_submission
 def contact_add_file(request, pk: int):
     contact = _visible_contact(request, pk)
+    upload = request.FILES.get("file")
     try:
-        stored = add_file(contact=contact, upload=request.FILES.get("file"), actor=_actor(request), source=Source.MANUAL)
-        messages.success(request, f"Uploaded {stored.name}.")
+        stored = add_file(contact=contact, upload=upload, actor=_actor(request), source=Source.MANUAL)
     except InputRejected as exc:
-        _flash_errors(request, exc)
+        return _contact_page(request, pk, status=400, panel="file", file_errors=_upload_error_messages(exc, upload))
+    messages.success(request, f"Uploaded {stored.name}.")
     return redirect(contact)
 
 
@@ -736,24 +1134,24 @@ def contact_file_download(request, pk: int, file_id: int):
 
 @require_POST
 @staff_required
+@once_per_submission
 def contact_add_task(request, pk: int):
     contact = _visible_contact(request, pk)
-    form = TaskForm(request.POST, owners=_staff_users())
-    if not form.is_valid():
-        for field, errors in form.errors.items():
-            for error in errors:
-                messages.error(request, f"{form.fields[field].label or field}: {error}" if field != "__all__" else error)
-        return redirect(contact)
-    try:
-        create_task(
-            contact=contact, title=form.cleaned_data["title"], due_at=form.cleaned_data["due_at"],
-            assignee=form.cleaned_data["assignee"] or None, priority=form.cleaned_data["priority"],
-            actor=_actor(request), source=Source.MANUAL,
-        )
-        messages.success(request, "Task added.")
-    except InputRejected as exc:
-        _flash_errors(request, exc)
-    return redirect(contact)
+    form = TaskForm(request.POST, owners=_staff_users(), auto_id="task-%s")
+    if form.is_valid():
+        try:
+            create_task(
+                contact=contact, title=form.cleaned_data["title"], due_at=form.cleaned_data["due_at"],
+                assignee=form.cleaned_data["assignee"] or None, priority=form.cleaned_data["priority"],
+                actor=_actor(request), source=Source.MANUAL,
+            )
+        except InputRejected as exc:
+            form.add_service_errors(exc)
+        else:
+            messages.success(request, "Task added.")
+            return redirect(contact)
+    # Back to the page with the Task tab open, what was typed kept and each error by its field.
+    return _contact_page(request, pk, status=400, panel="task", task_form=form)
 
 
 @require_POST
@@ -770,17 +1168,31 @@ def contact_tags(request, pk: int):
     return redirect(contact)
 
 
+def _to_contact(request, contact: Contact):
+    url = contact.get_absolute_url()
+    if _is_htmx(request):
+        return HttpResponse(status=204, headers={"HX-Redirect": url})
+    return redirect(url)
+
+
 @require_POST
 @staff_required
 def contact_stage(request, pk: int):
     contact = _visible_contact(request, pk)
+    if not request.POST.get("stage", "").strip():
+        # "Not in this pipeline" is not a stage to move to: say so on the contact page.
+        pipeline_id = _posted_id(request, "pipeline")
+        pipeline = Pipeline.objects.filter(pk=pipeline_id).first() if pipeline_id is not None else None
+        where = f" in {pipeline.name}" if pipeline else ""
+        messages.error(request, f"Choose a stage{where} to move {contact} to; nothing was changed.")
+        return _to_contact(request, contact)
     stage_id = _posted_id(request, "stage")
     if stage_id is None:
         return _bad_id("stage")
     stage = get_object_or_404(Stage.objects.select_related("pipeline"), pk=stage_id)
     move_to_stage(contact=contact, pipeline=stage.pipeline, stage=stage, actor=_actor(request), source=Source.MANUAL)
     messages.success(request, f"Moved to {stage.pipeline.name}: {stage.name}.")
-    return redirect(contact)
+    return _to_contact(request, contact)
 
 
 # --- Tasks -----------------------------------------------------------------------------------
@@ -793,29 +1205,11 @@ def _visible_task(request, pk: int) -> Task:
     return task
 
 
-@require_POST
-@staff_required
-def task_toggle(request, pk: int):
-    task = _visible_task(request, pk)
-    if request.POST.get("done", "1") == "1":
-        task = complete_task(task=task, actor=_actor(request), source=Source.MANUAL)
-    else:
-        task = reopen_task(task=task, actor=_actor(request), source=Source.MANUAL)
-    if _is_htmx(request):
-        show_contact = request.POST.get("show_contact") == "1"
-        return render(request, "contacts/_task_row.html", {
-            "task": task, "now": timezone.now(), "show_contact": show_contact, "inline": not show_contact,
-        })
-    messages.success(request, f"Task “{task.title}” {'done' if task.status == Task.Status.DONE else 'reopened'}.")
-    return redirect(_back(request, task.contact.get_absolute_url()))
-
-
-@require_GET
-@staff_required
-def my_tasks(request):
+def _task_groups(request, wanted: str) -> dict:
+    """Return My tasks' context for an assignee choice ("" me, "all", a user id; only admins choose)."""
     is_admin = user_is_crm_admin(request.user)
     owners = _staff_users() if is_admin else []
-    wanted = request.GET.get("assignee", "") if is_admin else ""
+    wanted = wanted if is_admin else ""
     assignee = request.user
     everyone = wanted == "all"
     if wanted.isdigit():
@@ -831,10 +1225,42 @@ def my_tasks(request):
         ("today", "Today", [t for t in tasks if start_today <= t.due_at < start_tomorrow]),
         ("upcoming", "Upcoming", [t for t in tasks if t.due_at >= start_tomorrow]),
     ]
-    return render(request, "contacts/tasks.html", {
+    return {
         "groups": groups, "is_admin": is_admin, "owners": owners, "assignee": assignee, "everyone": everyone,
         "wanted": wanted, "now": timezone.now(), "total": len(tasks),
-    })
+    }
+
+
+@require_POST
+@staff_required
+def task_toggle(request, pk: int):
+    task = _visible_task(request, pk)
+    if request.POST.get("done", "1") == "1":
+        task = complete_task(task=task, actor=_actor(request), source=Source.MANUAL)
+    else:
+        task = reopen_task(task=task, actor=_actor(request), source=Source.MANUAL)
+    if _is_htmx(request):
+        # The row's form keeps pointing back at the page it is on, not at this POST-only URL.
+        next_url = _back(request, "")
+        show_contact = request.POST.get("show_contact") == "1"
+        context = {"task": task, "now": timezone.now(), "show_contact": show_contact, "inline": not show_contact,
+                   "next_url": next_url}
+        if show_contact:
+            # On My tasks: the heading's count and each section's badge follow (out-of-band swaps).
+            wanted = QueryDict(urlsplit(next_url).query).get("assignee", "")
+            try:
+                context["counts"] = _task_groups(request, wanted)
+            except Http404:
+                context["counts"] = _task_groups(request, "")
+        return render(request, "contacts/_task_toggled.html", context)
+    messages.success(request, f"Task “{task.title}” {'done' if task.status == Task.Status.DONE else 'reopened'}.")
+    return redirect(_back(request, task.contact.get_absolute_url()))
+
+
+@require_GET
+@staff_required
+def my_tasks(request):
+    return render(request, "contacts/tasks.html", _task_groups(request, request.GET.get("assignee", "")))
 
 
 # --- Pipeline board ---------------------------------------------------------------------------

@@ -1,5 +1,4 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from contacts import views as contacts_views
@@ -16,7 +15,7 @@ urlpatterns = [
     path("api/v1/", include("crm_hub.api.urls")),
     # Web UI (issue 5): login/logout, contacts, pipeline board, tasks.
     path("accounts/login/", contacts_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", contacts_views.LogoutView.as_view(), name="logout"),
     path("", include("contacts.urls")),
     # Forms (issue 8): builder and review for staff, public pages for visitors.
     path("forms/", include("forms_app.urls")),

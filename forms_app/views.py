@@ -18,7 +18,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from contacts.views import staff_required
+from contacts.views import new_submission_token, once_per_submission, staff_required
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
 from forms_app import exporting, selectors, services, spam
@@ -65,11 +65,14 @@ def _builder_context(request, *, form: Form | None, settings_form: FormSettingsF
         "targets": services.mapping_targets(),
         "field_types": [{"value": value, "label": label} for value, label in FieldType.choices],
         "limits": services.limits(),
+        # One save per rendering of the builder: a double click on "Save and publish" saves once.
+        "submission_token": new_submission_token(),
     }
 
 
 @require_http_methods(["GET", "POST"])
 @builder_required
+@once_per_submission
 def form_builder(request, pk: int | None = None):
     form = get_object_or_404(Form.objects.select_related("current_version"), pk=pk) if pk else None
     fields = form.current_version.fields if form and form.current_version else []

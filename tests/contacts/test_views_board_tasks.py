@@ -71,7 +71,7 @@ def test_large_columns_load_more_cards_on_scroll(client, staff_user, board):
     client.force_login(staff_user)
     html = client.get("/pipeline/").content.decode()
     assert len(card_names(html)) == BOARD_COLUMN_SIZE
-    more_url = re.search(r'hx-get="([^"]+)" hx-trigger="revealed"', html).group(1).replace("&amp;", "&")
+    more_url = re.search(r'hx-get="([^"]+)" hx-trigger="intersect once"', html).group(1).replace("&amp;", "&")
     rest = client.get(more_url).content.decode()
     assert len(card_names(rest)) == 3
     assert set(card_names(html)) | set(card_names(rest)) == {f"P{i:02d}" for i in range(BOARD_COLUMN_SIZE + 3)}
