@@ -190,6 +190,9 @@ def clean_custom_values(
     for key, value in values.items():
         path = f"{prefix}.{key}"
         definition = definitions.get(key)
+        if definition is None and value in (None, "", []):
+            cleaned[key] = None  # clearing a value whose field was deleted is always allowed
+            continue
         if definition is None:
             errors.append(FieldError(path, "unknown_field", f"There is no custom field {key!r}.", writable))
             continue

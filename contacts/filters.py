@@ -10,15 +10,37 @@ import django_filters
 from django import forms
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Exists, F, FloatField, OuterRef, QuerySet, Subquery, TextField
+from django.db.models import (
+    Case,
+    Exists,
+    F,
+    FloatField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+    When,
+)
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Lower
+from django.db.models.lookups import Regex
 from django.http import QueryDict
 
 from contacts.models import Contact, ContactStage, ContactTag, CustomField, Source, Stage, Tag
 from contacts.selectors import search_contacts
 
 CUSTOM_PREFIX = "cf."
+# Text a double precision can read: digits with an optional fraction, or one digit and an exponent,
+# bounded so that neither overflow (1e999) nor underflow to zero (1e-400) makes PostgreSQL's cast
+# fail (its regular expressions allow counts up to 255, hence the split ranges).
+NUMERIC_TEXT = (
+    r"^\s*[-+]?("
+    r"[0-9]{1,255}[0-9]{0,53}(\.[0-9]{0,255}[0-9]{0,45})?"
+    r"|\.[0-9]{1,255}[0-9]{0,45}"
+    r"|[0-9](\.[0-9]{0,16})?[eE][-+]?([0-9]{1,2}|[12][0-9]{2}|30[0-7])"
+    r")\s*$"
+)
 FILTERABLE_CUSTOM_TYPES = (CustomField.Type.SINGLE_CHOICE, CustomField.Type.MULTIPLE_CHOICE, CustomField.Type.BOOLEAN)
 
 
@@ -85,11 +107,26 @@ def sort_expression(column: Column):
         )
     if column.custom is not None:
         if column.custom.type in (CustomField.Type.NUMBER, CustomField.Type.DECIMAL):
-            return Cast(KeyTextTransform(column.custom.key, "custom"), FloatField())
+            return numeric_sort_value(column.custom.key)
         # Cast to text: comparisons on a bare key transform are JSON lookups, which read a
         # keyset cursor's value ("Pro", "2026-01-02") as JSON and fail.
         return Cast(KeyTextTransform(column.custom.key, "custom"), TextField())
     return column.sort_expr
+
+
+def numeric_sort_value(key: str) -> Case:
+    """Return a number or decimal field's value as a double, NULL where the stored value is no number.
+
+    A field's type can change while contacts hold values of the old one ("lower" in a field that
+    became a number): PostgreSQL refuses to cast such text and the whole list failed, and SQLite
+    reads it as 0. Only text that is a number is cast, on both, so the rest sorts with the empties.
+    """
+    text = KeyTextTransform(key, "custom")
+    return Case(
+        When(Regex(text, NUMERIC_TEXT), then=Cast(text, FloatField())),
+        default=Value(None, output_field=FloatField()),
+        output_field=FloatField(),
+    )
 
 
 def parse_sort(raw: str, columns: dict[str, Column]) -> tuple[Column, bool, str]:

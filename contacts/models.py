@@ -6,6 +6,7 @@ import math
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -22,18 +23,42 @@ class Source(models.TextChoices):
     API = "api", "API"
 
 
+HEX_COLOUR = RegexValidator(
+    r"^#[0-9A-Fa-f]{6}\Z", "Write the colour as # and six hex digits (#RRGGBB), e.g. #2563eb.", code="invalid_colour"
+)
+# Imports split a Tags cell on these, so a tag name holding one could never be imported back.
+TAG_SEPARATORS = (",", ";")
+
+
+def validate_tag_name(value: str) -> None:
+    """Refuse the separators a Tags column is split on."""
+    found = [sep for sep in TAG_SEPARATORS if sep in (value or "")]
+    if found:
+        raise ValidationError(
+            "A tag name cannot contain %(found)s: imports split the Tags column on commas and semicolons.",
+            code="tag_separator",
+            params={"found": " or ".join(repr(sep) for sep in found)},
+        )
+
+
 class Tag(models.Model):
     """An entry of the locked taxonomy: contacts only ever get tags that exist here."""
 
-    name = models.CharField(max_length=60, help_text="Shown to users and sent by agents; matched case-insensitively.")
-    color = models.CharField(max_length=7, default="#64748b", help_text="Hex colour, e.g. #2563eb.")
+    name = models.CharField(
+        max_length=60, validators=[validate_tag_name],
+        help_text="Shown to users and sent by agents; matched case-insensitively. No commas or semicolons.",
+    )
+    color = models.CharField(max_length=7, default="#64748b", validators=[HEX_COLOUR], help_text="Hex colour, e.g. #2563eb.")
     description = models.CharField(max_length=255, blank=True, help_text="When to use this tag (agents read it).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(Lower("name"), name="tag_unique_name_ci"),
+            models.UniqueConstraint(
+                Lower("name"), name="tag_unique_name_ci",
+                violation_error_message="A tag with this name already exists (names are compared without case).",
+            ),
             models.CheckConstraint(condition=~Q(name=""), name="tag_name_not_empty"),
         ]
 
@@ -49,7 +74,12 @@ class Pipeline(models.Model):
 
     class Meta:
         ordering = ["position", "id"]
-        constraints = [models.UniqueConstraint(Lower("name"), name="pipeline_unique_name_ci")]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("name"), name="pipeline_unique_name_ci",
+                violation_error_message="A pipeline with this name already exists (names are compared without case).",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -59,12 +89,15 @@ class Stage(models.Model):
     pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="stages")
     name = models.CharField(max_length=80)
     position = models.PositiveIntegerField(default=0, help_text="Order within the pipeline, left to right.")
-    color = models.CharField(max_length=7, default="#94a3b8")
+    color = models.CharField(max_length=7, default="#94a3b8", validators=[HEX_COLOUR], help_text="Hex colour, e.g. #94a3b8.")
 
     class Meta:
         ordering = ["pipeline_id", "position", "id"]
         constraints = [
-            models.UniqueConstraint("pipeline", Lower("name"), name="stage_unique_name_per_pipeline_ci"),
+            models.UniqueConstraint(
+                "pipeline", Lower("name"), name="stage_unique_name_per_pipeline_ci",
+                violation_error_message="This pipeline already has a stage with this name (names are compared without case).",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -111,14 +144,26 @@ class CustomField(models.Model):
 
     class Meta:
         ordering = ["position", "id"]
+        constraints = [
+            # Imports, filters and agents match keys loosely; "Budget" beside "budget" is one field twice.
+            models.UniqueConstraint(
+                Lower("key"), name="customfield_unique_key_ci",
+                violation_error_message="A custom field with this key already exists (keys are compared without case).",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} ({self.key})"
 
     def clean(self) -> None:
-        """Refuse ``choices`` and ``bands`` in any shape other than the one the code reads."""
+        """Refuse reserved keys, and ``choices`` and ``bands`` in any shape other than the one the code reads."""
         super().clean()
         errors: dict[str, list[str]] = {}
+        if self._state.adding and self.key and reserved_custom_key(self.key):
+            errors["key"] = [
+                f"{self.key!r} is a standard contact field or a reserved name "
+                f"({', '.join(sorted(reserved_custom_keys()))}): pick another key, e.g. {self.key.lower()}_custom."
+            ]
         choices, choice_errors = _clean_choices(self.choices, self.type)
         if choice_errors:
             errors["choices"] = choice_errors
@@ -173,6 +218,24 @@ class CustomField(models.Model):
             if above_low and below_high:
                 return label
         return ""
+
+
+# Names a custom key may not take besides the contact's own columns: import and list targets.
+RESERVED_CUSTOM_KEYS = frozenset({
+    "pk", "tags", "tag", "stage", "stages", "pipeline", "first_name", "last_name", "full_name",
+    "created", "updated", "last_activity",
+})
+
+
+def reserved_custom_keys() -> frozenset[str]:
+    """Return the keys a custom field cannot take: every contact column plus import and list targets."""
+    columns = {f.name for f in Contact._meta.concrete_fields} | {f.attname for f in Contact._meta.concrete_fields}
+    return frozenset(columns) | RESERVED_CUSTOM_KEYS
+
+
+def reserved_custom_key(key: str) -> bool:
+    """Return whether ``key`` names a standard field or target in any case, with - or _ ("Zip-Code")."""
+    return key.strip().lower().replace("-", "_") in reserved_custom_keys()
 
 
 CHOICE_TYPES = (CustomField.Type.SINGLE_CHOICE, CustomField.Type.MULTIPLE_CHOICE)
@@ -365,8 +428,10 @@ class StageChange(models.Model):
 
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="stage_changes")
     pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="+")
+    # A stage nobody is in any more can be deleted: the move stays here with an empty stage, and the
+    # contact's history entry for it keeps both stage names as text.
     from_stage = models.ForeignKey(Stage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    to_stage = models.ForeignKey(Stage, on_delete=models.PROTECT, related_name="+")
+    to_stage = models.ForeignKey(Stage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     changed_at = models.DateTimeField()
 
     class Meta:
@@ -602,7 +667,10 @@ class SavedView(models.Model):
     class Meta:
         ordering = [Lower("name"), "id"]
         constraints = [
-            models.UniqueConstraint("owner", Lower("name"), name="savedview_unique_name_per_owner_ci"),
+            models.UniqueConstraint(
+                "owner", Lower("name"), name="savedview_unique_name_per_owner_ci",
+                violation_error_message="You already have a view with this name (names are compared without case).",
+            ),
             models.CheckConstraint(condition=~Q(name=""), name="savedview_name_not_empty"),
         ]
         indexes = [models.Index(fields=["shared"], name="savedview_shared_idx", condition=Q(shared=True))]

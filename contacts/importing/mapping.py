@@ -99,15 +99,26 @@ def auto_mapping(headers: list[str], *, definitions: list[CustomField] | None = 
     for target, words in SYNONYMS.items():
         for word in words:
             lookup.setdefault(word, target)
+    # A standard field's own name ("Phone", "E-mail", "Zip code", "Tags") is always that field, even
+    # beside a custom field keyed or labelled "phone" (saved before such keys were refused)...
+    standard = {_norm(target): target for target in (*STANDARD_FIELDS, FIRST_NAME, LAST_NAME, TAGS)}
+    # ...custom keys and labels win over loose synonyms ("Region" may be a custom field), a key over
+    # a label, and a lower-case key over one differing only in case (saved before keys were unique
+    # without case); a header spelled exactly as a key, or as our export's custom.<key>, is that key.
     for definition in definitions:
-        # Custom keys and labels win over loose synonyms ("Region" may be a custom field).
-        lookup[_norm(definition.key)] = f"custom.{definition.key}"
         lookup[_norm(definition.label)] = f"custom.{definition.key}"
-        lookup[_norm(f"custom.{definition.key}")] = f"custom.{definition.key}"  # our own export's headers
+    for definition in sorted(definitions, key=lambda d: d.key == d.key.lower()):
+        lookup[_norm(definition.key)] = f"custom.{definition.key}"
+    exact: dict[str, str] = {}
+    for definition in definitions:
+        lookup[_norm(f"custom.{definition.key}")] = exact[f"custom.{definition.key}"] = f"custom.{definition.key}"
+        if _norm(definition.key) not in standard:
+            exact[definition.key] = f"custom.{definition.key}"
+    lookup.update(standard)
     mapping = dict.fromkeys(headers, IGNORE)
     used: set[str] = set()
     for header in data_headers(headers):
-        target = lookup.get(_norm(header), IGNORE)
+        target = exact.get(header.strip()) or lookup.get(_norm(header), IGNORE)
         if target in used:
             target = IGNORE  # two "Phone" columns: the first one wins, the user can change it
         if target:

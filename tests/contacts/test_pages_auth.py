@@ -54,7 +54,7 @@ def test_admin_link_shown_to_superuser_and_admins_group(client):
     client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
     assert b'href="/admin/"' in client.get("/contacts/").content
     member = UserFactory(username="boss", is_staff=True)
-    member.groups.add(Group.objects.create(name="Admins"))
+    member.groups.add(Group.objects.get_or_create(name="Admins")[0])
     client.force_login(member)
     assert b'href="/admin/"' in client.get("/contacts/").content
 

@@ -76,7 +76,7 @@ def test_board_hides_others_cards_and_their_card_and_move_are_404(client, world)
 
 def test_admins_and_unrestricted_sales_users_see_everyone(client, world, settings):
     member = world["bob"]
-    member.groups.add(Group.objects.create(name="Admins"))
+    member.groups.add(Group.objects.get_or_create(name="Admins")[0])
     client.force_login(member)
     assert client.get(f"/contacts/{world['mine'].pk}/").status_code == 200
     client.force_login(world["admin"])

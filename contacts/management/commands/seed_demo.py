@@ -12,6 +12,7 @@ from django.utils import timezone
 from contacts import services
 from contacts.models import Contact, CustomField, Pipeline, Source, Stage, Tag
 from crm_hub.actors import Actor
+from crm_hub.roles import sync_admins_group
 
 DEMO_USERS = [
     # username, password, is_superuser, first name, last name
@@ -79,6 +80,8 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options):
+        # The "Admins" group is kept by migrate; a database migrated by an older version gets it here too.
+        sync_admins_group()
         users = self._users()
         for position, (name, stages) in enumerate(PIPELINES.items()):
             pipeline, _ = Pipeline.objects.get_or_create(name=name, defaults={"position": position})
