@@ -104,7 +104,7 @@ from contacts.services import (
     update_contact,
     upsert_contact,
 )
-from contacts.templatetags.crm_ui import filesize
+from contacts.templatetags.crm_ui import filesize, shown_value
 from crm_hub.actors import Actor
 from crm_hub.api.errors import error_body, error_item
 from crm_hub.errors import FieldError, InputRejected
@@ -1037,14 +1037,6 @@ def _upload_error_messages(exc: InputRejected, upload) -> list[str]:
     return messages_out
 
 
-def _shown(value) -> str:
-    if value in (None, "", []):
-        return ""
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
-
-
 _CHANGE_OF_FIELD = re.compile(r"^((?:Approved |Rejected )?[Cc]hange of )(\S+)(.*)$")
 
 
@@ -1058,7 +1050,7 @@ def _labelled_timeline(items, definitions):
         rows = []
         for key, pair in (entry.changes or {}).items():
             before, after = (list(pair) + [None, None])[:2] if isinstance(pair, list) else (None, pair)
-            rows.append((_field_label(key, labels), _shown(before), _shown(after)))
+            rows.append((_field_label(key, labels), shown_value(before), shown_value(after)))
         entry.labelled_changes = rows
         summary = entry.summary or ""
         if entry.action == "updated" and entry.changes and summary.startswith("Updated "):

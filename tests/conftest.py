@@ -32,6 +32,13 @@ def staff_user(db):
 
 
 @pytest.fixture
+def signed_in(client, staff_user):
+    """The test client signed in as staff_user (a sales user)."""
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
 def staff_actor(staff_user):
     return Actor.for_user(staff_user)
 

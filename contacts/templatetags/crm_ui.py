@@ -68,11 +68,12 @@ def change_rows(changes) -> list[tuple[str, object, object]]:
     for field, pair in (changes or {}).items():
         before, after = (pair + [None, None])[:2] if isinstance(pair, list) else (None, pair)
         label = field.replace("custom.", "").replace("_", " ")
-        rows.append((label, _shown(before), _shown(after)))
+        rows.append((label, shown_value(before), shown_value(after)))
     return rows
 
 
-def _shown(value) -> str:
+def shown_value(value) -> str:
+    """A history value as one line of text: lists joined, empties blank."""
     if value in (None, "", []):
         return ""
     if isinstance(value, list):

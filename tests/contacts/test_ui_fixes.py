@@ -14,23 +14,13 @@ from contacts import services
 from contacts.models import Contact, ContactFile, Source
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
-from tests.contacts.ui_helpers import make_contact, sales_pipeline
+from tests.contacts.ui_helpers import make_contact, names_in, sales_pipeline
 from tests.forms_app.factories import CONTACT_FIELDS, make_form
 
 pytestmark = pytest.mark.django_db
 
 EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48
 HTML = b"<!DOCTYPE html><html><body><script>fetch('/contacts/')</script></body></html>"
-
-
-@pytest.fixture
-def signed_in(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-def names_in(response) -> list[str]:
-    return re.findall(r'class="cell-main" href="/contacts/\d+/">([^<]+)</a>', response.content.decode())
 
 
 def csv_rows(response) -> list[list[str]]:

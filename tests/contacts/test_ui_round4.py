@@ -23,22 +23,12 @@ from contacts.views import SUBMISSION_TOKEN_FIELD, LogoutView
 from crm_hub.actors import Actor
 from forms_app.models import Form
 from tests.contacts.factories import CustomFieldFactory, TagFactory
-from tests.contacts.ui_helpers import make_contact, sales_pipeline, team
+from tests.contacts.ui_helpers import make_contact, names_in, sales_pipeline, team
 from tests.forms_app.factories import CONTACT_FIELDS
 
 pytestmark = pytest.mark.django_db
 
 TOKEN = "tok_" + "a" * 20
-
-
-@pytest.fixture
-def signed_in(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-def names_in(response) -> list[str]:
-    return re.findall(r'class="cell-main" href="/contacts/\d+/">([^<]+)</a>', response.content.decode())
 
 
 def flashed(response) -> list[str]:

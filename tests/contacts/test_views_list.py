@@ -10,13 +10,9 @@ from contacts import services
 from contacts.models import Contact, ContactTag, HistoryEntry, SavedView, Source, Tag
 from crm_hub.actors import Actor
 from tests.contacts.factories import CustomFieldFactory, TagFactory
-from tests.contacts.ui_helpers import make_contact, sales_pipeline, team
+from tests.contacts.ui_helpers import make_contact, names_in, sales_pipeline, team
 
 pytestmark = pytest.mark.django_db
-
-
-def names_in(response) -> list[str]:
-    return re.findall(r'class="cell-main" href="/contacts/\d+/">([^<]+)</a>', response.content.decode())
 
 
 @pytest.fixture
@@ -33,12 +29,6 @@ def people(staff_user):
     services.move_to_stage(contact=bo, pipeline=pipeline, stage=lead, actor=actor, source=Source.MANUAL)
     services.move_to_stage(contact=cy, pipeline=pipeline, stage=qualified, actor=actor, source=Source.MANUAL)
     return {"ana": ana, "bo": bo, "cy": cy, "nobody": nobody, "stages": (lead, qualified, won)}
-
-
-@pytest.fixture
-def signed_in(client, staff_user):
-    client.force_login(staff_user)
-    return client
 
 
 def test_search_finds_contact_by_phone_typed_in_another_format(signed_in, people):
