@@ -104,7 +104,7 @@ from contacts.services import (
     update_contact,
     upsert_contact,
 )
-from contacts.templatetags.crm_ui import filesize, shown_value
+from contacts.templatetags.crm_ui import filesize
 from crm_hub.actors import Actor
 from crm_hub.api.errors import error_body, error_item
 from crm_hub.errors import FieldError, InputRejected
@@ -779,17 +779,16 @@ def _saved_message(changes, definitions) -> str:
     return f"Saved: {_and_list([_field_label(key, labels) for key in changes])} changed."
 
 
-_CONTACT_NUMBER = re.compile(r"#(\d+)")
+def _with_key_holders_named(request, exc: InputRejected, holders: dict[str, Contact]) -> InputRejected:
+    """Say who holds a taken phone or email ("Already used by Ana Lima (#4)", linked) instead of "Contact #4 …".
 
-
-def _with_key_holders_named(request, exc: InputRejected) -> InputRejected:
-    """Say who holds a taken phone or email ("Already used by Ana Lima (#4)", linked) instead of "Contact #4 …"."""
+    ``holders`` is _key_holders' answer: the contacts holding the form's phone and email.
+    """
     errors = []
     for error in exc.errors:
-        number = _CONTACT_NUMBER.search(error.message) if error.code == "already_exists" else None
-        if number is not None:
-            holder = visible_contacts(request.user).filter(pk=int(number.group(1))).first()
-            if holder is not None:
+        holder = holders.get(error.field) if error.code == "already_exists" else None
+        if holder is not None:
+            if visible_contacts(request.user).filter(pk=holder.pk).exists():
                 message = format_html(
                     'Already used by <a href="{}">{} (#{})</a>.', holder.get_absolute_url(), holder, holder.pk
                 )
@@ -826,7 +825,7 @@ def contact_create(request):
                     messages.success(request, f"Created {result.contact}.")
                     return redirect(result.contact)
             except InputRejected as exc:
-                form.add_service_errors(_with_key_holders_named(request, exc))
+                form.add_service_errors(_with_key_holders_named(request, exc, _key_holders(form.cleaned_data, None)))
     else:
         form = ContactForm(custom_fields=definitions, owners=owners, tags=tags, initial={"owner": str(request.user.pk)})
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()
@@ -836,13 +835,14 @@ def contact_create(request):
     })
 
 
-def _key_holders(cleaned_data, contact: Contact) -> dict[str, Contact]:
+def _key_holders(cleaned_data, contact: Contact | None) -> dict[str, Contact]:
     """Return the other contacts holding the form's phone or email, as {"phone": ..., "email": ...}."""
     phone_e164 = phone_to_e164_or_none(cleaned_data.get("phone") or "") or ""
     email = email_normalize_or_none(cleaned_data.get("email") or "") or ""
     by_phone, by_email = find_contact_by_keys(phone_e164=phone_e164, email_normalized=email)
     return {
-        field: other for field, other in (("phone", by_phone), ("email", by_email)) if other and other.pk != contact.pk
+        field: other for field, other in (("phone", by_phone), ("email", by_email))
+        if other and (contact is None or other.pk != contact.pk)
     }
 
 
@@ -866,9 +866,11 @@ def contact_edit(request, pk: int):
                 return redirect(contact)
             except InputRejected as exc:
                 # update_contact names a taken phone or email together with every other error.
-                if any(e.code == "already_exists" for e in exc.errors):
-                    existing = next(iter(_key_holders(form.cleaned_data, contact).values()), None)
-                form.add_service_errors(_with_key_holders_named(request, exc))
+                holders = _key_holders(form.cleaned_data, contact) if any(
+                    e.code == "already_exists" for e in exc.errors
+                ) else {}
+                existing = next(iter(holders.values()), None)
+                form.add_service_errors(_with_key_holders_named(request, exc, holders))
     else:
         form = ContactForm(custom_fields=definitions, owners=owners, contact=contact)
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()
@@ -1037,6 +1039,15 @@ def _upload_error_messages(exc: InputRejected, upload) -> list[str]:
     return messages_out
 
 
+def _shown(value) -> str:
+    """A history value as one line of text: lists joined, empties blank."""
+    if value in (None, "", []):
+        return ""
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
 _CHANGE_OF_FIELD = re.compile(r"^((?:Approved |Rejected )?[Cc]hange of )(\S+)(.*)$")
 
 
@@ -1050,7 +1061,7 @@ def _labelled_timeline(items, definitions):
         rows = []
         for key, pair in (entry.changes or {}).items():
             before, after = (list(pair) + [None, None])[:2] if isinstance(pair, list) else (None, pair)
-            rows.append((_field_label(key, labels), shown_value(before), shown_value(after)))
+            rows.append((_field_label(key, labels), _shown(before), _shown(after)))
         entry.labelled_changes = rows
         summary = entry.summary or ""
         if entry.action == "updated" and entry.changes and summary.startswith("Updated "):

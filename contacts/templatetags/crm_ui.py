@@ -59,23 +59,3 @@ def rich_text(value) -> str:
     from contacts.sanitize import clean_rich_text
 
     return mark_safe(clean_rich_text(value or ""))
-
-
-@register.filter
-def change_rows(changes) -> list[tuple[str, object, object]]:
-    """Return history ``changes`` as (field, before, after) rows for display."""
-    rows = []
-    for field, pair in (changes or {}).items():
-        before, after = (pair + [None, None])[:2] if isinstance(pair, list) else (None, pair)
-        label = field.replace("custom.", "").replace("_", " ")
-        rows.append((label, shown_value(before), shown_value(after)))
-    return rows
-
-
-def shown_value(value) -> str:
-    """A history value as one line of text: lists joined, empties blank."""
-    if value in (None, "", []):
-        return ""
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
