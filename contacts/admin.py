@@ -10,9 +10,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.models import LogEntry
-from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import models
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
@@ -286,25 +284,7 @@ class ContactAdmin(DeletesItsPartsMixin, admin.ModelAdmin):
         self.delete_queryset(request, Contact.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        """Delete contacts with everything that is theirs: parts, stored files, and their names in the admin log.
-
-        This is how a right-to-erasure request is carried out, so no copy of the
-        person's name stays behind in Django's log of admin actions either.
-        """
-        pks = list(queryset.values_list("pk", flat=True))
-        files = list(ContactFile.objects.filter(contact_id__in=pks).values_list("file", flat=True))
-        queryset.delete()
-        LogEntry.objects.filter(
-            content_type=ContentType.objects.get_for_model(Contact), object_id__in=[str(pk) for pk in pks]
-        ).update(object_repr="(erased contact)")
-        storage = ContactFile._meta.get_field("file").storage
-
-        def remove_files() -> None:
-            for name in files:
-                if name:
-                    storage.delete(name)
-
-        transaction.on_commit(remove_files)
+        services.erase_contacts(contact_ids=list(queryset.values_list("pk", flat=True)))
 
 
 @admin.register(Tag)
@@ -458,7 +438,7 @@ def _form_answers(field: dict) -> list | None:
 
 def _form_conflicts(before: CustomField, after: CustomField) -> list[str]:
     """Describe each form field that could fill ``before`` but would send an answer ``after`` refuses."""
-    from forms_app.services import _custom_target_error  # the builder's own rule for a mapping
+    from forms_app.services import custom_target_error  # the builder's own rule for a mapping
 
     conflicts = []
     for form, field in _form_fields_filling(after.key):
@@ -475,8 +455,8 @@ def _form_conflicts(before: CustomField, after: CustomField) -> list[str]:
                 ))
             continue
         kind, choices = field.get("type"), field.get("choices") or []
-        problem = _custom_target_error(kind, choices, after)
-        if problem and not _custom_target_error(kind, choices, before):
+        problem = custom_target_error(kind, choices, after)
+        if problem and not custom_target_error(kind, choices, before):
             conflicts.append(format_html(
                 "Form {} ({}) fills this field from its field “{}”, which would no longer fit: {}",
                 _form_link(form), form.get_status_display(), label, problem,

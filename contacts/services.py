@@ -937,6 +937,32 @@ def assign_owner(*, contact: Contact, owner, actor: Actor, source: str, conversa
     return True
 
 
+@transaction.atomic
+def erase_contacts(*, contact_ids: list[int]) -> int:
+    """Delete contacts with everything that is theirs; return how many were deleted.
+
+    This is how a right-to-erasure request is carried out: their history, stage moves, notes,
+    tasks and files go with them (CASCADE), the stored files are removed once the deletion has
+    committed, and no copy of their names stays in Django's log of admin actions.
+    """
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    files = [name for name in ContactFile.objects.filter(contact_id__in=contact_ids).values_list("file", flat=True) if name]
+    deleted = Contact.objects.filter(pk__in=contact_ids).delete()[1].get(Contact._meta.label, 0)
+    LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(Contact), object_id__in=[str(pk) for pk in contact_ids]
+    ).update(object_repr="(erased contact)")
+    storage = ContactFile._meta.get_field("file").storage
+
+    def remove_files() -> None:
+        for name in files:
+            storage.delete(name)
+
+    transaction.on_commit(remove_files)
+    return deleted
+
+
 # --- Change requests ----------------------------------------------------------------
 
 

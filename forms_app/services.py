@@ -203,13 +203,13 @@ def _target_error(
         definition = custom.get(maps_to.removeprefix("custom."))
         if definition is None:
             return "This custom field does not exist (any more)."
-        return _custom_target_error(kind, choices, definition)
+        return custom_target_error(kind, choices, definition)
     return "Unknown target."
 
 
 _CF = CustomField.Type
 # Custom field types that take every answer a free-answer field accepts, as clean_value cleans them.
-# Checkbox and choice fields are checked answer by answer instead (see _custom_target_error).
+# Checkbox and choice fields are checked answer by answer instead (see custom_target_error).
 # A URL has no field type of its own, so a text field may fill one; the visitor is told if it is not a URL.
 _OPEN_ANSWER_TARGETS: dict[str, frozenset[str]] = {
     FieldType.TEXT: frozenset({_CF.TEXT, _CF.LONG_TEXT, _CF.URL}),
@@ -250,7 +250,7 @@ def _possible_answers(kind: str, choices: list[str]) -> list[Any] | None:
     return None
 
 
-def _custom_target_error(kind: str, choices: list[str], definition: CustomField) -> str:
+def custom_target_error(kind: str, choices: list[str], definition: CustomField) -> str:
     """Refuse a mapping when some answer the field accepts can never be stored in the custom field.
 
     The check runs the submission's own cleaning (``clean_value``), so the builder
