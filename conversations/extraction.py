@@ -24,7 +24,7 @@ from django.conf import settings
 from contacts.models import CustomField
 from contacts.normalize import InvalidEmail, email_normalize
 from contacts.services import clean_contact_input
-from conversations.services import contains_nul
+from conversations.services import unstorable_text
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
 
@@ -61,7 +61,7 @@ class Extraction:
 
     def drop(self, field_name: str, value: Any, reason: str) -> None:
         text = value if isinstance(value, str) else json.dumps(value, default=str)
-        # The record is stored as JSON: a NUL from the LLM would be a 500 on PostgreSQL, so it never gets there.
+        # The record is stored as JSON: a NUL or a lone surrogate from the LLM would be a 500, so it never gets there.
         self.dropped.append({
             "field": _without_nul(field_name), "value": _without_nul(text)[:MAX_DROPPED_VALUE],
             "reason": _without_nul(reason),
@@ -84,8 +84,12 @@ class Extraction:
         return record
 
 
+_UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+
+
 def _without_nul(text: str) -> str:
-    return text.replace("\x00", "")
+    """``text`` without NUL and lone surrogates, which no database stores."""
+    return _UNSTORABLE_CHARACTERS.sub("", text)
 
 
 class ExtractorFailed(Exception):
@@ -578,12 +582,14 @@ def validate_found(extraction: Extraction, *, actor: Actor) -> Extraction:
     custom = {k: v for k, v in extraction.custom.items() if v not in (None, "")}
     for key in [k for k in contact if k not in LLM_CONTACT_FIELDS]:
         extraction.drop(key, contact.pop(key), "unknown_field: extraction may not write this field")
-    # Every agent path refuses NUL (null_characters_not_allowed); a found value with one is dropped, never stored.
-    nul_reason = "null_characters_not_allowed: the value contains a NUL character"
-    for key in [k for k, v in contact.items() if contains_nul(v)]:
-        extraction.drop(key, contact.pop(key), nul_reason)
-    for key in [k for k, v in custom.items() if contains_nul(k) or contains_nul(v)]:
-        extraction.drop(f"custom.{key}", custom.pop(key), nul_reason)
+    # Every agent path refuses NUL and lone surrogates (the conversation services' one check); a found
+    # value holding either is dropped, never stored.
+    for key in list(contact):
+        if found := unstorable_text(contact[key]):
+            extraction.drop(key, contact.pop(key), f"{found[1]}: the value holds text no database can store")
+    for key in list(custom):
+        if found := unstorable_text(key) or unstorable_text(custom[key]):
+            extraction.drop(f"custom.{key}", custom.pop(key), f"{found[1]}: the value holds text no database can store")
     for key, value in list(contact.items()):
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             extraction.drop(key, contact.pop(key), "invalid_value: expected text")

@@ -288,18 +288,6 @@ class EndResult:
     extraction: dict | None = None
 
 
-def contains_nul(value: Any) -> bool:
-    # PostgreSQL refuses NUL in text and jsonb; catching it here keeps that a 400, not a 500.
-    # (unstorable_text also finds lone surrogates and says where.)
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(contains_nul(v) for v in value)
-    return False
-
-
 def _known_external_ids(conversation: Conversation, messages: list[dict]) -> set[str]:
     ids = [m["external_id"] for m in messages if m["external_id"]]
     if not ids:

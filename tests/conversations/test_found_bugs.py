@@ -188,6 +188,20 @@ def test_llm_values_with_nul_are_dropped_never_stored(make_client, fake_llm):
     assert all(reasons[f].startswith("null_characters_not_allowed") for f in ("name", "city", "custom.objection"))
 
 
+def test_llm_values_with_a_lone_surrogate_are_dropped_never_stored(make_client, fake_llm):
+    CustomField.objects.create(key="objection", label="Objection", type=CustomField.Type.TEXT, allow_for_ai=True)
+    fake_llm.reply_json({"contact": {"name": "Ana\ud800 Lima", "email": "ana@example.com"},
+                         "custom": {"objection": "price\udfff"}})
+    api = make_client(scopes=EVERYTHING)
+    conversation_id = started(api, "I'm Ana, ana@example.com")
+    response = end(api, conversation_id, extract=True)
+    assert response.status_code == 200, response.json()
+    contact = Contact.objects.get()
+    assert contact.email_normalized == "ana@example.com" and "objection" not in (contact.custom or {})
+    reasons = {d["field"]: d["reason"] for d in Conversation.objects.get(pk=conversation_id).extraction["dropped"]}
+    assert all(reasons[f].startswith("surrogate_characters_not_allowed") for f in ("name", "custom.objection"))
+
+
 def test_llm_timeout_is_a_total_deadline(make_client, fake_llm, settings):
     fake_llm.reply_json({"contact": {"name": "Zed"}})
     fake_llm.trickle = 0.1  # each read is quick; the whole body is not
