@@ -82,11 +82,15 @@ def normalize_username(username: str) -> str:
     return (username or "").strip().casefold()
 
 
-def client_ip(request) -> str:
-    """Return the client's IP: REMOTE_ADDR, or X-Forwarded-For's entry from the outermost trusted proxy."""
+def client_ip(request, *, trusted_proxies: int | None = None) -> str:
+    """Return the client's IP: REMOTE_ADDR, or X-Forwarded-For's entry from the outermost trusted proxy.
+
+    Entries are read from the right: each of our proxies appends the address it
+    saw, while everything to their left is whatever the client chose to send.
+    """
     if request is None:
         return ""
-    proxies = settings.CRM_LOGIN_TRUSTED_PROXIES
+    proxies = settings.CRM_LOGIN_TRUSTED_PROXIES if trusted_proxies is None else trusted_proxies
     if proxies > 0:
         hops = [
             hop.strip()

@@ -26,17 +26,22 @@ from django.core import signing
 from django.core.cache import cache
 from django.utils.crypto import salted_hmac
 
+from crm_hub import login_throttle
+
 TOKEN_SALT = "forms_app.public-form"
 HONEYPOT_FIELD = "website"
 
 
 def client_ip(request) -> str:
-    """Return the visitor's IP: REMOTE_ADDR, or the first X-Forwarded-For hop when behind a trusted proxy."""
-    if settings.FORMS_TRUST_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded.strip():
-            return forwarded.split(",")[0].strip()
-    return request.META.get("REMOTE_ADDR", "") or ""
+    """Return the visitor's IP: REMOTE_ADDR, or, behind our own proxy, the address it appended to X-Forwarded-For.
+
+    The leftmost entry is whatever the visitor sent, so a bot could rotate it to
+    dodge the rate limit; the sign-in throttle's reading (from the right, as many
+    hops as CRM_LOGIN_TRUSTED_PROXIES, at least one) is the one to trust.
+    """
+    if not settings.FORMS_TRUST_X_FORWARDED_FOR:
+        return (request.META.get("REMOTE_ADDR") or "").strip()
+    return login_throttle.client_ip(request, trusted_proxies=max(1, settings.CRM_LOGIN_TRUSTED_PROXIES))
 
 
 def hash_ip(ip: str) -> str:

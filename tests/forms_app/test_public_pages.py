@@ -86,6 +86,31 @@ def test_rate_limit_stops_floods_from_one_ip_without_creating_contacts(visitor, 
     assert post(other_ip, form, {"fname": "Q", "femail": "q@example.com"}).status_code == 302
 
 
+def test_behind_a_proxy_a_forged_forwarded_for_does_not_dodge_the_rate_limit(settings):
+    # Our proxy (REMOTE_ADDR 10.0.0.2) appends the address it saw; whatever is left of it came from the bot.
+    settings.FORMS_TRUST_X_FORWARDED_FOR = True
+    settings.CRM_LOGIN_TRUSTED_PROXIES = 1
+    settings.FORMS_RATE_LIMIT = 2
+    form = make_form()
+    for n in range(3):
+        bot = Client(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}, 203.0.113.9")
+        status = post(bot, form, {"fname": f"B{n}", "femail": f"b{n}@example.com"}).status_code
+        assert status == (302 if n < 2 else 429)
+    submission = Submission.objects.first()
+    assert submission.ip_hash == hash_ip("203.0.113.9")
+    # Another visitor, seen by the same proxy, has a budget of its own.
+    other = Client(REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="203.0.113.10")
+    assert post(other, form, {"fname": "Q", "femail": "q@example.com"}).status_code == 302
+
+
+def test_without_a_trusted_proxy_forwarded_for_is_ignored(settings):
+    settings.FORMS_TRUST_X_FORWARDED_FOR = False
+    form = make_form()
+    spoofer = Client(REMOTE_ADDR="203.0.113.7", HTTP_X_FORWARDED_FOR="198.51.100.1")
+    assert post(spoofer, form, {"fname": "S", "femail": "s@example.com"}).status_code == 302
+    assert Submission.objects.get().ip_hash == hash_ip("203.0.113.7")
+
+
 def test_validation_errors_sit_next_to_their_fields_with_aria_links(visitor):
     form = make_form()
     response = post(visitor, form, {"fname": "Ana", "femail": "nope", "fphone": "(561) 555-0192"})
