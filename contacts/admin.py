@@ -15,7 +15,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
 from contacts import services
-from contacts.custom_fields import BadValue, clean_value
+from contacts.custom_fields import BadValue, clean_value, missing_required
 from contacts.models import (
     CHOICE_TYPES,
     ChangeRequest,
@@ -159,6 +159,12 @@ class ContactAdminForm(forms.ModelForm):
             str(cleaned.get(f) or "").strip() for f in identifying
         ) and not self.errors.keys() & set(identifying):
             self.add_error(None, NAME_PHONE_OR_EMAIL)
+        if "custom" in cleaned and "custom" not in self.errors:
+            missing = missing_required(cleaned.get("custom"), list(CustomField.objects.filter(required=True)))
+            if missing:
+                self.add_error("custom", "Required custom fields are empty: " + ", ".join(
+                    f'{d.label} ("{d.key}")' for d in missing
+                ) + ". Give each a value to save.")
         data = {f: cleaned.get(f) for f in services.STANDARD_FIELDS if f in cleaned}
         try:
             checked = services.clean_contact_input(data, custom=self.custom_changes or None, actor=Actor())

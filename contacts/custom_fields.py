@@ -211,3 +211,14 @@ def clean_custom_values(
         except BadValue as exc:
             errors.append(FieldError(path, exc.code, exc.message, exc.allowed))
     return cleaned, errors
+
+
+def is_blank(value: Any) -> bool:
+    """Whether a stored custom value says nothing: missing, empty text or an empty list (False is an answer)."""
+    return value is None or (isinstance(value, str) and not value.strip()) or value == []
+
+
+def missing_required(values: Any, definitions: list[CustomField]) -> list[CustomField]:
+    """The definitions marked required that ``values`` (a contact's custom JSON) leaves blank."""
+    values = values if isinstance(values, dict) else {}
+    return [d for d in definitions if d.required and is_blank(values.get(d.key))]

@@ -56,7 +56,11 @@ def _choices(definition: CustomField) -> list[str]:
 
 def _custom_form_field(definition: CustomField) -> forms.Field:
     T = CustomField.Type
-    common = {"required": False, "label": definition.label, "help_text": definition.help_text}
+    # "Required" binds people editing by hand; agents and imports may leave it empty.
+    common = {
+        "required": definition.required, "label": definition.label, "help_text": definition.help_text,
+        "error_messages": {"required": f"{definition.label} is required: fill it in to save."},
+    }
     if definition.type == T.LONG_TEXT:
         return forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), **common)
     if definition.type in (T.NUMBER, T.DECIMAL):

@@ -127,3 +127,25 @@ def test_contact_file_admin_links_to_the_staff_only_download(admin_client):
     page = admin_client.get(reverse("admin:contacts_contactfile_change", args=[stored.pk])).content.decode()
     assert f'href="{reverse("contacts:file", args=[contact.pk, stored.pk])}"' in page
     assert "/media/" not in page
+
+
+def test_admin_refuses_to_save_a_contact_with_a_required_custom_field_left_empty(admin_client):
+    from tests.contacts.factories import CustomFieldFactory
+
+    CustomFieldFactory(key="plan", label="Plan", type="text", required=True)
+    CustomFieldFactory(key="notes_extra", label="Extra", type="text")  # not required: may stay empty
+    contact = make("Ana", phone="+15615550192")  # an import may leave it empty
+    url = reverse("admin:contacts_contact_change", args=[contact.pk])
+    for custom in ("{}", '{"plan": "  "}'):
+        response = admin_client.post(url, {"name": "Ana Maria", "phone": "+15615550192", "custom": custom,
+                                           **inline_management()})
+        assert response.status_code == 200
+        errors = response.context["adminform"].form.errors["custom"]
+        assert 'Plan ("plan")' in errors[0] and "Extra" not in errors[0]
+    contact.refresh_from_db()
+    assert contact.name == "Ana"
+    response = admin_client.post(url, {"name": "Ana Maria", "phone": "+15615550192", "custom": '{"plan": "Pro"}',
+                                       **inline_management()})
+    assert response.status_code == 302, response.content[:2000]
+    contact.refresh_from_db()
+    assert (contact.name, contact.custom) == ("Ana Maria", {"plan": "Pro"})

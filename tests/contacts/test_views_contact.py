@@ -212,6 +212,28 @@ def test_create_shows_service_validation_errors_on_fields(page):
     assert not Contact.objects.exists()
 
 
+def test_required_custom_fields_must_be_filled_when_editing_by_hand(page, staff_user, agent_actor):
+    CustomFieldFactory(key="plan", label="Plan", type="single_choice", choices=["Pro", "Free"], required=True)
+    CustomFieldFactory(key="renewal", label="Renewal", type="boolean", required=True)
+    CustomFieldFactory(key="memo", label="Memo", type="text")
+    form = page.get("/contacts/new/").content.decode()
+    assert re.search(r'for="id_cf_plan">Plan <span class="required-mark">\(required\)</span>', form)
+    assert "Memo <span" not in form
+    response = page.post("/contacts/new/", {"name": "New Person", "cf_plan": "", "cf_renewal": ""})
+    html = response.content.decode()
+    assert response.status_code == 200 and not Contact.objects.exists()
+    assert "Plan is required: fill it in to save." in html and "Renewal is required" in html
+    # "No" is an answer, not a blank.
+    assert page.post("/contacts/new/", {"name": "New Person", "cf_plan": "Pro", "cf_renewal": "false"}).status_code == 302
+    assert Contact.objects.get().custom == {"plan": "Pro", "renewal": False}
+    # An agent may leave it empty; the person editing that contact by hand is asked for it.
+    agent_made = services.upsert_contact(data={"name": "From chat"}, actor=agent_actor, source=Source.CHAT).contact
+    refused = page.post(f"/contacts/{agent_made.pk}/edit/", {"name": "From chat", "company": "Acme"})
+    assert "Plan is required" in refused.content.decode()
+    agent_made.refresh_from_db()
+    assert agent_made.company == ""
+
+
 def test_edit_records_changes_and_refuses_a_phone_held_by_another(page, staff_user):
     other = make_contact(staff_user, name="Bo", phone="+1 202 555 0102")
     contact = make_contact(staff_user, name="Ana", phone="+1 202 555 0101", company="Old")
