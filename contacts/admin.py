@@ -567,9 +567,37 @@ class NoteAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    # Deleting goes through the service so the contact's history says which note went and who removed it.
+    def delete_model(self, request, obj):
+        services.delete_notes(notes=[obj], actor=Actor.for_user(request.user), source=Source.MANUAL)
+
+    def delete_queryset(self, request, queryset):
+        services.delete_notes(notes=queryset, actor=Actor.for_user(request.user), source=Source.MANUAL)
+
+
+class TaskAdminForm(forms.ModelForm):
+    """Checks an edit with the rules a new task meets (services.clean_task_fields), errors beside the fields."""
+
+    class Meta:
+        model = Task
+        fields = list(services.TASK_EDITABLE_FIELDS)
+
+    def clean(self):
+        cleaned = super().clean()
+        values = {name: cleaned.get(name) for name in services.TASK_EDITABLE_FIELDS if name not in self.errors}
+        _fields, errors = services.clean_task_fields({**self.initial, **values})
+        assignee = cleaned.get("assignee")
+        if assignee is not None and not assignee.is_active and "assignee" in self.changed_data:
+            self.add_error("assignee", f"{assignee.get_username()} is inactive: assign the task to an active user.")
+        for error in errors:
+            if error.field not in self.errors:
+                self.add_error(error.field if error.field in self.fields else None, error.message)
+        return cleaned
+
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
+    form = TaskAdminForm
     list_display = ["title", "contact", "due_at", "assignee", "status", "priority"]
     list_filter = ["status", "priority", "assignee", "due_at"]
     search_fields = ["title", "contact__name"]
@@ -581,6 +609,18 @@ class TaskAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return ["contact", "source", "status", "completed_at", "created_by", "agent", "conversation", "created_at"]
+
+    # Edits and deletes go through the services, so the contact's history records them.
+    def save_model(self, request, obj, form, change):
+        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in services.TASK_EDITABLE_FIELDS}
+        if changes:
+            services.update_task(task=obj, changes=changes, actor=Actor.for_user(request.user), source=Source.MANUAL)
+
+    def delete_model(self, request, obj):
+        services.delete_tasks(tasks=[obj], actor=Actor.for_user(request.user), source=Source.MANUAL)
+
+    def delete_queryset(self, request, queryset):
+        services.delete_tasks(tasks=queryset, actor=Actor.for_user(request.user), source=Source.MANUAL)
 
     @admin.action(description="Mark selected tasks done")
     def mark_done(self, request, queryset):
@@ -655,6 +695,21 @@ class ChangeRequestAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in ChangeRequest._meta.fields]
+
+    # A pending request is decided (approve or reject, both recorded in the contact's history),
+    # never deleted out of the way; decided ones are records and may be cleared.
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.status == ChangeRequest.Status.PENDING:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        pending = queryset.filter(status=ChangeRequest.Status.PENDING).count()
+        if pending:
+            self.message_user(
+                request, f"{pending} pending change(s) kept: approve or reject them instead of deleting.", messages.WARNING
+            )
+        queryset.exclude(status=ChangeRequest.Status.PENDING).delete()
 
     @admin.action(description="Approve selected changes")
     def approve(self, request, queryset):

@@ -1346,6 +1346,85 @@ def reopen_task(*, task: Task, actor: Actor, source: str) -> Task:
     return task
 
 
+
+TASK_EDITABLE_FIELDS = ("title", "due_at", "assignee", "priority", "description")
+
+
+@transaction.atomic
+def update_task(*, task: Task, changes: Mapping[str, Any], actor: Actor, source: str) -> Task:
+    """Change a task's title, due date, assignee, priority or description, checked as a new task is.
+
+    Only the fields that really change are written, and each lands in the contact's
+    history as [before, after]; an edit that changes nothing writes nothing.
+    """
+    _check_source(source)
+    unknown = sorted(set(changes) - set(TASK_EDITABLE_FIELDS))
+    if unknown:
+        raise InputRejected([
+            FieldError(name, "unknown_field", "Not a field of a task that can be edited.", list(TASK_EDITABLE_FIELDS))
+            for name in unknown
+        ])
+    task = Task.objects.select_for_update().select_related("contact", "assignee").get(pk=task.pk)
+    current = {name: getattr(task, name) for name in TASK_EDITABLE_FIELDS}
+    fields, errors = clean_task_fields({**current, **changes})
+    if errors:
+        raise InputRejected(errors)
+    changed = {name: [current[name], fields[name]] for name in TASK_EDITABLE_FIELDS if fields[name] != current[name]}
+    if not changed:
+        return task
+    for name, (_before, after) in changed.items():
+        setattr(task, name, after)
+    task.save(update_fields=list(changed))
+    shown = {
+        f"task.{name}": [_task_value(before), _task_value(after)] for name, (before, after) in changed.items()
+    }
+    _save_history([
+        _history(task.contact, action=HistoryEntry.Action.TASK_UPDATED, actor=actor, source=source,
+                 changes=shown, summary=f"Task edited: {task.title}")
+    ])
+    return task
+
+
+def _task_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if hasattr(value, "get_username"):
+        return value.get_username()
+    return value
+
+
+@transaction.atomic
+def delete_tasks(*, tasks: Iterable[Task], actor: Actor, source: str) -> int:
+    """Delete tasks, leaving a line in each contact's history that says which task went and who removed it."""
+    _check_source(source)
+    doomed = list(Task.objects.select_for_update().select_related("contact").filter(pk__in=[t.pk for t in tasks]))
+    _save_history([
+        _history(task.contact, action=HistoryEntry.Action.TASK_DELETED, actor=actor, source=source,
+                 changes={"task": [task.title, None]},
+                 summary=f"Task deleted: {task.title} (due {timezone.localtime(task.due_at):%Y-%m-%d %H:%M}, {task.status})")
+        for task in doomed
+    ])
+    Task.objects.filter(pk__in=[t.pk for t in doomed]).delete()
+    return len(doomed)
+
+
+@transaction.atomic
+def delete_notes(*, notes: Iterable[Note], actor: Actor, source: str) -> int:
+    """Delete notes, leaving a line in each contact's history with the start of the note's text."""
+    _check_source(source)
+    doomed = list(Note.objects.select_for_update().select_related("contact").filter(pk__in=[n.pk for n in notes]))
+    entries = []
+    for note in doomed:
+        text = rich_text_to_plain(note.body)
+        excerpt = text if len(text) <= 120 else text[:119] + "…"
+        entries.append(_history(note.contact, action=HistoryEntry.Action.NOTE_DELETED, actor=actor, source=source,
+                                changes={"note": [excerpt, None]},
+                                summary=f"Note deleted (written {timezone.localtime(note.created_at):%Y-%m-%d %H:%M}): {excerpt}"))
+    _save_history(entries)
+    Note.objects.filter(pk__in=[n.pk for n in doomed]).delete()
+    return len(doomed)
+
+
 # --- Files ---------------------------------------------------------------------------
 
 

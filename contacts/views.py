@@ -755,7 +755,9 @@ def _existing_match(cleaned) -> Contact | None:
 def _field_labels(definitions) -> dict[str, str]:
     """Return what the page calls each field key of a change ("company" → "Company", "custom.budget" → its label)."""
     labels = {name: label for name, label, _max in STANDARD_FORM_FIELDS}
-    labels.update(birthday="Birthday", owner="Owner", tags="Tags", source="Source", task="Task", file="File")
+    labels.update(birthday="Birthday", owner="Owner", tags="Tags", source="Source", task="Task", file="File", note="Note")
+    labels.update({"task.title": "Task title", "task.due_at": "Task due", "task.assignee": "Task assignee",
+                   "task.priority": "Task priority", "task.description": "Task description"})
     labels.update({f"custom.{d.key}": d.label for d in definitions})
     return labels
 
