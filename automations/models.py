@@ -154,6 +154,7 @@ class Rule(models.Model):
             errors["assign_user"] = "Choose the user to assign."
         if self.assign_mode in (self.AssignMode.ROUND_ROBIN, self.AssignMode.FEWEST_OPEN_TASKS) and not self.assign_team_id:
             errors["assign_team"] = "Choose the team to assign from."
+        errors.update(self._clean_targets())
         if self.task_title and self.task_due_amount is None:
             errors["task_due_amount"] = "Say when the task is due."
         elif self.task_due_amount is not None:
@@ -175,6 +176,36 @@ class Rule(models.Model):
             errors.update(self._clean_custom_field_condition())
         if errors:
             raise ValidationError(errors)
+
+    def _clean_targets(self) -> dict[str, str]:
+        """Refuse actions that could only ever fail or do nothing: nobody to assign to, an endpoint that drops the event.
+
+        At run time such a rule records a failed run or "queued for 0 endpoint(s)" on
+        every contact; saying so when it is saved is kinder.
+        """
+        errors: dict[str, str] = {}
+        team_modes = (self.AssignMode.ROUND_ROBIN, self.AssignMode.FEWEST_OPEN_TASKS)
+        if self.assign_mode == self.AssignMode.FIXED and self.assign_user_id and not self.assign_user.is_active:
+            errors["assign_user"] = f"{self.assign_user.get_username()} is inactive: choose an active user."
+        if self.assign_mode in team_modes and self.assign_team_id and self.active:
+            if not TeamMember.objects.filter(team_id=self.assign_team_id, user__is_active=True).exists():
+                errors["assign_team"] = (
+                    f"Team {self.assign_team.name} has no active members: add someone to it first, "
+                    "or save the rule inactive."
+                )
+        if self.webhook_endpoint_id and not self.webhook_event:
+            errors["webhook_event"] = "Choose the event to send to this endpoint."
+        elif self.webhook_endpoint_id and self.active:
+            endpoint = self.webhook_endpoint
+            if not endpoint.active:
+                errors["webhook_endpoint"] = f"{endpoint.url} is disabled: enable it first, or leave the endpoint empty."
+            elif self.webhook_event not in (endpoint.events or []):
+                receives = ", ".join(endpoint.events or []) or "nothing"
+                errors["webhook_endpoint"] = (
+                    f"{endpoint.url} is not subscribed to {self.webhook_event} (it receives: {receives}), so it would "
+                    "never get it: add the event to the endpoint, or choose another."
+                )
+        return errors
 
     def _clean_custom_field_condition(self) -> dict[str, str]:
         """Refuse a condition no contact can meet; store the value as contacts store it, so it matches.

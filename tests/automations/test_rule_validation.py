@@ -104,3 +104,46 @@ def test_a_form_trigger_on_a_form_that_does_not_exist_is_refused():
 
 def test_a_due_offset_of_ten_years_is_fine():
     RuleFactory.build(task_title="Call", task_due_amount=3650, task_due_unit="days").clean()
+
+
+def test_admin_refuses_actions_that_could_only_fail_or_drop_their_event(admin_client):
+    from automations.models import WebhookEndpoint
+    from tests.automations.factories import TeamFactory, TeamMemberFactory
+
+    empty = TeamFactory(name="Night shift")
+    TeamMemberFactory(team=empty, user=UserFactory(username="left", is_active=False))
+    gone = UserFactory(username="gone", is_active=False)
+    endpoint = WebhookEndpoint.objects.create(url="https://hooks.example.com/a", events=["contact.created"], secret="s")
+    off = WebhookEndpoint.objects.create(url="https://hooks.example.com/off", events=["task.created"], secret="s",
+                                         active=False)
+    cases = {
+        "assign_team": dict(assign_mode="round_robin", assign_team=empty.pk),
+        "assign_user": dict(assign_mode="fixed", assign_user=gone.pk),
+        "webhook_event": dict(webhook_endpoint=endpoint.pk),
+    }
+    expected = {
+        "assign_team": "Team Night shift has no active members",
+        "assign_user": "gone is inactive",
+        "webhook_event": "Choose the event to send",
+    }
+    for field, data in cases.items():
+        response = admin_client.post(reverse("admin:automations_rule_add"), rule_form_data(**data))
+        assert response.status_code == 200, field
+        assert expected[field] in response.context["adminform"].form.errors[field][0]
+    response = admin_client.post(reverse("admin:automations_rule_add"),
+                                 rule_form_data(webhook_event="task.created", webhook_endpoint=endpoint.pk))
+    (message,) = response.context["adminform"].form.errors["webhook_endpoint"]
+    assert "is not subscribed to task.created (it receives: contact.created)" in message
+    response = admin_client.post(reverse("admin:automations_rule_add"),
+                                 rule_form_data(webhook_event="task.created", webhook_endpoint=off.pk))
+    assert "is disabled" in response.context["adminform"].form.errors["webhook_endpoint"][0]
+    assert not Rule.objects.exists()
+    # The same rules save once they can work, and an inactive rule may wait for its team.
+    TeamMemberFactory(team=empty, user=UserFactory(username="ada"))
+    for data in (dict(assign_mode="round_robin", assign_team=empty.pk),
+                 dict(webhook_event="contact.created", webhook_endpoint=endpoint.pk)):
+        assert admin_client.post(reverse("admin:automations_rule_add"), rule_form_data(**data)).status_code == 302
+    waiting = rule_form_data(assign_mode="round_robin", assign_team=TeamFactory(name="New team").pk)
+    waiting.pop("active")
+    assert admin_client.post(reverse("admin:automations_rule_add"), waiting).status_code == 302
+    assert Rule.objects.count() == 3
