@@ -7,6 +7,7 @@ import datetime as dt
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db.models import F, QuerySet
@@ -14,7 +15,7 @@ from django.http import FileResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from contacts.filters import Column
-from contacts.models import Contact
+from contacts.models import Contact, CustomField
 from contacts.selectors import with_list_relations
 
 EXPORT_CHUNK = 2_000
@@ -45,16 +46,31 @@ def neutralize_cell(value: Any) -> Any:
     return value
 
 
+def custom_cell(definition: CustomField, value: Any) -> Any:
+    """Return a custom value as a cell: lists joined, decimals as numbers.
+
+    Decimals are stored as text to keep their digits; written as text, a negative
+    one ("-12.50") would be taken for a formula and neutralized into "'-12.50",
+    which is no longer a number when the file comes back in.
+    """
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if definition.type == CustomField.Type.DECIMAL and isinstance(value, str):
+        try:
+            return Decimal(value)
+        except InvalidOperation:  # stored before the type changed: shown as it is
+            return value
+    return "" if value is None else value
+
+
 def cell_value(contact: Contact, column: Column) -> Any:
     """Return what a column shows for a contact, as plain data (text, number, date)."""
     key = column.key
     if column.custom is not None:
         value = (contact.custom or {}).get(column.custom.key)
-        if isinstance(value, list):
-            return ", ".join(str(v) for v in value)
         if isinstance(value, bool):
             return "Yes" if value else "No"
-        return "" if value is None else value
+        return custom_cell(column.custom, value)
     if key == "phone":
         return contact.phone_display
     if key == "tags":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from import_export import fields, resources
 
+from contacts.exporting import custom_cell
 from contacts.exporting import neutralize_cell as neutralize
 from contacts.models import Contact, CustomField
 from contacts.services import STANDARD_FIELDS
@@ -25,7 +26,7 @@ class ContactExportResource(resources.ModelResource):
         for definition in CustomField.objects.all():
             name = f"custom_{definition.key}"
             self.fields[name] = fields.Field(column_name=f"custom.{definition.key}", attribute=None)
-            self.fields[name].custom_key = definition.key
+            self.fields[name].custom_definition = definition
 
     def get_export_order(self):
         return tuple(self.fields)
@@ -34,12 +35,9 @@ class ContactExportResource(resources.ModelResource):
         return queryset.select_related("owner").prefetch_related("tags")
 
     def export_field(self, field, instance, **kwargs):
-        key = getattr(field, "custom_key", None)
-        if key is not None:
-            value = (instance.custom or {}).get(key)
-            if isinstance(value, list):
-                value = ", ".join(str(v) for v in value)
-            return neutralize("" if value is None else value)
+        definition = getattr(field, "custom_definition", None)
+        if definition is not None:
+            return neutralize(custom_cell(definition, (instance.custom or {}).get(definition.key)))
         return neutralize(super().export_field(field, instance, **kwargs))
 
     def dehydrate_tags(self, contact: Contact) -> str:

@@ -59,3 +59,39 @@ def test_xlsx_export_is_a_workbook_with_neutralized_cells(exported):
     assert [c.value for c in sheet[1]] == ["Name", "Company"]
     assert values == [("'=cmd|' /C calc'!A0", "'@evil"), ("Plain Person", "Acme")]
     assert all(cell.data_type != "f" for row in sheet.iter_rows() for cell in row)
+
+
+def test_negative_decimals_export_as_numbers_not_neutralized_text(client, staff_user):
+    # A decimal is stored as text ("-1250.50"); exported as text it started with "-" and was turned into
+    # "'-1250.50", which is no number when the file comes back in.
+    from decimal import Decimal
+
+    from django.test import Client
+
+    from contacts import services
+    from contacts.models import Source
+    from crm_hub.actors import Actor
+    from tests.contacts.factories import CustomFieldFactory, UserFactory
+    from tests.contacts.test_export import export_via_admin
+
+    admin_user_client = Client()
+    admin_user_client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+
+    CustomFieldFactory(key="balance", label="Balance", type="decimal")
+    services.upsert_contact(data={"name": "Debtor"}, custom={"balance": "-1250.50"}, actor=Actor.for_user(staff_user),
+                            source=Source.MANUAL)
+    client.force_login(staff_user)
+    response = client.get("/contacts/export/", {"format": "csv", "cols": ["cf.balance"]})
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
+    assert rows == [["Name", "Balance"], ["Debtor", "-1250.50"]]
+    response = client.get("/contacts/export/", {"format": "xlsx", "cols": ["cf.balance"]})
+    sheet = load_workbook(io.BytesIO(b"".join(response.streaming_content))).active
+    cell = sheet["B2"]
+    assert cell.data_type == "n" and cell.value == -1250.5
+
+    text = export_via_admin(admin_user_client, "csv").decode("utf-8-sig")
+    assert next(csv.DictReader(io.StringIO(text)))["custom.balance"] == "-1250.50"
+    sheet = load_workbook(io.BytesIO(export_via_admin(admin_user_client, "xlsx"))).active
+    header = [c.value for c in sheet[1]]
+    cell = sheet.cell(row=2, column=header.index("custom.balance") + 1)
+    assert cell.data_type == "n" and Decimal(str(cell.value)) == Decimal("-1250.5")
