@@ -203,12 +203,10 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # --- REST framework -------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "crm_hub.api.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "crm_hub.api.parsers.FormParser",
-    ],
+    "DEFAULT_RENDERER_CLASSES": ["crm_hub.api.renderers.JSONRenderer"],
+    # JSON only: the endpoints take nested objects (custom, contact, task) that a form body
+    # cannot carry, and DRF read them from one as empty, silently. File uploads name their own parser.
+    "DEFAULT_PARSER_CLASSES": ["crm_hub.api.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["crm_hub.api.auth.AgentTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["crm_hub.api.permissions.HasAgentScopes"],

@@ -122,6 +122,10 @@ def api_exception_handler(exc, context):
         item = {"field": None, "code": "missing_scope", "message": str(exc.detail), "scope": exc.scope}
     elif isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
         item = {"field": "authorization", "code": "not_authenticated", "message": str(exc.detail)}
+    elif isinstance(exc, exceptions.UnsupportedMediaType):
+        accepted = [p.media_type for p in getattr(context.get("view"), "parser_classes", ())] or ["application/json"]
+        item = {"field": None, "code": "unsupported_media_type",
+                "message": f"{exc.detail} Send the body with " + " or ".join(f"'Content-Type: {a}'" for a in accepted) + "."}
     elif isinstance(exc, exceptions.Throttled):
         item = {"field": None, "code": "throttled", "message": f"Too many requests; retry in {exc.wait and int(exc.wait + 0.999)} s."}
     else:
