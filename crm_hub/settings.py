@@ -222,6 +222,10 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "crm_hub.api.schema.document_idempotency_key",
+        "crm_hub.api.schema.nullable_references",
+        "crm_hub.api.schema.describe_strict_inputs",
+        "crm_hub.api.schema.bound_integer_parameters",
+        "crm_hub.api.schema.document_conversation_enums",
     ],
 }
 

@@ -119,3 +119,148 @@ def document_idempotency_key(result, generator, request, public):
                         }},
                     }
     return result
+
+
+# --- Post-processing: what drf-spectacular emits that strict OAS 3.0 readers get wrong ---------------
+
+# OAS 3.0.3 honours ``nullable`` only beside a ``type`` in the same Schema Object, so the null branch
+# carries both; ``enum: [null]`` keeps it from admitting any object.
+_NULL_BRANCH = {"type": "object", "nullable": True, "enum": [None]}
+# Values, not schemas: a payload that happens to hold "allOf" or "nullable" must be left as it is.
+_DATA_KEYS = frozenset({"example", "examples", "default", "enum"})
+
+
+def nullable_references(result, generator, request, public):
+    """Turn every ``{allOf: [$ref], nullable: true}`` into ``oneOf: [$ref, null]``.
+
+    drf-spectacular writes a nullable nested serializer that way, but the ``nullable`` there sits in a
+    Schema Object without ``type``, which strict validators (openapi-core) ignore: a real ``null`` then
+    fails against the referenced object.
+    """
+    _rewrite_nullable_refs(result.get("components", {}))
+    _rewrite_nullable_refs(result.get("paths", {}))
+    return result
+
+
+def _rewrite_nullable_refs(node) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _rewrite_nullable_refs(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("nullable") is True and "allOf" in node and "type" not in node and "oneOf" not in node:
+        parts = node.pop("allOf")
+        # The outer nullable stays: readers that do honour it there (Swagger UI, schemathesis) show null.
+        node["oneOf"] = [parts[0] if len(parts) == 1 else {"allOf": parts}, dict(_NULL_BRANCH)]
+    for key, value in node.items():
+        if key not in _DATA_KEYS:
+            _rewrite_nullable_refs(value)
+
+
+STRICT_INPUT_DESCRIPTION = (
+    "Keys not listed here are refused, not ignored: status 400 with code unknown_field, one error per "
+    "unknown key, whose 'allowed' lists the keys accepted here."
+)
+
+
+def describe_strict_inputs(result, generator, request, public):
+    """Replace StrictSerializer's docstring, which every input without its own inherits, with what it means to a client.
+
+    That docstring is about how views call the class (``clean``, compiled plans), which /api/v1/docs/
+    showed as the description of every request body.
+    """
+    from drf_spectacular.plumbing import get_doc
+
+    # Imported here: the serializers import this module for the error responses.
+    from contacts.api.serializers import StrictSerializer
+
+    internal = get_doc(StrictSerializer)
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if internal and component.get("description") == internal:
+            # COMPONENT_SPLIT_REQUEST names request bodies "...Request"; a response has no keys to refuse.
+            if name.endswith("Request"):
+                component["description"] = STRICT_INPUT_DESCRIPTION
+            else:
+                del component["description"]
+    return result
+
+
+def bound_integer_parameters(result, generator, request, public):
+    """Give ``id`` path parameters ``minimum: 1`` and ``page_size`` the bounds its paginator applies.
+
+    Ids are database keys, which start at 1. DRF's cursor paginator takes ``page_size`` only as a
+    positive integer (anything else gets the default) and cuts it to ``max_page_size``; both are read
+    from the view's own paginator, since lists differ.
+    """
+    paginators = {}
+    for path, _regex, method, callback in generator.endpoints or ():
+        paginator = getattr(getattr(callback, "cls", None), "pagination_class", None)
+        if paginator is not None:
+            paginators[(path, method.lower())] = paginator
+    for path, item in result.get("paths", {}).items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                if schema.get("type") != "integer":
+                    continue
+                if parameter.get("in") == "path" and parameter.get("name") == "id":
+                    schema["minimum"] = 1
+                elif parameter.get("in") == "query" and parameter.get("name") == "page_size":
+                    paginator = paginators.get((path, method))
+                    if paginator is None or getattr(paginator, "page_size_query_param", None) != "page_size":
+                        continue
+                    schema["minimum"] = 1
+                    if paginator.max_page_size:
+                        schema["maximum"] = paginator.max_page_size
+                        parameter["description"] = (
+                            f"Results per page: {paginator.page_size} by default, at most {paginator.max_page_size} "
+                            f"(a larger number is served as {paginator.max_page_size})."
+                        )
+    return result
+
+
+def document_conversation_enums(result, generator, request, public):
+    """Document the fixed choices of a conversation's channel and status and a message's role in the outputs.
+
+    The output serializers declare them as plain CharFields, but the model fields have choices and
+    CHECK constraints (conversations/models.py), so no other value can come back.
+    """
+    from conversations.models import Conversation, Message
+
+    schemas = result.get("components", {}).get("schemas", {})
+    targets = {
+        "Conversation": {"channel": ("ChannelEnum", Conversation.Channel), "status": ("ConversationStatusEnum", Conversation.Status)},
+        "ConversationDetail": {"channel": ("ChannelEnum", Conversation.Channel), "status": ("ConversationStatusEnum", Conversation.Status)},
+        "ConversationOutput": {"channel": ("ChannelEnum", Conversation.Channel), "status": ("ConversationStatusEnum", Conversation.Status)},
+        "Message": {"role": ("RoleEnum", Message.Role)},
+    }
+    for component_name, fields in targets.items():
+        properties = schemas.get(component_name, {}).get("properties", {})
+        for field, (enum_name, choices) in fields.items():
+            prop = properties.get(field)
+            # Only a bare string: a serializer that already says more is left to say it.
+            if not prop or prop.get("type") != "string" or "enum" in prop:
+                continue
+            enum = _enum_schema(choices)
+            existing = schemas.get(enum_name)
+            if existing is None:
+                schemas[enum_name] = enum
+            elif existing.get("enum") != enum["enum"]:
+                # The name is taken by other values: say it in place rather than bend that enum.
+                prop["enum"] = enum["enum"]
+                continue
+            del prop["type"]
+            prop["allOf"] = [{"$ref": f"#/components/schemas/{enum_name}"}]
+    return result
+
+
+def _enum_schema(choices) -> dict:
+    # The shape drf-spectacular gives its own enum components, so the docs render them alike.
+    return {
+        "enum": list(choices.values),
+        "type": "string",
+        "description": "\n".join(f"* `{value}` - {label}" for value, label in choices.choices),
+    }
