@@ -480,7 +480,8 @@ class PendingChangeOutput(serializers.ModelSerializer):
 
 
 class UpsertOutput(serializers.Serializer):
-    contact = ContactOutput(help_text="The record after the write.")
+    contact = ContactOutput(allow_null=True, help_text="The record after the write; null if the token lacks contacts:read.")
+    contact_id = serializers.IntegerField(help_text="The contact written, whatever the token may read.")
     created = serializers.BooleanField(help_text="True when a new contact was created (status 201).")
     matched_by = serializers.ChoiceField(
         choices=["phone", "email"], allow_null=True, help_text="Which key found the existing contact; null when created."
@@ -505,7 +506,10 @@ class BatchErrorItem(serializers.Serializer):
 
 class BatchResultOutput(serializers.Serializer):
     status = serializers.IntegerField(help_text="201 created, 200 updated, 400 refused (see errors).")
-    contact = ContactOutput(allow_null=True, help_text="The record after the write; null when refused.")
+    contact = ContactOutput(
+        allow_null=True, help_text="The record after the write; null when refused or if the token lacks contacts:read."
+    )
+    contact_id = serializers.IntegerField(required=False, help_text="The contact written (absent when refused).")
     created = serializers.BooleanField(help_text="True when created.")
     matched_by = serializers.CharField(allow_null=True, help_text="phone, email or null.")
     possible_duplicates = serializers.ListField(child=serializers.IntegerField(), help_text="Flagged duplicate ids.")

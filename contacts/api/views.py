@@ -80,8 +80,12 @@ class AgentView(APIView):
 
     def upsert_body(self, result: services.UpsertResult) -> dict:
         """UpsertOutput's shape (the schema documents it through that serializer)."""
+        # The record is a read: a token that may only write gets the id, not the person (else an
+        # empty PATCH, or an upsert of a known email, would read any contact without contacts:read).
+        readable = self.request.auth.has_scope("contacts:read")
         return {
-            "contact": contact_record(result.contact, identity_visible=self.identity_visible()),
+            "contact": contact_record(result.contact, identity_visible=self.identity_visible()) if readable else None,
+            "contact_id": result.contact.pk,
             "created": result.created,
             "matched_by": result.matched_by,
             "possible_duplicates": result.possible_duplicates,

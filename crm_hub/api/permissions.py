@@ -30,6 +30,9 @@ class HasAgentScopes(permissions.BasePermission):
 
 def required_scopes(view, method: str) -> list[str]:
     declared = getattr(view, "required_scopes", {}) or {}
+    if method == "HEAD":
+        # Django answers HEAD with the GET handler: its status and length tell as much as GET would.
+        method = "GET"
     scopes = declared.get(method, declared.get("*", []))
     return [scopes] if isinstance(scopes, str) else list(scopes)
 

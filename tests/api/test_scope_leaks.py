@@ -1,0 +1,42 @@
+"""A token reads only what its scopes allow, whatever the method or the endpoint's answer."""
+
+import pytest
+
+from contacts import services
+from contacts.models import Contact, Source
+from crm_hub.actors import Actor
+from tests.api.factories import AgentClient, make_agent
+
+pytestmark = pytest.mark.django_db
+
+
+def client_with(*scopes):
+    _agent, token = make_agent(f"bot-{'-'.join(scopes) or 'none'}", scopes=list(scopes))
+    return AgentClient(token)
+
+
+def test_head_needs_the_scope_get_needs():
+    contact = Contact.objects.create(name="Hidden", email="hidden@example.com", source="api")
+    files_only = client_with("files:write")
+    for path in (f"/api/v1/contacts/{contact.pk}", "/api/v1/contacts?email=hidden@example.com", "/api/v1/conversations"):
+        assert files_only.client.head(path, **files_only.headers).status_code == 403, path
+    reader = client_with("contacts:read")
+    assert reader.client.head(f"/api/v1/contacts/{contact.pk}", **reader.headers).status_code == 200
+
+
+def test_a_write_only_token_gets_the_id_not_the_record():
+    contact = services.upsert_contact(data={"name": "Private Person", "email": "pub1@example.com", "company": "Secret Co"},
+                                      actor=Actor.for_system("test"), source=Source.API).contact
+    writer = client_with("contacts:write")
+    for response in (writer.patch(f"contacts/{contact.pk}", {}), writer.post("contacts/upsert", {"email": "pub1@example.com"})):
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert body["contact"] is None and body["contact_id"] == contact.pk
+        assert "Secret Co" not in response.content.decode()
+    batch = writer.post("contacts/batch-upsert", {"contacts": [{"email": "pub1@example.com"}]}).json()
+    assert batch["results"][0]["contact"] is None and batch["results"][0]["contact_id"] == contact.pk
+    intake = writer.post("intake", {"contact": {"email": "pub1@example.com"}}).json()
+    assert intake["contact"] is None and intake["contact_id"] == contact.pk
+    # With contacts:read the record comes back, as before.
+    both = client_with("contacts:read", "contacts:write").post("contacts/upsert", {"email": "pub1@example.com"}).json()
+    assert both["contact"]["company"] == "Secret Co" and both["contact_id"] == contact.pk
