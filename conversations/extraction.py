@@ -108,7 +108,11 @@ def ai_custom_fields() -> list[CustomField]:
 
 # --- Deterministic extractor ---------------------------------------------------------------
 
-EMAIL_CANDIDATE = re.compile(r"[^\s<>()\[\]{},;:\"'`]+@[^\s<>()\[\]{},;:\"'`]+")
+_EMAIL_CHARACTER = r"[^\s<>()\[\]{},;:\"'`]"
+# The address stops before a sentence's closing "." (or "!", "?"): swallowed, it hid the sentence end from the
+# cue reading below, so "My colleague's email is bob@x.com. Reach me at ..." read as one sentence. A domain
+# that is nothing but such marks ("foo@.") is still taken whole, so it is dropped as invalid, not ignored.
+EMAIL_CANDIDATE = re.compile(rf"{_EMAIL_CHARACTER}+@(?:{_EMAIL_CHARACTER}*[^\s<>()\[\]{{}},;:\"'`.!?]|{_EMAIL_CHARACTER}+)")
 URL_CANDIDATE = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
 TRAILING_PUNCTUATION = ".,;:!?)]}'\""
 # Conservative on purpose: a lead-in phrase, then one to three capitalised words.
@@ -307,15 +311,26 @@ _QUOTE_HEADER = re.compile(
 )
 _QUOTED_LINE = re.compile(r"^\s*>.*$\n?", re.MULTILINE)
 # Said just before a detail: it is the visitor's own ("reach me at", "my cell", "Direct:") or someone
-# else's ("my colleague ...", "our main line", "support").
-_SELF_CUE = re.compile(
-    r"(?i)\b(?:me|my|mine|i'm|i am|i’m|direct|personal|cell|mobile)\b[^.!?\n]{0,40}$"
-)
-_OTHER_CUE = re.compile(
-    r"(?i)\b(?:colleague|coworker|co-worker|boss|manager|assistant|friend|wife|husband|partner|brother|sister|"
+# else's ("my colleague ...", "our main line", "support"). The nearest cue before a value decides whose it
+# is: in "my colleague is at bob@x.com, reach me at ana@x.com" any cue earlier in the sentence would hand
+# both addresses "colleague", when each belongs to its own clause.
+# "my"/"our"/"his" before a person or a line is part of that cue: "My colleague" is the colleague's, and
+# the "My" is no claim of the visitor's own.
+_OTHER_CUE_WORDS = (
+    r"colleague|coworker|co-worker|boss|manager|assistant|friend|wife|husband|partner|brother|sister|"
     r"mother|father|son|daughter|his|her|their|main line|switchboard|reception|office|support|sales team|"
-    r"toll[- ]free|fax|company)\b[^.!?\n]{0,60}$"
+    r"toll[- ]free|fax|company"
 )
+# "direct", "cell", ... say what kind of line, not whose: they are the visitor's own unless an owner named
+# earlier in their clause claims them ("her cell", "my colleague's direct line", "my cell").
+_CUE = re.compile(
+    rf"(?i)\b(?:(?P<other>(?:(?:my|our|his|her|their)\s+)?(?:{_OTHER_CUE_WORDS}))"
+    r"|(?P<self>me|my|mine|i'm|i am|i’m)|(?P<line>direct|personal|cell|mobile))\b"
+)
+# How far before a value a cue still speaks for it: "my" is a common word, so a self cue must be closer.
+_CUE_REACH = {"self": 40, "other": 60}
+_SENTENCE_END = re.compile(r"[.!?\n]")
+_CLAUSE_END = re.compile(r"[,;]")
 # "Oops, typo: it's actually ...", "sorry, I meant ...": what follows replaces what came before.
 _CORRECTION_CUE = re.compile(r"(?i)\b(?:actually|typo|correction|i meant|sorry|wrong|instead|rather|corrected)\b")
 
@@ -339,12 +354,36 @@ class _Candidate:
     def at(cls, value: str, texts: list[str], index: int, start: int) -> _Candidate:
         # Other addresses and numbers in between are no sentence ends ("x@acme.com", "561.555.0192").
         before = PHONE_LIKE.sub("PHONE", EMAIL_CANDIDATE.sub("EMAIL", texts[index][:start]))
+        whose = _whose(before)
         return cls(
             value=value, order=(index, start),
             corrected=bool(_CORRECTION_CUE.search(before[-80:])),
-            own=bool(_SELF_CUE.search(before)),
-            someone_elses=bool(_OTHER_CUE.search(before)),
+            own=whose == "self",
+            someone_elses=whose == "other",
         )
+
+
+def _whose(before: str) -> str:
+    """Whose the value written right after ``before`` is: "self", "other", or "" when nothing says.
+
+    Only the value's own sentence counts, and in it the nearest cue that is close enough.
+    """
+    sentence = before[max((m.end() for m in _SENTENCE_END.finditer(before)), default=0):]
+    cues: list[tuple[str, int]] = []  # (whose, where the cue ends), in the order written
+    for match in _CUE.finditer(sentence):
+        kind = match.lastgroup or ""
+        if kind == "line":
+            owner = cues[-1] if cues else None
+            # Past a "," or ";" the clause changed: "our main line is ...; direct: ..." is the visitor's own.
+            if owner is not None and not _CLAUSE_END.search(sentence, owner[1], match.start()):
+                kind = owner[0]
+            else:
+                kind = "self"
+        cues.append((kind, match.end()))
+    for kind, end in reversed(cues):
+        if len(sentence) - end <= _CUE_REACH[kind]:
+            return kind
+    return ""
 
 
 def _choose(candidates: list[_Candidate], field_name: str) -> tuple[str | None, str]:
