@@ -10,6 +10,7 @@ agent's conversation answers 404 to a write.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from django.shortcuts import get_object_or_404
 from django.urls import path
@@ -21,6 +22,7 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import exceptions, generics, serializers, status
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -198,7 +200,26 @@ class MessageRoleField(serializers.ChoiceField):
         return super().to_internal_value(services.ROLE_ALIASES.get(data, data) if isinstance(data, str) else data)
 
 
-class MessageInputSerializer(serializers.Serializer):
+class RefusesUnknownKeys(serializers.Serializer):
+    """Refuse keys the endpoint does not know (code unknown_field), as the contact endpoints do.
+
+    Dropped silently, a typo ("extarct": true) ended a conversation for good with nothing
+    written. Raised as DRF's own error so a nested message's path reads messages.3.sent_at.
+    """
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            unknown = [key for key in data if key not in self.fields]
+            if unknown:
+                allowed = ", ".join(sorted(self.fields))
+                raise serializers.ValidationError({
+                    str(key): [ErrorDetail(f"{key!r} is not a field here; the fields are {allowed}.", code="unknown_field")]
+                    for key in unknown
+                })
+        return super().to_internal_value(data)
+
+
+class MessageInputSerializer(RefusesUnknownKeys):
     role = MessageRoleField(
         choices=Message.Role.choices,
         help_text="Who wrote it: visitor, agent, staff, system or tool (\"user\" and \"assistant\" are taken as visitor and agent).",
@@ -211,7 +232,7 @@ class MessageInputSerializer(serializers.Serializer):
     )
 
 
-class StartInputSerializer(serializers.Serializer):
+class StartInputSerializer(RefusesUnknownKeys):
     external_id = serializers.CharField(
         required=False, allow_blank=True, max_length=200,
         help_text="The agent platform's conversation id. With it the call is create-or-fetch; without it, it always creates.",
@@ -228,7 +249,7 @@ class StartInputSerializer(serializers.Serializer):
                                           help_text="Link to this known contact (a relink is recorded in history).")
 
 
-class AppendInputSerializer(serializers.Serializer):
+class AppendInputSerializer(RefusesUnknownKeys):
     messages = MessageInputSerializer(many=True, allow_empty=False, max_length=services.MAX_MESSAGES_PER_CALL,
                                       help_text="One or many messages, oldest first (at most 500).")
 
@@ -261,7 +282,7 @@ class IntakeField(serializers.DictField):
     """
 
 
-class EndInputSerializer(serializers.Serializer):
+class EndInputSerializer(RefusesUnknownKeys):
     summary = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
                                     max_length=services.MAX_SUMMARY_CHARS,
                                     help_text="What the conversation was about; also the intake note if the intake has none.")
