@@ -1228,8 +1228,9 @@ def parse_due_at(value: Any, *, field_name: str = "due_at") -> dt.datetime:
     try:
         if timezone.is_naive(parsed):
             parsed = timezone.make_aware(parsed)
-        # Near year 1 or 9999 an offset pushes the time past what the database can hold in UTC.
-        parsed.astimezone(dt.UTC)
+        # Near year 1 or 9999 an offset pushes the time past what the database can hold in UTC; and
+        # PostgreSQL refuses offsets past ±15:59 that Python accepts, so the time is kept in UTC.
+        parsed = parsed.astimezone(dt.UTC)
     except (OverflowError, ValueError):
         raise InputRejected(
             [FieldError(field_name, "invalid_value", "Date-time out of range; expected a date between the years 1 and 9999.")]

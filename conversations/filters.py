@@ -3,13 +3,15 @@
 import django_filters
 
 from conversations.models import Conversation
-from crm_hub.api.filters import StrictBooleanFilter, UtcIsoDateTimeFilter
+from crm_hub.api.filters import RefusesBlankFilterSet, StrictBooleanFilter, UtcIsoDateTimeFilter
 
 # Ids beyond a 64-bit integer cannot exist; SQLite would raise OverflowError on them.
 MAX_ID = 2**63 - 1
 
 
-class ConversationFilter(django_filters.FilterSet):
+class ConversationFilter(RefusesBlankFilterSet):
+    refuse_blank = ("contact", "channel", "status", "since")
+
     contact = django_filters.NumberFilter(
         field_name="contact_id", min_value=1, max_value=MAX_ID, decimal_places=0,
         help_text="Only conversations linked to this contact id.",

@@ -11,11 +11,13 @@ from contacts.models import Contact, ContactStage, ContactTag, Source, Stage
 from contacts.normalize import email_normalize_or_none, phone_to_e164_or_none
 from contacts.selectors import search_contacts
 from contacts.services import invalid_email_error, invalid_phone_error, resolve_tags
-from crm_hub.api.filters import UtcIsoDateTimeFilter
+from crm_hub.api.filters import RefusesBlankFilterSet, UtcIsoDateTimeFilter
 from crm_hub.errors import FieldError, InputRejected
 
 
-class ContactApiFilter(django_filters.FilterSet):
+class ContactApiFilter(RefusesBlankFilterSet):
+    refuse_blank = ("phone", "email", "tag", "stage", "owner", "source", "updated_since")
+
     phone = django_filters.CharFilter(method="filter_phone", help_text="Phone in any format; exact match on the normalized number. Not a phone: 400 invalid_phone.")
     email = django_filters.CharFilter(method="filter_email", help_text="Email; case-insensitive exact match. Not an email: 400 invalid_email.")
     q = django_filters.CharFilter(method="filter_q", help_text="Search: a phone or email finds that contact, other text matches name, company or email prefix.")

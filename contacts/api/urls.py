@@ -13,7 +13,8 @@ urlpatterns = [
     path("contacts/<int:pk>/tasks", views.ContactTasksView.as_view(), name="api-contact-tasks"),
     path("contacts/<int:pk>/files", views.ContactFilesView.as_view(), name="api-contact-files"),
     path("contacts/<int:pk>/tags", views.ContactTagsView.as_view(), name="api-contact-tags"),
-    path("contacts/<int:pk>/tags/<str:tag>", views.ContactTagDeleteView.as_view(), name="api-contact-tag"),
+    # path: a tag name may hold "/" ("B2B/Partner"), which the client sends as %2F.
+    path("contacts/<int:pk>/tags/<path:tag>", views.ContactTagDeleteView.as_view(), name="api-contact-tag"),
     path("contacts/<int:pk>/stage", views.ContactStageView.as_view(), name="api-contact-stage"),
     path("intake", views.IntakeView.as_view(), name="api-intake"),
     path("access/check", views.AccessCheckView.as_view(), name="api-access-check"),

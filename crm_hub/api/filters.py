@@ -13,7 +13,8 @@ class UtcIsoDateTimeField(IsoDateTimeField):
         if parsed is not None:
             try:
                 # Near year 1 or 9999 an offset pushes the time out of range once the database converts it to UTC.
-                parsed.astimezone(dt.UTC)
+                # In UTC: PostgreSQL refuses offsets past ±15:59 that Python accepts (+17:38 was a 500).
+                parsed = parsed.astimezone(dt.UTC)
             except OverflowError:
                 raise forms.ValidationError("Date-time out of range.", code="invalid") from None
         return parsed
@@ -51,3 +52,23 @@ class StrictBooleanFilter(django_filters.BooleanFilter):
         # The default widgets turn any unknown text into None before the field sees it.
         kwargs.setdefault("widget", forms.TextInput)
         super().__init__(*args, **kwargs)
+
+
+class RefusesBlankFilterSet(django_filters.FilterSet):
+    """A FilterSet whose ``refuse_blank`` parameters answer 400 when sent empty instead of being ignored.
+
+    django-filter skips an empty value, so ``?phone=`` (an agent's unset variable) listed
+    every contact, and the first one could be taken for the caller.
+    """
+
+    refuse_blank: tuple[str, ...] = ()
+
+    def filter_queryset(self, queryset):
+        from crm_hub.errors import FieldError, InputRejected
+
+        blank = [name for name in self.refuse_blank if name in self.data and not str(self.data.get(name) or "").strip()]
+        if blank:
+            raise InputRejected([
+                FieldError(name, "required", f"{name} is empty: give a value, or leave the parameter out.") for name in blank
+            ])
+        return super().filter_queryset(queryset)

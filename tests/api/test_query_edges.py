@@ -1,0 +1,54 @@
+"""Query parameters and paths agents get wrong: blank filters, far time offsets, slashes in tag names, mistyped paths."""
+
+import datetime as dt
+
+import pytest
+
+from contacts import services
+from contacts.models import Contact, Source, Tag, Task
+from crm_hub.actors import Actor
+
+pytestmark = pytest.mark.django_db
+
+
+def codes(response):
+    return [(e["field"], e["code"]) for e in response.json()["errors"]]
+
+
+def test_a_blank_filter_is_refused_not_ignored(bot):
+    Contact.objects.create(name="Someone", source="api")
+    for params, field in (({"phone": ""}, "phone"), ({"email": "  "}, "email"), ({"tag": ""}, "tag"),
+                          ({"owner": " "}, "owner"), ({"stage": ""}, "stage")):
+        response = bot.get("contacts", params)
+        assert response.status_code == 400, (params, response.content)
+        assert codes(response) == [(field, "required")]
+    assert codes(bot.get("conversations", {"since": ""})) == [("since", "required")]
+    assert bot.get("contacts").status_code == 200  # left out, the parameter means "any"
+
+
+@pytest.mark.parametrize("offset", ["+17:38", "-16:00", "+23:59"])
+def test_times_with_offsets_postgresql_cannot_hold_are_taken_in_utc(bot, offset):
+    contact = Contact.objects.create(name="T", source="api")
+    assert bot.get("contacts", {"updated_since": f"2026-01-01T00:00:00{offset}"}).status_code == 200
+    assert bot.get("conversations", {"since": f"2026-01-01T00:00:00{offset}"}).status_code == 200
+    response = bot.post(f"contacts/{contact.pk}/tasks", {"title": "t", "due_at": f"2030-01-01T10:00:00{offset}"})
+    assert response.status_code == 201, response.content
+    sent = dt.datetime.fromisoformat(f"2030-01-01T10:00:00{offset}")
+    assert Task.objects.get().due_at == sent  # the same instant, kept in UTC
+
+
+def test_a_tag_holding_a_slash_can_be_removed(bot):
+    Tag.objects.create(name="B2B/Enterprise")
+    contact = services.upsert_contact(data={"name": "Slash"}, tags=["B2B/Enterprise"], actor=Actor.for_system("t"),
+                                      source=Source.API).contact
+    response = bot.delete(f"contacts/{contact.pk}/tags/B2B%2FEnterprise")
+    assert response.status_code == 200, response.content
+    assert not contact.tags.exists()
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_write_to_a_mistyped_path_is_the_json_404(bot, method):
+    response = getattr(bot.client, method)("/api/v1/contacts/upsert/", data="{}", content_type="application/json",
+                                           **bot.headers)
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert "no trailing slash" in response.json()["errors"][0]["message"]
