@@ -27,10 +27,15 @@ def contact_data(contact) -> dict[str, Any]:
     }
 
 
+# Sensitive (the API shows it only to tokens with identity:read): contact_data leaves it out,
+# and so must the changes, whichever write path built them.
+HIDDEN_FROM_WEBHOOKS = frozenset({"identity"})
+
+
 def contact_event(contact, *, changes: dict | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {"contact": contact_data(contact)}
     if changes is not None:
-        payload["changes"] = changes
+        payload["changes"] = {k: v for k, v in changes.items() if k not in HIDDEN_FROM_WEBHOOKS}
     return payload
 
 

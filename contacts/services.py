@@ -948,8 +948,17 @@ def erase_contacts(*, contact_ids: list[int]) -> int:
     from django.contrib.admin.models import LogEntry
     from django.contrib.contenttypes.models import ContentType
 
+    from automations.models import WebhookDelivery
+
     files = [name for name in ContactFile.objects.filter(contact_id__in=contact_ids).values_list("file", flat=True) if name]
     deleted = Contact.objects.filter(pk__in=contact_ids).delete()[1].get(Contact._meta.label, 0)
+    # Events about them still in the outbox would carry their data out after the erasure, and
+    # delivered ones keep it in the delivery log: pending ones go, the others keep only the id.
+    about_them = WebhookDelivery.objects.filter(payload__contact__id__in=contact_ids)
+    about_them.filter(status=WebhookDelivery.Status.PENDING).delete()
+    for delivery in about_them.only("pk", "payload"):
+        delivery.payload = {"erased": True, "contact": {"id": delivery.payload["contact"]["id"]}}
+        delivery.save(update_fields=["payload"])
     LogEntry.objects.filter(
         content_type=ContentType.objects.get_for_model(Contact), object_id__in=[str(pk) for pk in contact_ids]
     ).update(object_repr="(erased contact)")
