@@ -785,9 +785,11 @@ def _apply_changes(
         state = _contact_state(contact)
         existing = state[0] if state else set(ContactTag.objects.filter(contact=contact).values_list("tag_id", flat=True))
         new_tags = [t for t in cleaned.tags if t.pk not in existing]
+        # The database says which links it really made: the tags read with an intake's lock come
+        # from a snapshot taken before it waited, and a writer that held the lock may have added them.
+        new_tags = _link_new_tags(contact, new_tags)
+        existing.update(t.pk for t in new_tags)
         if new_tags:
-            ContactTag.objects.bulk_create([ContactTag(contact=contact, tag=t) for t in new_tags], ignore_conflicts=True)
-            existing.update(t.pk for t in new_tags)
             _touch(contact, now)
             result.tags_added = [t.name for t in new_tags]
             entries.append(
@@ -800,7 +802,8 @@ def _apply_changes(
     if result.tags_added:
         _run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": result.tags_added})
     if changes or result.tags_added:
-        _emit_after_flush(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes=_jsonable(changes)))
+        event_changes = {**changes, **({"tags": [[], result.tags_added]} if result.tags_added else {})}
+        _emit_after_flush(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes=_jsonable(event_changes)))
 
 
 def _split_pending(contact: Contact, requests: list[ChangeRequest]) -> tuple[list[ChangeRequest], list[ChangeRequest]]:
@@ -1142,9 +1145,24 @@ def move_to_stage(
             ):
                 return StageMoveResult(membership=membership, changed=False, from_stage=previous)
     if membership.stage_id != found_stage.pk:
+        # Only if it is still where it was read: an intake's membership comes with the contact's
+        # lock, but from a snapshot taken before the lock wait, so another writer may have moved it.
+        moved = ContactStage.objects.filter(pk=membership.pk, stage_id=membership.stage_id).update(
+            stage=found_stage, entered_at=now
+        )
+        if not moved:
+            membership = ContactStage.objects.select_for_update().select_related("stage").get(pk=membership.pk)
+            previous = membership.stage
+            if state is not None:
+                state[1][found_pipeline.pk] = membership
+            if (
+                membership.stage_id == found_stage.pk or only_if_not_in_pipeline
+                or (forward_only and previous.position >= found_stage.position)
+            ):
+                return StageMoveResult(membership=membership, changed=False, from_stage=previous)
+            ContactStage.objects.filter(pk=membership.pk).update(stage=found_stage, entered_at=now)
         membership.stage = found_stage
         membership.entered_at = now
-        membership.save(update_fields=["stage", "entered_at"])
     if state is not None:
         state[1][found_pipeline.pk] = membership
     stage_change = StageChange(
@@ -1915,6 +1933,18 @@ def bulk_apply(*, contacts: Iterable[Contact], action: str, value: Any, actor: A
     # Set-based: a fixed number of queries per action whatever the selection size.
     # History, rules and webhooks match the single-contact services (rules and
     # webhooks cost nothing when none are configured, see automations.switchboard).
+    # The contacts are locked first, in id order, and their tags, stages and owners read after:
+    # two people applying the same action at once then see each other's work, and a contact
+    # is tagged, moved, recorded and handed to the rules once (it was once per request, and a
+    # concurrent move to a new pipeline was a duplicate-key 500).
+    locked = {
+        row["pk"]: row["owner_id"]
+        for row in Contact.objects.select_for_update().filter(pk__in=[c.pk for c in targets])
+        .order_by("pk").values("pk", "owner_id")
+    }
+    targets = [c for c in targets if c.pk in locked]
+    for contact in targets:
+        contact.owner_id = locked[contact.pk]
     now = timezone.now()
     if action == "assign_owner":
         owner = resolve_user(value) if value not in (None, "", "none") else None
