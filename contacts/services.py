@@ -292,7 +292,7 @@ def resolve_tags(names: Iterable[str], *, field_name: str = "tags") -> list[Tag]
     wanted: list[str] = []
     errors: list[FieldError] = []
     for index, raw in enumerate(names or []):
-        if not isinstance(raw, str) or not raw.strip():
+        if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
             errors.append(FieldError(f"{field_name}.{index}", "invalid_value", "A tag name must be non-empty text."))
             continue
         if raw.strip().casefold() not in [w.casefold() for w in wanted]:
@@ -370,6 +370,8 @@ def resolve_user(value: Any, *, field_name: str = "owner"):
     if isinstance(value, User):
         return value
     text = str(value).strip()
+    if "\x00" in text:  # no user is named so, and PostgreSQL refuses it in a query (a 500)
+        raise InputRejected([FieldError(field_name, "invalid_value", "No active user by that name (give an id, username or email).")])
     query = Q(username__iexact=text) | Q(email__iexact=text)
     if text.isdigit():
         query |= Q(pk=int(text))

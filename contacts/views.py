@@ -1329,7 +1329,8 @@ def board_column(request, stage_id: int):
 @staff_required
 def board_card(request, contact_id: int):
     contact = _visible_contact(request, contact_id)
-    pipeline = get_object_or_404(Pipeline, pk=request.GET.get("pipeline") or 0)
+    pipeline_id = request.GET.get("pipeline") or ""
+    pipeline = get_object_or_404(Pipeline, pk=int(pipeline_id) if pipeline_id.isdigit() and len(pipeline_id) < 18 else 0)
     membership = get_object_or_404(
         ContactStage.objects.select_related("contact", "contact__owner", "stage"), contact=contact, pipeline=pipeline
     )

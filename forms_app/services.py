@@ -96,8 +96,12 @@ def new_field_id() -> str:
     return "f" + secrets.token_hex(4)
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _text(value: Any, limit: int) -> str:
-    return str(value).strip()[:limit] if isinstance(value, (str, int, float)) else ""
+    # NUL and lone surrogates cannot be stored (PostgreSQL refused the form: a 500) and show as nothing.
+    return _UNSTORABLE.sub("", str(value)).strip()[:limit] if isinstance(value, (str, int, float)) else ""
 
 
 def clean_field_definitions(raw: Any) -> list[dict[str, Any]]:
@@ -450,7 +454,7 @@ def clean_answers(
                 uploads[fid] = upload
             continue
         if kind == FieldType.MULTIPLE_CHOICE:
-            picked = [v.strip() for v in _values(data, fid) if v.strip()]
+            picked = [v.strip().replace("\x00", "") for v in _values(data, fid) if v.strip()]
             unknown = [v for v in picked if v not in definition["choices"]]
             if unknown:
                 fail("invalid_choice", "Pick from the listed options.")
@@ -467,6 +471,10 @@ def clean_answers(
             continue
         given = _values(data, fid)
         text = given[0].strip() if given else ""
+        if "\x00" in text:
+            # PostgreSQL cannot store it (a 500); a person never types it.
+            fail("invalid_value", "This answer holds a character that cannot be stored; please retype it.")
+            continue
         if not text:
             if required:
                 fail("required", "This field is required.")

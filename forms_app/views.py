@@ -130,8 +130,11 @@ def form_preview(request):
     raw = settings_form.cleaned_data.get("fields_json") or []
     fields = [f for f in raw if isinstance(f, dict) and f.get("type") in FieldType.values]
     for definition in fields:
-        if isinstance(definition.get("choices"), str):
-            definition["choices"] = [c.strip() for c in definition["choices"].splitlines() if c.strip()]
+        choices = definition.get("choices")
+        if isinstance(choices, str):
+            definition["choices"] = [c.strip() for c in choices.splitlines() if c.strip()]
+        elif not isinstance(choices, list):
+            definition["choices"] = []  # a half-typed field list must not break the preview
     return render(
         request,
         "forms_app/_preview.html",
@@ -228,10 +231,14 @@ def submission_detail(request, pk: int):
     except Submission.DoesNotExist:
         raise Http404 from None
     if request.method == "POST":
-        services.mark_submission(
-            submission=submission, status=request.POST.get("status", ""), actor=Actor.for_user(request.user)
-        )
-        messages.success(request, "Submission updated.")
+        try:
+            services.mark_submission(
+                submission=submission, status=request.POST.get("status", ""), actor=Actor.for_user(request.user)
+            )
+        except InputRejected as exc:
+            messages.error(request, " ".join(e.message for e in exc.errors))
+        else:
+            messages.success(request, "Submission updated.")
         return redirect(submission.get_absolute_url())
     contact = submission.contact
     return render(
@@ -306,7 +313,11 @@ def public_form(request, slug: str):
         message = "We received many submissions from your network in a short time. Please wait a few minutes and try again."
         return _public_message(request, form, embed=embed, message=message, status=429)
     fields = form.current_version.fields if form.current_version else []
-    if int(request.META.get("CONTENT_LENGTH") or 0) > services.max_request_bytes(fields):
+    try:
+        declared_length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return _public_message(request, form, embed=embed, message="The request was malformed. Please try again.", status=400)
+    if declared_length > services.max_request_bytes(fields):
         # Refused before Django reads (and spools to disk) a body no valid submission can have.
         message = "Your submission is too large. Please use smaller files and try again."
         return _public_message(request, form, embed=embed, message=message, status=413)

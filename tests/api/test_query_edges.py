@@ -52,3 +52,11 @@ def test_a_write_to_a_mistyped_path_is_the_json_404(bot, method):
                                            **bot.headers)
     assert response.status_code == 404 and response["Content-Type"] == "application/json"
     assert "no trailing slash" in response.json()["errors"][0]["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_nul_in_a_tag_or_owner_is_a_400_not_a_500(bot):
+    contact = Contact.objects.create(name="N", source="api")
+    assert bot.delete(f"contacts/{contact.pk}/tags/%00").status_code == 400
+    assert bot.get("contacts", {"owner": "a\x00b"}).status_code == 400
+    assert bot.post(f"contacts/{contact.pk}/tags", {"tags": ["x\x00"]}).status_code == 400
