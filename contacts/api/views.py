@@ -6,6 +6,7 @@ source Chat; every other agent write uses source API.
 
 from __future__ import annotations
 
+from django.db.models import Q
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -318,14 +319,25 @@ class ContactDetailView(AgentView):
         return Response(self.upsert_body(result))
 
 
-def _conversation(agent, conversation_id):
+def _conversation(agent, conversation_id, contact):
+    """The caller's own conversation, unlinked or linked to ``contact``: the note's provenance must be true.
+
+    Any other id (someone else's conversation, one about another person, none at all) gets
+    the same answer, so ids cannot be probed.
+    """
     from conversations.models import Conversation
 
     if conversation_id is None:
         return None
-    found = Conversation.objects.filter(pk=conversation_id).first()
+    found = (
+        Conversation.objects.filter(pk=conversation_id, agent=agent)
+        .filter(Q(contact__isnull=True) | Q(contact=contact)).first()
+    )
     if found is None:
-        raise InputRejected([FieldError("conversation_id", "invalid_value", f"No conversation {conversation_id}.")])
+        raise InputRejected([FieldError(
+            "conversation_id", "invalid_value",
+            f"No conversation {conversation_id} of yours that is about this contact (or about nobody yet).",
+        )])
     return found
 
 
@@ -344,7 +356,7 @@ class ContactNotesView(AgentView):
     def post(self, request, pk: int):
         contact = self.contact(pk)
         data = NoteInput.clean(request.data)
-        conversation = _conversation(request.auth, data.get("conversation_id"))
+        conversation = _conversation(request.auth, data.get("conversation_id"), contact)
         note = services.add_note(contact=contact, body=data["body"], actor=self.actor(), source=Source.API, conversation=conversation)
         return Response(NoteOutput(note).data, status=status.HTTP_201_CREATED)
 

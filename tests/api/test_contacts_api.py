@@ -278,7 +278,10 @@ def test_unknown_contact_is_404_in_the_envelope(bot):
 
 def test_notes_tasks_tags_stage_files(bot, taxonomy):
     contact_id = bot.post("contacts/upsert", {"name": "Eve", "phone": "+15615550170"}).json()["contact"]["id"]
-    conversation = Conversation.objects.create(external_id="x", started_at=timezone.now())
+    from crm_hub.models import Agent
+
+    conversation = Conversation.objects.create(external_id="x", started_at=timezone.now(),
+                                               agent=Agent.objects.get(name="writer-bot"))
     note = bot.post(f"contacts/{contact_id}/notes", {"body": "<p>Hi <script>x</script></p>", "conversation_id": conversation.pk})
     assert note.status_code == 201 and "script" not in note.json()["body"]
     assert Note.objects.get().source == Source.API

@@ -40,3 +40,22 @@ def test_a_write_only_token_gets_the_id_not_the_record():
     # With contacts:read the record comes back, as before.
     both = client_with("contacts:read", "contacts:write").post("contacts/upsert", {"email": "pub1@example.com"}).json()
     assert both["contact"]["company"] == "Secret Co" and both["contact_id"] == contact.pk
+
+
+def test_a_note_names_only_the_callers_own_conversation_about_this_contact(bot, bot_agent):
+    from django.utils import timezone
+
+    from conversations.models import Conversation
+
+    other_agent, _token = make_agent("other-bot")
+    here = services.upsert_contact(data={"name": "Here"}, actor=Actor.for_system("t"), source=Source.API).contact
+    elsewhere = services.upsert_contact(data={"name": "Elsewhere"}, actor=Actor.for_system("t"), source=Source.API).contact
+    now = timezone.now()
+    theirs = Conversation.objects.create(external_id="a", started_at=now, agent=other_agent)
+    about_someone_else = Conversation.objects.create(external_id="b", started_at=now, agent=bot_agent, contact=elsewhere)
+    mine = Conversation.objects.create(external_id="c", started_at=now, agent=bot_agent)
+    for refused in (theirs, about_someone_else):
+        response = bot.post(f"contacts/{here.pk}/notes", {"body": "x", "conversation_id": refused.pk})
+        assert response.status_code == 400
+        assert response.json()["errors"][0]["field"] == "conversation_id"
+    assert bot.post(f"contacts/{here.pk}/notes", {"body": "x", "conversation_id": mine.pk}).status_code == 201
