@@ -37,6 +37,7 @@ from crm_hub.api.errors import validated
 from crm_hub.api.pagination import CheckedCursorPagination
 from crm_hub.api.permissions import MissingScope, intake_scopes, require_scopes
 from crm_hub.api.schema import ERRORS as SHARED_ERRORS
+from crm_hub.api.throttling import AgentRateThrottle
 from crm_hub.errors import InputRejected
 
 READ = "contacts:read"
@@ -439,6 +440,10 @@ class ConversationEndView(APIView):
             return
         conversation = Conversation.objects.filter(pk=pk, agent=agent).first()
         if conversation is None or conversation.status == Conversation.Status.ENDED:
+            return
+        # The throttle comes before the LLM call, not after it: a request turned away with 429
+        # must not have cost a model call (and a web worker's wait for it).
+        if not AgentRateThrottle().admit_early(request, agent):
             return
         try:
             extracted = services.prepare_extraction(

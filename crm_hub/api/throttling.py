@@ -23,8 +23,24 @@ class AgentRateThrottle(BaseThrottle):
     by how much of it still overlaps the last ``duration`` seconds.
     """
 
+    # Set on the Django request when the budget was already counted for it, before DRF's own check
+    # (the idempotency middleware's hook admits a request before it runs an LLM call).
+    ADMITTED = "_crm_rate_admitted"
+
     def allow_request(self, request, view):
+        if getattr(getattr(request, "_request", request), self.ADMITTED, False):
+            return True
         agent = request.auth if isinstance(request.auth, Agent) else None
+        return self.allow_agent(agent)
+
+    def admit_early(self, http_request, agent) -> bool:
+        """Count the request against the agent's budget now; DRF's later check then lets it through."""
+        if not self.allow_agent(agent):
+            return False
+        setattr(http_request, self.ADMITTED, True)
+        return True
+
+    def allow_agent(self, agent) -> bool:
         if agent is None or not agent.rate_limit:
             return True
         # DRF's own parser ("600/min" -> (600, 60)); it reads nothing from the throttle instance.

@@ -234,3 +234,23 @@ def test_rules_keep_a_phone_extension(make_client):
     contact = Contact.objects.get()
     assert contact.phone_e164 == "+15615557060" and contact.phone_extension == "123"
 
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_throttled_end_makes_no_llm_call(make_client, settings, monkeypatch):
+    from conversations import extraction
+    from crm_hub.models import Agent
+
+    settings.CRM_LLM_BASE_URL = "http://127.0.0.1:9/v1"
+    calls = []
+    monkeypatch.setattr(extraction, "_call_llm", lambda texts, definitions: calls.append(1) or {"contact": {}})
+    api = make_client(scopes=EVERYTHING)
+    conversation_id = started(api, "I'm Ana, ana@example.com")
+    Agent.objects.filter(pk=api.agent.pk).update(rate_limit="1/min")  # the start above spent it
+    statuses = [
+        api.post(f"{URL}/{conversation_id}/end", {"extract": True}, format="json", HTTP_IDEMPOTENCY_KEY=f"k{i}").status_code
+        for i in range(3)
+    ]
+    assert statuses == [429, 429, 429]
+    assert calls == []  # turned away before the model, not after it
+    assert Conversation.objects.get(pk=conversation_id).status == "open"
