@@ -59,6 +59,7 @@ from contacts.models import (
     Contact,
     ContactFile,
     ContactStage,
+    HistoryEntry,
     Pipeline,
     SavedView,
     Source,
@@ -967,7 +968,8 @@ def _contact_page(request, pk: int, *, status: int = 200, panel: str = "note", t
     pipeline_rows = [{"pipeline": p, "membership": memberships.get(p.pk)} for p in pipelines]
     contact_tag_ids = {t.pk for t in contact.tags.all()}
     owners = _staff_users()
-    timeline = _labelled_timeline(contact_timeline(contact, limit=TIMELINE_LIMIT), definitions)
+    timeline = _labelled_timeline(contact_timeline(contact, limit=TIMELINE_LIMIT), definitions,
+                                  restricted=_restricted(request.user))
     if task_form is None:
         task_form = TaskForm(owners=owners, auto_id="task-%s", initial={"assignee": "", "due_at": _default_due()})
     return render(request, "contacts/detail.html", {
@@ -1053,8 +1055,12 @@ def _shown(value) -> str:
 _CHANGE_OF_FIELD = re.compile(r"^((?:Approved |Rejected )?[Cc]hange of )(\S+)(.*)$")
 
 
-def _labelled_timeline(items, definitions):
-    """Give history items their fields' labels ("Updated Company, Intent score"), not their keys."""
+def _labelled_timeline(items, definitions, *, restricted: bool = False):
+    """Give history items their fields' labels ("Updated Company, Intent score"), not their keys.
+
+    ``restricted`` (a user who sees only their own contacts): a possible-duplicate line names the
+    other contact and its key, which that user may not see; it says only that there is one.
+    """
     labels = _field_labels(definitions)
     for item in items:
         if item.kind != "change":
@@ -1070,6 +1076,9 @@ def _labelled_timeline(items, definitions):
             summary = "Updated " + ", ".join(_field_label(key, labels) for key in entry.changes)
         elif match := _CHANGE_OF_FIELD.match(summary):
             summary = match.group(1) + _field_label(match.group(2), labels) + match.group(3)
+        if restricted and entry.action == HistoryEntry.Action.POSSIBLE_DUPLICATE:
+            summary = "Flagged as a possible duplicate of another contact."
+            entry.labelled_changes = []
         entry.labelled_summary = summary
     return items
 
@@ -1087,7 +1096,8 @@ def contact_timeline_more(request, pk: int):
     before = parse_datetime(request.GET.get("before", "") or "")
     if before is None:
         raise Http404("Give ?before=<ISO datetime>.")
-    items = _labelled_timeline(contact_timeline(contact, limit=TIMELINE_LIMIT, before=before), custom_field_definitions())
+    items = _labelled_timeline(contact_timeline(contact, limit=TIMELINE_LIMIT, before=before), custom_field_definitions(),
+                               restricted=_restricted(request.user))
     return render(request, "contacts/_timeline_items.html", {
         "contact": contact, "timeline": items, "timeline_more": _timeline_more(items), "now": timezone.now(),
     })

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.urls import NoReverseMatch, reverse
 
 from contacts.models import Contact, Stage
@@ -21,8 +21,12 @@ def user_can_build_forms(user) -> bool:
     return user_is_crm_admin(user) or user.has_perm("forms_app.change_form")
 
 
-def forms_with_counts() -> QuerySet[Form]:
-    return Form.objects.select_related("current_version").annotate(submission_count=Count("submissions"))
+def forms_with_counts(user=None) -> QuerySet[Form]:
+    """Forms with the number of submissions ``user`` may see (all of them for everyone else)."""
+    counted = Count("submissions")
+    if user is not None and settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+        counted = Count("submissions", filter=Q(submissions__contact__in=visible_contacts(user)))
+    return Form.objects.select_related("current_version").annotate(submission_count=counted)
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,9 @@ class FormStats:
         return self.submissions / self.views if self.views else None
 
 
-def form_stats(form: Form) -> FormStats:
-    return FormStats(views=form.views_count, submissions=form.submissions.count())
+def form_stats(form: Form, user=None) -> FormStats:
+    submissions = form.submissions.all() if user is None else _visible_to(form.submissions.all(), user)
+    return FormStats(views=form.views_count, submissions=submissions.count())
 
 
 def _visible_to(queryset: QuerySet[Submission], user) -> QuerySet[Submission]:

@@ -52,7 +52,7 @@ def form_list(request):
     return render(
         request,
         "forms_app/list.html",
-        {"forms": selectors.forms_with_counts(), "can_build": selectors.user_can_build_forms(request.user)},
+        {"forms": selectors.forms_with_counts(request.user), "can_build": selectors.user_can_build_forms(request.user)},
     )
 
 
@@ -158,7 +158,7 @@ def form_detail(request, pk: int):
         "forms_app/detail.html",
         {
             "form_obj": form,
-            "stats": selectors.form_stats(form),
+            "stats": selectors.form_stats(form, request.user),
             "public_url": public_url,
             "embed_url": f"{public_url}?embed=1",
             "recent": selectors.submissions_for_form(form, request.user)[:5],

@@ -92,3 +92,26 @@ def test_404_page_for_a_hidden_contact_uses_the_app_layout(client, world, settin
     client.force_login(world["alice"])
     response = client.get(f"/contacts/{world['theirs'].pk}/")
     assert response.status_code == 404 and b"Not found" in response.content and b"Bob Customer" not in response.content
+
+
+def test_a_possible_duplicate_line_does_not_name_a_contact_the_user_cannot_see(client, settings):
+    from contacts import services as contact_services
+    from contacts.models import Source
+    from crm_hub.actors import Actor
+    from tests.contacts.factories import UserFactory
+
+    settings.CRM_SALES_SEE_OWN_ONLY = True
+    seller, boss = UserFactory(username="seller2"), UserFactory(username="boss2", is_superuser=True)
+    bot = Actor.for_system("bot")
+    mine = contact_services.upsert_contact(data={"name": "Mine", "phone": "+13125550119", "owner": seller.pk},
+                                           actor=bot, source=Source.API).contact
+    hidden = contact_services.upsert_contact(data={"name": "Hidden", "email": "hidden@example.com", "owner": boss.pk},
+                                             actor=bot, source=Source.API).contact
+    contact_services.upsert_contact(data={"phone": "+13125550119", "email": "hidden@example.com"}, actor=bot,
+                                    source=Source.API)
+    client.force_login(seller)
+    page = client.get(f"/contacts/{mine.pk}/").content.decode()
+    assert "possible duplicate of another contact" in page
+    assert "hidden@example.com" not in page and f"#{hidden.pk}" not in page
+    client.force_login(boss)
+    assert "hidden@example.com" in client.get(f"/contacts/{mine.pk}/").content.decode()

@@ -184,3 +184,17 @@ def test_sales_users_limited_to_own_contacts_see_only_their_submissions(client, 
     assert client.get(f"/forms/submissions/{theirs.pk}/").status_code == 404
     export = b"".join(client.get(f"/forms/{other_form.pk}/submissions/export.csv").streaming_content)
     assert b"Theirs" not in export
+
+
+def test_sales_users_limited_to_own_contacts_see_counts_of_their_submissions_only(client, sales_user, settings):
+    settings.CRM_SALES_SEE_OWN_ONLY = True
+    colleague = UserFactory(username="colleague")
+    form = make_form(owner=colleague)
+    for n in range(3):
+        submit(form, fname=f"Theirs {n}", femail=f"theirs{n}@example.com")
+    client.force_login(sales_user)
+    listed = {f.pk: f.submission_count for f in client.get("/forms/").context["forms"]}
+    assert listed[form.pk] == 0
+    assert client.get(f"/forms/{form.pk}/").context["stats"].submissions == 0
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    assert client.get(f"/forms/{form.pk}/").context["stats"].submissions == 3
