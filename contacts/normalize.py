@@ -77,7 +77,11 @@ def parse_phone(raw: str, *, region: str | None = None) -> NormalizedPhone:
     try:
         number = phonenumbers.parse(text, region or default_region())
     except phonenumbers.NumberParseException as exc:
-        raise InvalidPhone(str(exc)) from exc
+        number = _with_long_x_extension(text, region)
+        if number is None:
+            raise InvalidPhone(str(exc)) from exc
+    if not phonenumbers.is_valid_number(number) and (retry := _with_long_x_extension(text, region)) is not None:
+        number = retry
     if not phonenumbers.is_valid_number(number):
         fixed = _without_mexican_mobile_one(number)
         if fixed is None:
@@ -90,6 +94,25 @@ def parse_phone(raw: str, *, region: str | None = None) -> NormalizedPhone:
         e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
         extension=extension,
     )
+
+
+_X_EXTENSION = re.compile(r"^(.*\d)\s*[xX]\s*(\d{10,})\s*$")
+
+
+def _with_long_x_extension(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    """Read "... x1234567890" as an extension, as "... ext. 1234567890" is read.
+
+    phonenumbers takes at most 9 digits after a bare "x" and otherwise reads them into the
+    number, so a 10-12 digit extension was "not a valid number" only when written with "x".
+    Tried only after a failed parse: the common case pays nothing.
+    """
+    match = _X_EXTENSION.match(text)
+    if match is None:
+        return None
+    try:
+        return phonenumbers.parse(f"{match.group(1)} ext. {match.group(2)}", region or default_region())
+    except phonenumbers.NumberParseException:
+        return None
 
 
 def _without_mexican_mobile_one(

@@ -205,3 +205,12 @@ def test_migration_0011_moves_stored_keys_to_the_new_spelling_and_flags_clashes(
     assert plain.email_normalized == "plain@example.com"
     flag = PossibleDuplicate.objects.get()
     assert (flag.contact_id, flag.other_id, flag.status) == (twin.pk, holder.pk, "open")
+
+
+@pytest.mark.parametrize("spelling", ["x", " x ", " X", " ext. ", ";ext="])
+@pytest.mark.parametrize("digits", ["1234567890", "123456789012"])
+def test_a_long_extension_reads_the_same_whatever_its_marker(spelling, digits):
+    from contacts.normalize import parse_phone
+
+    assert parse_phone(f"+1 202 555 0305{spelling}{digits}") == parse_phone(f"+1 202 555 0305 ext. {digits}")
+    assert parse_phone(f"+1 202 555 0305{spelling}{digits}").extension == digits
