@@ -1572,7 +1572,17 @@ def record_intake(
     contact_data = dict(contact or {})
     custom_values = dict(custom or {})
     contact_custom = contact_data.pop("custom", None) or {}
-    custom_values.update(contact_custom)
+    if isinstance(contact_custom, Mapping):
+        for key, value in contact_custom.items():
+            # Both places are accepted; two different values for one field is a question, not a choice to make.
+            if key in custom_values and custom_values[key] != value:
+                errors.append(FieldError(
+                    f"contact.custom.{key}", "conflict",
+                    f"custom.{key} and contact.custom.{key} differ ({custom_values[key]!r} and {value!r}); send one.",
+                ))
+        custom_values.update(contact_custom)
+    else:
+        errors.append(FieldError("contact.custom", "invalid_value", "Expected an object keyed by custom field key."))
     top_tags = list(tags or [])
     contact_tags = contact_data.pop("tags", None) or []
     if not isinstance(contact_tags, (list, tuple)):

@@ -60,3 +60,17 @@ def test_a_nul_in_a_tag_or_owner_is_a_400_not_a_500(bot):
     assert bot.delete(f"contacts/{contact.pk}/tags/%00").status_code == 400
     assert bot.get("contacts", {"owner": "a\x00b"}).status_code == 400
     assert bot.post(f"contacts/{contact.pk}/tags", {"tags": ["x\x00"]}).status_code == 400
+
+
+def test_intake_refuses_two_different_values_for_one_custom_field(bot):
+    from contacts.models import CustomField
+
+    CustomField.objects.create(key="budget", label="Budget", type="number", allow_for_ai=True)
+    response = bot.post("intake", {"contact": {"name": "CC", "phone": "+1 404 620 0001", "custom": {"budget": "1"}},
+                                   "custom": {"budget": "2"}})
+    assert response.status_code == 400
+    assert codes(response) == [("contact.custom.budget", "conflict")]
+    assert not Contact.objects.exists()
+    same = bot.post("intake", {"contact": {"name": "CC", "phone": "+1 404 620 0001", "custom": {"budget": "2"}},
+                               "custom": {"budget": "2"}})
+    assert same.status_code == 201 and Contact.objects.get().custom == {"budget": 2}
