@@ -281,7 +281,8 @@ def _send_threads() -> int:
 def _lease_seconds(batch: int) -> float:
     """Long enough for a batch of receivers that all time out, so a live worker never loses its rows."""
     timeout = float(_setting("CRM_WEBHOOK_TIMEOUT_SECONDS", 10))
-    worst_case = math.ceil(batch / _send_threads()) * timeout + 2
+    # An attempt takes at most about two timeouts: the response's first byte, then the body's deadline.
+    worst_case = math.ceil(batch / _send_threads()) * 2 * timeout + 2
     return max(float(_setting("CRM_WEBHOOK_LEASE_SECONDS", 120)), worst_case)
 
 
@@ -320,9 +321,14 @@ def _post(session: requests.Session, delivery: WebhookDelivery) -> AttemptResult
         body = message_body(delivery)
         headers = signed_headers(endpoint=endpoint, msg_id=delivery.msg_id, body=body)
         timeout = float(_setting("CRM_WEBHOOK_TIMEOUT_SECONDS", 10))
-        response = session.post(endpoint.url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
-        status_code = response.status_code
-        snippet = response.text[:500]
+        response = session.post(
+            endpoint.url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+        )
+        try:
+            status_code = response.status_code
+            snippet = _read_snippet(response, deadline=started + timeout)
+        finally:
+            response.close()  # the rest of the body is not wanted
         if response.is_redirect or 300 <= status_code < 400:
             error = f"Redirect to {response.headers.get('location', '?')[:180]} not followed"
     except UnsafeURL as exc:
@@ -331,6 +337,26 @@ def _post(session: requests.Session, delivery: WebhookDelivery) -> AttemptResult
         error = f"{type(exc).__name__}: {exc}"
     duration = int((time.monotonic() - started) * 1000)
     return AttemptResult(delivery, attempted_at, status_code, duration, snippet, error[:255])
+
+
+SNIPPET_BYTES = 2048
+
+
+def _read_snippet(response, *, deadline: float) -> str:
+    """The start of the response body, read for no longer than the attempt's deadline.
+
+    requests' timeout bounds each socket read, not the whole body: a receiver sending one
+    byte every second kept a worker for minutes, past its lease, and the event was sent
+    again while the first POST was still open. read1 returns what has arrived, so the
+    deadline is checked at least once per socket timeout.
+    """
+    received = bytearray()
+    while len(received) < SNIPPET_BYTES and time.monotonic() < deadline:
+        chunk = response.raw.read1(SNIPPET_BYTES - len(received))
+        if not chunk:
+            break
+        received += chunk
+    return bytes(received).decode(response.encoding or "utf-8", errors="replace")[:500]
 
 
 def _record(results: list[AttemptResult]) -> None:

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Receiver:
     """Answers ``script`` status codes in turn, then ``default``; deduplicates on webhook-id."""
 
-    def __init__(self, *, script=None, default=200, delay=0.0, redirect_to=None):
+    def __init__(self, *, script=None, default=200, delay=0.0, redirect_to=None, trickle=0.0):
         self.script = list(script or [])
+        self.trickle = trickle  # seconds between the body's bytes: a receiver slower than any timeout
         self.default = default
         self.delay = delay
         self.redirect_to = redirect_to
@@ -47,7 +48,16 @@ class Receiver:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(answer)
+                if not receiver.trickle:
+                    self.wfile.write(answer)
+                    return
+                for byte in answer:
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:  # the sender stopped listening, as it should
+                        return
+                    time.sleep(receiver.trickle)
 
             def log_message(self, *args):
                 pass

@@ -291,3 +291,20 @@ def test_a_batch_is_sent_on_several_threads_so_slow_receivers_do_not_stall_it(se
         elapsed = time.monotonic() - started
     assert len(slow.seen_ids) == 16
     assert elapsed < 16 * 0.3 / 2  # serial sending would take 4.8 s
+
+
+def test_a_receiver_trickling_its_answer_does_not_hold_the_attempt_past_its_timeout(settings):
+    # requests' timeout bounds each read, not the body: one byte every 0.3 s kept the worker for the
+    # whole answer, past its lease, and the event went out again while the first POST was open.
+    settings.CRM_WEBHOOK_QUEUE_ON_COMMIT = False
+    settings.CRM_WEBHOOK_TIMEOUT_SECONDS = 1
+    with Receiver(trickle=0.3) as slow:
+        webhooks.create_endpoint(url=slow.url(), events=["contact.created"])
+        delivery = webhooks.emit_event(event="contact.created", payload={"x": 1})[0]
+        started = time.monotonic()
+        assert tasks.deliver_webhook(delivery.pk) is True
+        assert time.monotonic() - started < 3  # the whole answer would take about 4 s
+    delivery.refresh_from_db()
+    assert delivery.status == "delivered" and delivery.attempts == 1
+    attempt = DeliveryAttempt.objects.get()
+    assert attempt.status_code == 200 and attempt.response_snippet.startswith('{"ok"')
