@@ -1394,7 +1394,7 @@ def update_task(*, task: Task, changes: Mapping[str, Any], actor: Actor, source:
             FieldError(name, "unknown_field", "Not a field of a task that can be edited.", list(TASK_EDITABLE_FIELDS))
             for name in unknown
         ])
-    task = Task.objects.select_for_update().select_related("contact", "assignee").get(pk=task.pk)
+    task = Task.objects.select_for_update(of=("self",)).select_related("contact", "assignee").get(pk=task.pk)
     current = {name: getattr(task, name) for name in TASK_EDITABLE_FIELDS}
     fields, errors = clean_task_fields({**current, **changes})
     if errors:
