@@ -67,7 +67,8 @@ def clean_value(definition: CustomField, value: Any) -> Any:
     if value is None or (isinstance(value, str) and value.strip() == "") or value == []:
         return None
     strings = value if isinstance(value, (list, tuple)) else [value]
-    if any(isinstance(item, str) and ("\x00" in item or _SURROGATE.search(item)) for item in strings):
+    # isascii() is O(1): the regex only runs on text that could hold a surrogate (imports call this per cell).
+    if any(isinstance(item, str) and ("\x00" in item or (not item.isascii() and _SURROGATE.search(item))) for item in strings):
         # As for the standard fields: PostgreSQL's jsonb cannot hold NUL, nor text lone surrogates.
         raise BadValue("Null characters and lone surrogates are not allowed.")
     kind = definition.type
@@ -125,7 +126,10 @@ def clean_value(definition: CustomField, value: Any) -> Any:
             return value.date().isoformat()
         if isinstance(value, dt.date):
             return value.isoformat()
-        parsed = parse_date(str(value).strip()) if isinstance(value, str) else None
+        try:
+            parsed = parse_date(value.strip()) if isinstance(value, str) else None
+        except ValueError:  # well formed but no such day: 2027-02-30, 2027-13-01, 0000-01-01
+            parsed = None
         if parsed is None:
             raise BadValue("Expected a date as YYYY-MM-DD.")
         return parsed.isoformat()

@@ -13,6 +13,7 @@ import datetime as dt
 import gc
 import json
 import logging
+import re
 import signal
 import time
 from collections import deque
@@ -27,7 +28,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date
 
 from contacts.custom_fields import BadValue, clean_value
-from contacts.exporting import FORMULA_TRIGGERS  # what neutralize_cell prefixes with "'"
+from contacts.exporting import FORMULA_TRIGGERS, neutralize_cell
 from contacts.importing import mapping as mapping_mod
 from contacts.importing.writers import INTEGRITY_ERRORS, writer_for
 from contacts.models import Contact, CustomField, ImportJob, Source, Tag
@@ -48,6 +49,9 @@ KEY_FIELDS = ("phone_e164", "phone_extension", "email_normalized")
 MAX_LENGTHS = {f: Contact._meta.get_field(f).max_length for f in STANDARD_FIELDS if f != "birthday"}
 MAX_EMAIL_KEY = Contact._meta.get_field("email_normalized").max_length
 BATCH_RETRIES = 3
+NO_KEY_WARNING = "no phone or email: a new contact is created each time this row is imported"
+# The failed-rows file is UTF-8, which cannot hold a lone surrogate (such a cell already fails its row).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ImportCancelled(Exception):
@@ -66,17 +70,21 @@ class CleanContext:
     tags: dict[str, tuple[int, str]]  # casefolded name -> (id, name)
     allowed_tags: list[str]
     region: str
+    overflow_hint: str = "check for an unquoted comma in a value"  # the reader's, per format
 
     @classmethod
-    def load(cls, targets: list[str]) -> CleanContext:
+    def load(cls, targets: list[str], *, overflow_hint: str | None = None) -> CleanContext:
         tags = list(Tag.objects.order_by("name"))
-        return cls(
+        ctx = cls(
             targets=targets,
             definitions={d.key: d for d in CustomField.objects.all()},
             tags={t.name.casefold(): (t.pk, t.name) for t in tags},
             allowed_tags=[t.name for t in tags],
             region=settings.CRM_DEFAULT_PHONE_REGION,
         )
+        if overflow_hint:
+            ctx.overflow_hint = overflow_hint
+        return ctx
 
 
 # A cleaned row as a tuple (cheap to pickle between processes):
@@ -92,6 +100,14 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
     errors: list[str] = []
     phone_e164 = phone_extension = email_normalized = ""
     first = last = ""
+    width = len(ctx.targets)
+    if len(cells) > width and any(c.strip() for c in cells[width:]):
+        # Zipped with the header, these cells were dropped unseen; usually a value split by an unquoted delimiter.
+        used = len(cells)
+        while not cells[used - 1].strip():
+            used -= 1
+        reason = f"line {line} has {used} cells, the header has {width}: {ctx.overflow_hint}"
+        return (line, cells, {}, "", "", "", {}, [], [reason])
     for target, raw in zip(ctx.targets, cells, strict=False):
         if not target:
             continue
@@ -101,7 +117,17 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
         if text[0] == "'" and text[1:2] in FORMULA_TRIGGERS:
             # The apostrophe our exports put before a formula-like cell: the value is what follows.
             text = text[1:]
-        # Checked before anything else, as the API does: a longer value is refused by
+        # PostgreSQL text and jsonb hold neither: one such cell failed the whole batch's COPY.
+        if "\x00" in text:
+            errors.append(f"{target}: holds a NUL character")
+            continue
+        if not text.isascii():  # isascii() is O(1); only other text can hold a lone surrogate
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                errors.append(f"{target}: holds a lone surrogate (an invalid character)")
+                continue
+        # Checked before parsing, as the API does: a longer value is refused by
         # PostgreSQL (failing the whole batch's COPY) and stored past its limit by SQLite.
         limit = MAX_LENGTHS.get(target)
         if limit is not None and len(text) > limit:
@@ -386,6 +412,25 @@ def _merge(target: Target, row: Prepared, tag_names: dict[int, str]) -> dict[str
     return diff
 
 
+def _drop_unchanged(target: Target) -> bool:
+    """Forget the changes to an existing contact that its later rows undid; return whether any remain.
+
+    A file naming a person twice with different values (the last row wins)
+    otherwise rewrote the contact on every import, with history such as
+    {"name": ["Ann D", "Ann D"]}.
+    """
+    changes = target.changes
+    for key in [k for k, (old, new) in changes.items() if old == new]:
+        del changes[key]
+        target.before.pop(key, None)
+    # Back to the same number or address in another spelling: no change, as _merge judges it.
+    for shown, keys in (("phone", ("phone_e164", "phone_extension")), ("email", ("email_normalized",))):
+        if shown in changes and not any(k in changes for k in keys):
+            target.state[shown] = changes.pop(shown)[0]
+            target.before.pop(shown, None)
+    return bool(changes or target.tags_added)
+
+
 @dataclass
 class Engine:
     """Import cleaned rows in batches for one job (or a dry run without a job)."""
@@ -433,6 +478,7 @@ class Engine:
         touched: dict[int, Target] = {}
         outcomes: list[RowOutcome] = []
         created_by: list[tuple[RowOutcome, Target]] = []
+        updated_by: list[tuple[RowOutcome, Target]] = []
         for row in batch:
             line, cells, values, phone_e164, _ext, email_norm, _custom, _tags, errors = row
             outcome = RowOutcome(line=line, action=ERROR, cells=cells)
@@ -461,6 +507,9 @@ class Engine:
                 outcome.action = CREATE
                 outcome.diff = _merge(target, row, self.tag_names)
                 created_by.append((outcome, target))
+                if not (phone_e164 or email_norm):
+                    # Nothing to match it by next time: importing the file again duplicates it.
+                    outcome.reason = NO_KEY_WARNING
             else:
                 if self.mode == ImportJob.Mode.CREATE_ONLY and not target.is_new:
                     outcome.action, outcome.reason = SKIP, f"{target.label()} already exists (create only)"
@@ -471,6 +520,7 @@ class Engine:
                     outcome.action = UPDATE
                     if not target.is_new:
                         touched[target.id] = target
+                        updated_by.append((outcome, target))
                 else:
                     outcome.action = SKIP
                     outcome.reason = f"duplicate of {target.label()}, nothing new" if target.is_new else "no changes"
@@ -481,6 +531,14 @@ class Engine:
                 by_phone[target.state["phone_e164"]] = target
             if target.state["email_normalized"]:
                 by_email[target.state["email_normalized"]] = target
+        unchanged = [t for t in touched.values() if not _drop_unchanged(t)]
+        if unchanged:
+            # The file's rows for these contacts set them back to what they were: nothing to write.
+            for target in unchanged:
+                del touched[target.id]
+            for outcome, target in updated_by:
+                if target.id not in touched:
+                    outcome.action, outcome.reason, outcome.diff = SKIP, "no changes", {}
         self._write(writer, new_targets, list(touched.values()))
         for outcome, target in created_by:
             outcome.contact_id = target.id  # known only after the insert
@@ -623,10 +681,12 @@ def run_import(
     engine = Engine(mode=mode, actor=actor, job=job, summary=summary, tag_names=tag_names)
     with _long_lived_objects_frozen(), open_rows(binary, fmt) as (headers, rows):
         targets = mapping_mod.validate_mapping(mapping, headers)
-        ctx = CleanContext.load(targets)
+        ctx = CleanContext.load(targets, overflow_hint=getattr(rows, "overflow_hint", None))
         width = len(headers)
+        # An error file imported again: its error column is replaced, not followed by another.
+        data_width = len(mapping_mod.data_headers(headers))
         if error_writer is not None:
-            error_writer.writerow([*headers, "error"])
+            error_writer.writerow(_error_file_row([*headers[:data_width], mapping_mod.ERROR_COLUMN]))
         if limit is not None:
             rows = _limited(rows, limit)
         size = batch_size()
@@ -636,9 +696,7 @@ def run_import(
                 outcomes = engine.apply_batch(batch, result)
                 for outcome in outcomes:
                     if outcome.action == ERROR and error_writer is not None:
-                        # Aligned with the header row, so the fixed file imports with the same mapping.
-                        cells = (outcome.cells + [""] * width)[:width]
-                        error_writer.writerow([*cells, outcome.reason])
+                        error_writer.writerow(_failed_row(outcome, width, data_width))
                     if on_row is not None:
                         on_row(outcome)
                 result.seconds = time.monotonic() - started
@@ -663,5 +721,44 @@ def _limited(rows: Iterable[list[str]], limit: int) -> Iterator[list[str]]:
         yield cells
 
 
+def _failed_row(outcome: RowOutcome, width: int, data_width: int) -> list[str]:
+    """The row for the failed-rows file: its cells (extra ones too, so nothing is lost) and the reason.
+
+    Padded to the header, so the fixed file imports with the same mapping. A row
+    of an error file imported again ends with its old reasons: they are dropped.
+    """
+    cells = outcome.cells
+    if len(cells) >= width:
+        cells = cells[: len(cells) - (width - data_width)]
+    else:
+        cells = (cells + [""] * data_width)[:data_width]
+    return _error_file_row([*cells, outcome.reason])
+
+
+def _error_file_row(cells: Iterable[Any]) -> list[Any]:
+    # Neutralized as our exports are: the file is opened in a spreadsheet to be fixed, and the
+    # reader strips the apostrophe again when it comes back.
+    row = []
+    for cell in cells:
+        if isinstance(cell, str) and not cell.isascii():
+            cell = _SURROGATE.sub("\ufffd", cell)
+        row.append(neutralize_cell(cell))
+    return row
+
+
+class _FailedRowsWriter:
+    """A csv.writer for failed rows: every cell neutralized and writable as UTF-8."""
+
+    def __init__(self, stream):
+        self._writer = csv.writer(stream)
+
+    def writerow(self, row: Iterable[Any]) -> Any:
+        return self._writer.writerow(_error_file_row(row))
+
+    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+        for row in rows:
+            self.writerow(row)
+
+
 def error_csv_writer(stream) -> Any:
-    return csv.writer(stream)
+    return _FailedRowsWriter(stream)

@@ -16,6 +16,8 @@ TAGS = "tags"
 FIRST_NAME = "first_name"
 LAST_NAME = "last_name"
 ERROR_COLUMN = "error"  # added by the engine to the file of failed rows
+# "error", or "error (2)" as unique_headers renames a second one (error files of error files used to add one).
+_ERROR_HEADER = re.compile(r"error(?: \(\d+\))?")
 
 # Header spellings seen in exports of other CRMs and spreadsheets, normalized by _norm().
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -39,6 +41,9 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "complement": ("complement", "addressline2", "apt", "suite", "complemento"),
     TAGS: ("tags", "tag", "labels", "label"),
 }
+# Synonyms that often name something else: "Title" is Mr./Ms. in Outlook's export (beside "Job
+# Title"), "Contact" may be a phone. They map only when no better-named column claims the field.
+LOOSE_SYNONYMS = frozenset({"title", "role", "contact", "account", "mail", "label", "region", "address"})
 
 
 def _norm(text: str) -> str:
@@ -51,10 +56,13 @@ def data_headers(headers: list[str]) -> list[str]:
 
     The error file is meant to be fixed and imported again with the same
     mapping, so that column must not change which mapping the headers get.
+    Error files of error files once got a second one ("error (2)" once read):
+    every trailing error column goes.
     """
-    if len(headers) > 1 and headers[-1].strip().casefold() == ERROR_COLUMN:
-        return headers[:-1]
-    return headers
+    end = len(headers)
+    while end > 1 and _ERROR_HEADER.fullmatch(headers[end - 1].strip().casefold()):
+        end -= 1
+    return headers[:end]
 
 
 def header_key(headers: list[str]) -> str:
@@ -99,6 +107,7 @@ def auto_mapping(headers: list[str], *, definitions: list[CustomField] | None = 
     for target, words in SYNONYMS.items():
         for word in words:
             lookup.setdefault(word, target)
+    loose = {word: lookup[word] for word in LOOSE_SYNONYMS}
     # A standard field's own name ("Phone", "E-mail", "Zip code", "Tags") is always that field, even
     # beside a custom field keyed or labelled "phone" (saved before such keys were refused)...
     standard = {_norm(target): target for target in (*STANDARD_FIELDS, FIRST_NAME, LAST_NAME, TAGS)}
@@ -116,14 +125,18 @@ def auto_mapping(headers: list[str], *, definitions: list[CustomField] | None = 
             exact[definition.key] = f"custom.{definition.key}"
     lookup.update(standard)
     mapping = dict.fromkeys(headers, IGNORE)
-    used: set[str] = set()
-    for header in data_headers(headers):
+    # Two columns for one field: the better-named one wins ("Job Title" over a loose "Title"), then
+    # the first one (two "Phone" columns); the user can change it.
+    claims = []
+    for order, header in enumerate(data_headers(headers)):
         target = exact.get(header.strip()) or lookup.get(_norm(header), IGNORE)
-        if target in used:
-            target = IGNORE  # two "Phone" columns: the first one wins, the user can change it
         if target:
+            claims.append((loose.get(_norm(header)) == target, order, header, target))
+    used: set[str] = set()
+    for _loose, _order, header, target in sorted(claims):
+        if target not in used:
             used.add(target)
-        mapping[header] = target
+            mapping[header] = target
     return mapping
 
 

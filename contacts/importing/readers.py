@@ -14,6 +14,8 @@ from typing import IO
 
 from django.conf import settings
 
+from contacts.exporting import FORMULA_TRIGGERS  # what neutralize_cell prefixes with "'"
+
 FORMATS = ("csv", "xlsx")
 
 ZIP_SIGNATURE = b"PK\x03\x04"  # an .xlsx is a zip archive
@@ -24,6 +26,15 @@ WINDOWS_1252 = "cp1252"
 # Five bytes are undefined in Python's cp1252; Excel and browsers read them as
 # the C1 control of the same number, so a legacy file always decodes (never to U+FFFD).
 CP1252_FALLBACK_ERRORS = "crm_cp1252_c1"
+DELIMITERS = (",", ";", "\t", "|")  # in the order a tie is settled
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
+SNIFF_CHARS = 16384
+SNIFF_ROWS = 50
+_SURROGATE = re.compile("[\ud800-\udfff]")
+UTF16_DAMAGED = (
+    "The file starts as UTF-16 text (Excel's \"Unicode text\") but is not valid UTF-16 text ({reason}); "
+    "save it again as CSV UTF-8 and upload that."
+)
 
 
 def _c1_for_undefined_byte(exc: UnicodeError) -> tuple[str, int]:
@@ -37,6 +48,25 @@ codecs.register_error(CP1252_FALLBACK_ERRORS, _c1_for_undefined_byte)
 
 class UnreadableFile(ValueError):
     pass
+
+
+class Rows:
+    """The data rows of an open file, and what to suggest when a row has more cells than the header.
+
+    Iterating it hands out the underlying generator: reading rows costs no extra call per row.
+    """
+
+    __slots__ = ("_rows", "overflow_hint")
+
+    def __init__(self, rows: Iterator[list[str]], overflow_hint: str):
+        self._rows = rows
+        self.overflow_hint = overflow_hint
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return self._rows
+
+    def __next__(self) -> list[str]:
+        return next(self._rows)
 
 
 def detect_format(name: str) -> str:
@@ -122,7 +152,7 @@ def unique_headers(raw: list[str]) -> list[str]:
     headers: list[str] = []
     taken: set[str] = set()
     for index, header in enumerate(raw, start=1):
-        base = header.strip() or f"Column {index}"
+        base = _header_text(header) or f"Column {index}"
         name, copy = base, 1
         while name in taken:
             copy += 1
@@ -130,6 +160,17 @@ def unique_headers(raw: list[str]) -> list[str]:
         taken.add(name)
         headers.append(name)
     return headers
+
+
+def _header_text(header: str) -> str:
+    # Headers are stored in the job's mapping (JSON), where PostgreSQL holds neither NUL nor a
+    # lone surrogate; a header is only a name, so NUL is dropped and a surrogate shown as U+FFFD.
+    text = header.replace("\x00", "").strip()
+    if not text.isascii():
+        text = _SURROGATE.sub("\ufffd", text)
+    if text[:1] == "'" and text[1:2] in FORMULA_TRIGGERS:
+        text = text[1:]  # the apostrophe our failed-rows file puts before a formula-like header
+    return text
 
 
 def _cell_text(value) -> str:
@@ -153,6 +194,40 @@ def _csv_rows(reader) -> Iterator[list[str]]:
         raise UnreadableFile(
             f"Line {reader.line_num}: {exc} (check for an unclosed quote)."
         ) from exc
+    except UnicodeDecodeError as exc:
+        # Only UTF-16 can fail here: UTF-8 was checked whole before reading, cp1252 always decodes.
+        # No line number: the text is decoded a block at a time, ahead of the rows read.
+        raise UnreadableFile(UTF16_DAMAGED.format(reason=exc.reason)) from None
+
+
+def _guess_delimiter(sample: str, complete: bool) -> str:
+    """Return the delimiter (one of DELIMITERS) that splits the sample's rows most consistently.
+
+    Only the delimiter is guessed: csv.Sniffer also guessed the quote character and
+    doublequote, and took the apostrophes in our own failed-rows file's messages
+    ('alice@@example.com') for quotes, splitting "lead, vip" and "Acme ""Best"" Co".
+    Quoting is always RFC 4180's, as Excel and every CRM export write it.
+    """
+    best, best_score = DELIMITERS[0], (0, 0)
+    for delimiter in DELIMITERS:
+        rows: list[list[str]] = []
+        try:
+            for row in csv.reader(io.StringIO(sample), delimiter=delimiter):
+                rows.append(row)
+                if len(rows) > SNIFF_ROWS:
+                    break
+        except csv.Error:
+            pass  # an unclosed quote in the sample: judge by the rows before it
+        if not complete:
+            rows = rows[:-1]  # the sample may end mid-row
+        if not rows or len(rows[0]) < 2:
+            continue  # the header would be one column
+        width = len(rows[0])
+        agreeing = sum(1 for row in rows[1:] if len(row) == width)
+        score = (agreeing, width)
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
 
 
 def _sheet_rows(rows, width: int) -> Iterator[list[str]]:
@@ -164,7 +239,11 @@ def _sheet_rows(rows, width: int) -> Iterator[list[str]]:
     """
     blanks = 0
     for row in rows:
-        values = [_cell_text(c) for c in row[:width]]
+        values = [_cell_text(c) for c in row]
+        # Cells past the header are kept for the engine to refuse (nothing is dropped unseen);
+        # empty ones there are only formatting.
+        while len(values) > width and not values[-1].strip():
+            values.pop()
         if not any(values):
             blanks += 1
             continue
@@ -176,27 +255,31 @@ def _sheet_rows(rows, width: int) -> Iterator[list[str]]:
 
 @contextmanager
 def open_rows(binary: IO[bytes], fmt: str) -> Iterator[tuple[list[str], Iterator[list[str]]]]:
-    """Yield (headers, row iterator); rows are lists of strings aligned with headers."""
+    """Yield (headers, Rows); rows are lists of strings aligned with headers.
+
+    A row may have more cells than the header: they are kept for the engine to refuse.
+    """
     fmt = _content_format(binary, fmt)
     if fmt == "csv":
         encoding, errors = _text_encoding(binary)
         _raise_csv_field_limit()
         text = io.TextIOWrapper(binary, encoding=encoding, errors=errors, newline="")
-        sample = text.read(16384)
-        text.seek(0)
         try:
-            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-        except csv.Error:
-            dialect = csv.excel
-        reader = csv.reader(text, dialect)
-        rows = _csv_rows(reader)
-        headers = next(rows, None)
-        if headers is None:
-            raise UnreadableFile("The file is empty.")
-        if not any(h.strip() for h in headers):
-            raise UnreadableFile("Line 1 is empty: the first line must hold the column headers.")
-        try:
-            yield unique_headers(headers), rows
+            try:
+                sample = text.read(SNIFF_CHARS)
+            except UnicodeDecodeError as exc:
+                raise UnreadableFile(UTF16_DAMAGED.format(reason=exc.reason)) from None
+            text.seek(0)
+            delimiter = _guess_delimiter(sample, complete=len(sample) < SNIFF_CHARS)
+            reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True)
+            rows = _csv_rows(reader)
+            headers = next(rows, None)
+            if headers is None:
+                raise UnreadableFile("The file is empty.")
+            if not any(h.strip() for h in headers):
+                raise UnreadableFile("Line 1 is empty: the first line must hold the column headers.")
+            hint = f"check for an unquoted {DELIMITER_NAMES[delimiter]} in a value"
+            yield unique_headers(headers), Rows(rows, hint)
         finally:
             text.detach()
         return
@@ -223,7 +306,7 @@ def open_rows(binary: IO[bytes], fmt: str) -> Iterator[tuple[list[str], Iterator
             if not raw:
                 raise UnreadableFile("Row 1 is empty: the first row must hold the column headers.")
             headers = unique_headers(raw)
-            yield headers, _sheet_rows(rows, len(headers))
+            yield headers, Rows(_sheet_rows(rows, len(headers)), "check for values to the right of the last header")
         finally:
             workbook.close()
         return
@@ -291,6 +374,8 @@ def count_rows(binary: IO[bytes], fmt: str) -> int:
             text = io.TextIOWrapper(binary, encoding="utf-16", newline="")
             try:
                 return _count_data_lines(iter(lambda: text.read(SCAN_CHUNK), ""), "\n")
+            except UnicodeDecodeError as exc:
+                raise UnreadableFile(UTF16_DAMAGED.format(reason=exc.reason)) from None
             finally:
                 text.detach()
         return _count_data_lines(iter(lambda: binary.read(SCAN_CHUNK), b""), b"\n")
