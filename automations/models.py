@@ -157,6 +157,8 @@ class Rule(models.Model):
         errors.update(self._clean_targets())
         if self.task_title and self.task_due_amount is None:
             errors["task_due_amount"] = "Say when the task is due."
+        elif self.task_due_amount == 0:
+            errors["task_due_amount"] = "At least 1: a task due at once is overdue when it is made."
         elif self.task_due_amount is not None:
             per_unit = {self.DueUnit.MINUTES: 60 * 24 * 365, self.DueUnit.HOURS: 24 * 365, self.DueUnit.DAYS: 365}
             limit = 10 * per_unit.get(self.task_due_unit, 365)  # ten years: a task past that is no follow-up
@@ -185,8 +187,11 @@ class Rule(models.Model):
         """
         errors: dict[str, str] = {}
         team_modes = (self.AssignMode.ROUND_ROBIN, self.AssignMode.FEWEST_OPEN_TASKS)
-        if self.assign_mode == self.AssignMode.FIXED and self.assign_user_id and not self.assign_user.is_active:
-            errors["assign_user"] = f"{self.assign_user.get_username()} is inactive: choose an active user."
+        if self.assign_mode == self.AssignMode.FIXED and self.assign_user_id:
+            if not self.assign_user.is_active:
+                errors["assign_user"] = f"{self.assign_user.get_username()} is inactive: choose an active user."
+            elif not self.assign_user.is_staff:
+                errors["assign_user"] = f"{self.assign_user.get_username()} cannot sign in to the CRM: choose a staff user."
         if self.assign_mode in team_modes and self.assign_team_id and self.active:
             if not TeamMember.objects.filter(team_id=self.assign_team_id, user__is_active=True).exists():
                 errors["assign_team"] = (

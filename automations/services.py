@@ -148,6 +148,15 @@ def _due_delta(rule: Rule) -> dt.timedelta:
     return dt.timedelta(**{rule.task_due_unit: rule.task_due_amount or 0})
 
 
+def _due_from_now(rule: Rule) -> dt.datetime:
+    """Minutes and hours are elapsed time; days are calendar days, the same local time across a DST change."""
+    if rule.task_due_unit == Rule.DueUnit.DAYS:
+        local = timezone.localtime(timezone.now())
+        # Aware arithmetic with zoneinfo keeps the wall clock; the offset is worked out again.
+        return (local.replace(tzinfo=None) + _due_delta(rule)).replace(tzinfo=local.tzinfo)
+    return timezone.now() + _due_delta(rule)
+
+
 def apply_actions(rule: Rule, *, contact: Contact, source: str, trigger: str) -> list[str]:
     """Do what the rule says to the contact; return a line per thing done."""
     from automations import payloads, webhooks
@@ -180,7 +189,7 @@ def apply_actions(rule: Rule, *, contact: Contact, source: str, trigger: str) ->
         if added:
             done.append("tags added: " + ", ".join(t.name for t in added))
     if rule.task_title:
-        due = timezone.now() + _due_delta(rule)
+        due = _due_from_now(rule)
         task = contact_services.create_task(
             contact=contact, title=rule.task_title, due_at=due, actor=actor, source=source,
         )

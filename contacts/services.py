@@ -1327,7 +1327,9 @@ def create_task(
     if errors:
         raise InputRejected(errors)
     title, due, priority, description = fields["title"], fields["due_at"], fields["priority"], fields["description"]
-    user = fields["assignee"] if fields["assignee"] is not None else contact.owner
+    # The owner only while they can work it: a task for a deactivated owner is seen by nobody.
+    owner = contact.owner if contact.owner is not None and contact.owner.is_active else None
+    user = fields["assignee"] if fields["assignee"] is not None else owner
     task = Task(
         contact=contact, title=title, description=description or "", due_at=due, assignee=user, priority=priority,
         source=source, created_by=actor.user, agent=actor.agent, actor_label=actor.label[:160],

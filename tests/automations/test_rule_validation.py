@@ -147,3 +147,44 @@ def test_admin_refuses_actions_that_could_only_fail_or_drop_their_event(admin_cl
     waiting.pop("active")
     assert admin_client.post(reverse("admin:automations_rule_add"), waiting).status_code == 302
     assert Rule.objects.count() == 3
+
+
+def test_admin_refuses_a_task_due_at_once_and_a_fixed_owner_who_cannot_sign_in(admin_client):
+    outsider = UserFactory(username="outsider", is_staff=False)
+    response = admin_client.post(reverse("admin:automations_rule_add"), rule_form_data(task_title="Call", task_due_amount=0))
+    assert "At least 1" in response.context["adminform"].form.errors["task_due_amount"][0]
+    response = admin_client.post(reverse("admin:automations_rule_add"),
+                                 rule_form_data(assign_mode="fixed", assign_user=outsider.pk))
+    assert "cannot sign in" in response.context["adminform"].form.errors["assign_user"][0]
+    assert not Rule.objects.exists()
+
+
+def test_a_rule_task_due_in_days_keeps_the_local_time_across_a_dst_change(settings):
+    import datetime as dt
+    import zoneinfo
+
+    from freezegun import freeze_time
+
+    from contacts.models import Task
+    from tests.contacts.factories import TagFactory
+
+    settings.TIME_ZONE = "Europe/Berlin"
+    vip = TagFactory(name="vip")
+    RuleFactory(trigger="tag_added", tag=vip, task_title="VIP call", task_due_amount=1, task_due_unit="days")
+    contact = services.upsert_contact(data={"name": "Ana"}, actor=SYSTEM, source=Source.API).contact
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    with freeze_time(dt.datetime(2026, 3, 28, 10, 0, tzinfo=berlin)):  # the clocks go forward that night
+        services.add_tags(contact=contact, tags=["vip"], actor=SYSTEM, source=Source.API)
+    due = Task.objects.get().due_at.astimezone(berlin)
+    assert (due.date(), due.hour, due.minute) == (dt.date(2026, 3, 29), 10, 0)
+
+
+def test_a_task_never_goes_to_a_deactivated_owner():
+    from contacts.models import Task
+
+    gone = UserFactory(username="gone-owner")
+    contact = services.upsert_contact(data={"name": "Ana", "owner": gone.pk}, actor=SYSTEM, source=Source.API).contact
+    type(gone).objects.filter(pk=gone.pk).update(is_active=False)
+    contact.refresh_from_db()
+    task = services.create_task(contact=contact, title="Call", due_at="2031-01-01", actor=SYSTEM, source=Source.API)
+    assert Task.objects.get(pk=task.pk).assignee is None
