@@ -198,7 +198,16 @@ class Rule(models.Model):
                     f"Team {self.assign_team.name} has no active members: add someone to it first, "
                     "or save the rule inactive."
                 )
-        if self.webhook_endpoint_id and not self.webhook_event:
+        contact_events = {WebhookEventType.CONTACT_UPDATED}
+        if self.trigger == Trigger.CONTACT_CREATED:
+            contact_events.add(WebhookEventType.CONTACT_CREATED)
+        if self.webhook_event and self.webhook_event not in contact_events:
+            # The rule sends the contact; receivers of note.created, task.completed, ... read a note, a task.
+            errors["webhook_event"] = (
+                f"A rule sends the contact, which is what {' or '.join(sorted(contact_events))} carries; "
+                f"{self.webhook_event} receivers expect something else in it."
+            )
+        elif self.webhook_endpoint_id and not self.webhook_event:
             errors["webhook_event"] = "Choose the event to send to this endpoint."
         elif self.webhook_endpoint_id and self.active:
             endpoint = self.webhook_endpoint

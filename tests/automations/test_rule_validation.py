@@ -114,7 +114,7 @@ def test_admin_refuses_actions_that_could_only_fail_or_drop_their_event(admin_cl
     TeamMemberFactory(team=empty, user=UserFactory(username="left", is_active=False))
     gone = UserFactory(username="gone", is_active=False)
     endpoint = WebhookEndpoint.objects.create(url="https://hooks.example.com/a", events=["contact.created"], secret="s")
-    off = WebhookEndpoint.objects.create(url="https://hooks.example.com/off", events=["task.created"], secret="s",
+    off = WebhookEndpoint.objects.create(url="https://hooks.example.com/off", events=["contact.updated"], secret="s",
                                          active=False)
     cases = {
         "assign_team": dict(assign_mode="round_robin", assign_team=empty.pk),
@@ -131,11 +131,11 @@ def test_admin_refuses_actions_that_could_only_fail_or_drop_their_event(admin_cl
         assert response.status_code == 200, field
         assert expected[field] in response.context["adminform"].form.errors[field][0]
     response = admin_client.post(reverse("admin:automations_rule_add"),
-                                 rule_form_data(webhook_event="task.created", webhook_endpoint=endpoint.pk))
+                                 rule_form_data(webhook_event="contact.updated", webhook_endpoint=endpoint.pk))
     (message,) = response.context["adminform"].form.errors["webhook_endpoint"]
-    assert "is not subscribed to task.created (it receives: contact.created)" in message
+    assert "is not subscribed to contact.updated (it receives: contact.created)" in message
     response = admin_client.post(reverse("admin:automations_rule_add"),
-                                 rule_form_data(webhook_event="task.created", webhook_endpoint=off.pk))
+                                 rule_form_data(webhook_event="contact.updated", webhook_endpoint=off.pk))
     assert "is disabled" in response.context["adminform"].form.errors["webhook_endpoint"][0]
     assert not Rule.objects.exists()
     # The same rules save once they can work, and an inactive rule may wait for its team.
@@ -188,3 +188,14 @@ def test_a_task_never_goes_to_a_deactivated_owner():
     contact.refresh_from_db()
     task = services.create_task(contact=contact, title="Call", due_at="2031-01-01", actor=SYSTEM, source=Source.API)
     assert Task.objects.get(pk=task.pk).assignee is None
+
+
+def test_a_rule_sends_only_events_whose_payload_is_the_contact(admin_client):
+    response = admin_client.post(reverse("admin:automations_rule_add"), rule_form_data(trigger="tag_added",
+                                                                                      webhook_event="note.created"))
+    assert "note.created receivers expect something else" in response.context["adminform"].form.errors["webhook_event"][0]
+    response = admin_client.post(reverse("admin:automations_rule_add"), rule_form_data(trigger="tag_added",
+                                                                                      webhook_event="contact.created"))
+    assert "webhook_event" in response.context["adminform"].form.errors
+    assert admin_client.post(reverse("admin:automations_rule_add"),
+                             rule_form_data(webhook_event="contact.created")).status_code == 302
