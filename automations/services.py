@@ -134,6 +134,9 @@ def take_round_robin_turn(team: Team):
 
 def fewest_open_tasks(team: Team):
     """Return the team member with the fewest open tasks (ties go by team order)."""
+    # Under the team's lock, held to the end of the write that creates the task: a parallel
+    # assignment waits and then counts this one's task too (else both picked the same member).
+    list(Team.objects.select_for_update().filter(pk=team.pk).values_list("pk", flat=True))
     members = _team_users(team)
     if not members:
         raise RuleFailed(f"Team {team.name} has no active members.")

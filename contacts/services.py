@@ -1084,6 +1084,9 @@ def remove_tag(*, contact: Contact, tag: str | Tag, actor: Actor, source: str) -
                      changes={"tags": [[found.name], []]}, summary=f"Tag removed: {found.name}")
         ])
         _touch(contact)
+        # Receivers that mirror tags hear of removals as of additions.
+        _emit_after_flush(event="contact.updated",
+                          payload=lambda: payloads.contact_event(contact, changes={"tags": [[found.name], []]}))
     return bool(deleted)
 
 
@@ -2000,10 +2003,10 @@ def bulk_apply(*, contacts: Iterable[Contact], action: str, value: Any, actor: A
         HistoryEntry.objects.bulk_create(
             [_history(c, action=kind, actor=actor, source=source, changes=changes, summary=summary) for c in hit]
         )
-        if action == "add_tag":
-            for contact in hit:
+        for contact in hit:
+            if action == "add_tag":
                 run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": [tag.name]})
-                emit_event(event="contact.updated", payload=lambda c=contact: payloads.contact_event(c, changes=changes))
+            emit_event(event="contact.updated", payload=lambda c=contact: payloads.contact_event(c, changes=changes))
         return len(hit)
     stage = Stage.objects.select_related("pipeline").filter(pk=value).first() if str(value or "").isdigit() else None
     if stage is None:

@@ -52,3 +52,38 @@ def test_hundred_contacts_from_ten_threads_share_a_team_of_three_evenly():
     assert sum(counts.values()) == 100 and set(counts) == {"ann", "ben", "cat"}
     assert max(counts.values()) - min(counts.values()) <= 1
     assert Team.objects.get(pk=team.pk).turn == 100
+
+
+def test_fewest_open_tasks_counts_tasks_given_out_by_parallel_writes():
+    from contacts.models import Task
+    from tests.contacts.factories import TagFactory
+
+    customer = TagFactory(name="customer")
+    first, second = UserFactory(username="rep1"), UserFactory(username="rep2")
+    team = TeamFactory(name="B")
+    TeamMemberFactory(team=team, user=first)
+    TeamMemberFactory(team=team, user=second)
+    RuleFactory(trigger="tag_added", tag=customer, assign_mode="fewest_open_tasks", assign_team=team,
+                assign_only_if_unowned=False, task_title="Onboard", task_due_amount=1)
+    people = [services.upsert_contact(data={"name": f"P{i}"}, actor=Actor.for_system("t"), source=Source.API).contact
+              for i in range(10)]
+
+    barrier, errors = threading.Barrier(10), []
+
+    def tag(index):
+        try:
+            barrier.wait()
+            services.add_tags(contact=people[index], tags=["customer"], actor=Actor.for_system("t"), source=Source.API)
+        except Exception as exc:  # asserted below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=tag, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    counts = sorted(Task.objects.filter(title="Onboard").values_list("assignee__username", flat=True))
+    assert counts.count("rep1") == counts.count("rep2") == 5

@@ -38,3 +38,19 @@ def test_erasing_a_contact_drops_its_pending_events_and_scrubs_delivered_ones():
     assert ("contact.created", "delivered", {"erased": True, "contact": {"id": erased.pk}}) in left
     assert "Erase Me" not in str(left) and "erase.me@qa.test" not in str(left)
     assert any(p["contact"]["id"] == kept.pk and p["contact"]["name"] == "Keep Me" for _e, _s, p in left)
+
+
+def test_a_tag_removed_one_by_one_or_in_bulk_is_a_contact_updated_event():
+    from tests.contacts.factories import TagFactory
+
+    webhooks.create_endpoint(url="http://127.0.0.1:9/", events=["contact.updated"])
+    TagFactory(name="newsletter")
+    one = services.upsert_contact(data={"name": "One"}, tags=["newsletter"], actor=SYSTEM, source=Source.API).contact
+    two = services.upsert_contact(data={"name": "Two"}, tags=["newsletter"], actor=SYSTEM, source=Source.API).contact
+    WebhookDelivery.objects.all().delete()
+    services.remove_tag(contact=one, tag="newsletter", actor=SYSTEM, source=Source.API)
+    services.bulk_apply(contacts=[two], action="remove_tag", value="newsletter", actor=SYSTEM, source=Source.MANUAL)
+    payloads = list(WebhookDelivery.objects.order_by("id").values_list("payload", flat=True))
+    assert [(p["contact"]["id"], p["changes"]) for p in payloads] == [
+        (one.pk, {"tags": [["newsletter"], []]}), (two.pk, {"tags": [["newsletter"], []]}),
+    ]
