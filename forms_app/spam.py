@@ -21,6 +21,9 @@ pages keep Django's normal CSRF protection.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
@@ -50,7 +53,8 @@ def hash_ip(ip: str) -> str:
 
 
 def make_token(form_id: int) -> str:
-    return signing.TimestampSigner(salt=TOKEN_SALT).sign(str(form_id))
+    # A nonce makes each rendered page's token its own, so a token can be spent once (claim_token).
+    return signing.TimestampSigner(salt=TOKEN_SALT).sign(f"{form_id}:{secrets.token_urlsafe(9)}")
 
 
 def token_is_valid(token: str, form_id: int) -> bool:
@@ -58,7 +62,25 @@ def token_is_valid(token: str, form_id: int) -> bool:
         value = signing.TimestampSigner(salt=TOKEN_SALT).unsign(token or "", max_age=settings.FORMS_TOKEN_MAX_AGE)
     except signing.BadSignature:
         return False
-    return value == str(form_id)
+    return value.split(":", 1)[0] == str(form_id)
+
+
+def _token_key(token: str) -> str:
+    return "forms_app:spent:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def claim_token(token: str) -> bool:
+    """Spend a page's token; False if it was already spent (a double click, a resent POST).
+
+    The second POST of one page gets the thanks page without a second submission, so the
+    person, their rules and webhooks are not recorded twice. Atomic in the cache.
+    """
+    return cache.add(_token_key(token), 1, timeout=settings.FORMS_TOKEN_MAX_AGE)
+
+
+def release_token(token: str) -> None:
+    """Give a token back when its POST wrote nothing (the answers were refused): fixing them is not a double submit."""
+    cache.delete(_token_key(token))
 
 
 def honeypot_filled(data) -> bool:

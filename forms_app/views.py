@@ -326,12 +326,18 @@ def public_form(request, slug: str):
         # Look like success so the bot moves on; nothing is stored.
         return thanks
     values = _values_for_redisplay(fields, request.POST)
-    if not spam.token_is_valid(request.POST.get("form_token", ""), form.pk):
+    token = request.POST.get("form_token", "")
+    if not spam.token_is_valid(token, form.pk):
         errors = {"": ["This page was open for too long. Please check your answers and send the form again."]}
         return _render_public(request, form, embed=embed, values=values, errors=errors, status=400)
+    if not spam.claim_token(token):
+        return thanks  # the same page sent twice: the first POST is the submission
     try:
         services.submit_form(form=form, data=request.POST, files=request.FILES, ip_hash=ip_hash)
-    except InputRejected as exc:
+    except BaseException as exc:
+        spam.release_token(token)
+        if not isinstance(exc, InputRejected):
+            raise
         if any(e.code == "form_closed" for e in exc.errors):
             return render(request, "forms_app/public_closed.html", {"form_obj": form, "embed": embed}, status=410)
         errors: dict[str, list[str]] = {}

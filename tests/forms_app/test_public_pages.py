@@ -198,3 +198,23 @@ def test_body_larger_than_any_valid_submission_is_refused_unread(visitor, settin
     )
     assert response.status_code == 413 and "too large" in response.content.decode()
     assert not Contact.objects.exists()
+
+
+def test_one_page_sent_twice_is_one_submission(visitor):
+    # A double click, or the browser resending the POST: one person, one submission, one run of the rules.
+    form = make_form()
+    page = visitor.get(f"/f/{form.slug}/")
+    payload = {"form_token": token_of(page), "fname": "Ana", "femail": "ana@example.com"}
+    first = visitor.post(f"/f/{form.slug}/", payload)
+    again = visitor.post(f"/f/{form.slug}/", payload)
+    assert first.status_code == again.status_code == 302 and first["Location"] == again["Location"]
+    assert Submission.objects.count() == 1
+
+
+def test_a_refused_answer_does_not_spend_the_page(visitor):
+    form = make_form()
+    page = visitor.get(f"/f/{form.slug}/")
+    token = token_of(page)
+    assert visitor.post(f"/f/{form.slug}/", {"form_token": token, "fname": "Ana", "femail": "nope"}).status_code == 400
+    fixed = visitor.post(f"/f/{form.slug}/", {"form_token": token, "fname": "Ana", "femail": "ana@example.com"})
+    assert fixed.status_code == 302 and Submission.objects.count() == 1
