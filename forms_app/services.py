@@ -12,7 +12,7 @@ import math
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -588,11 +588,13 @@ def submit_form(*, form: Form, data: Any, files: Any = None, ip_hash: str = "") 
         form = Form.objects.select_related("stage__pipeline", "owner").get(pk=form.pk)
         if not form.is_open:
             raise InputRejected([FieldError("", "form_closed", "This form is not accepting responses.")])
+        # The form's tags go in with the person, so "contact created" rules that look for a tag
+        # see them (added afterwards, a rule for new VIPs missed every VIP the form brought in).
+        form_tags = list(form.tags.all())
+        if form_tags:
+            cleaned = replace(cleaned, tags=list({t.pk: t for t in [*(cleaned.tags or []), *form_tags]}.values()))
         upsert = contact_services.upsert_contact(data={}, actor=actor, source=Source.FORM, cleaned=cleaned)
         contact = upsert.contact
-        tag_names = [tag.name for tag in form.tags.all()]
-        if tag_names:
-            contact_services.add_tags(contact=contact, tags=tag_names, actor=actor, source=Source.FORM)
         if form.stage is not None:
             # Anyone can submit a public form with a known phone: it may bring a contact into the
             # pipeline or further along, never back (a customer signing up for news stays Won).

@@ -137,3 +137,19 @@ def test_text_longer_than_the_limit_is_refused(lead_setup, settings):
     with pytest.raises(InputRejected) as caught:
         services.submit_form(form=form, data={"fname": "Ed", "femail": "ed@example.com", "fmsg": "y" * 51})
     assert [(e.field, e.code) for e in caught.value.errors] == [("fmsg", "too_long")]
+
+
+def test_contact_created_rules_see_the_tags_the_form_adds():
+    from automations.models import RuleRun
+    from contacts.models import Tag, Task
+    from tests.automations.factories import RuleFactory
+
+    vip = Tag.objects.get_or_create(name="vip")[0]
+    RuleFactory(trigger="contact_created", tag=vip, task_title="New VIP welcome", task_due_amount=1)
+    form = make_form(tags=[vip])
+    services.submit_form(form=form, data={"fname": "Ana", "femail": "ana@example.com"})
+    assert Task.objects.filter(title="New VIP welcome").count() == 1
+    assert RuleRun.objects.filter(status="applied").count() == 1
+    # A returning person gets the tag as before (once), and no second welcome.
+    services.submit_form(form=form, data={"fname": "Ana", "femail": "ana@example.com"})
+    assert Task.objects.filter(title="New VIP welcome").count() == 1
