@@ -109,7 +109,8 @@ class IdempotencyMiddleware:
             return self.get_response(request)
         token = bearer_token(request)
         agent = agent_for_token(request, token) if token else None
-        if agent is None:
+        if agent is None or not _method_allowed(request):
+            # Unknown path or a method the endpoint lacks: its 404 or 405 is the answer, not the key's.
             return self.get_response(request)
         key = raw_key.strip()
         if not key or len(key) > MAX_KEY_LENGTH:
@@ -196,6 +197,18 @@ class IdempotencyMiddleware:
             if not keep:
                 IdempotencyRecord.objects.filter(pk=record.pk).delete()
         return response
+
+
+def _method_allowed(request: HttpRequest) -> bool:
+    try:
+        match = resolve(request.path_info, getattr(request, "urlconf", None))
+    except Resolver404:
+        return False
+    view_class = getattr(match.func, "view_class", None) or getattr(match.func, "cls", None)
+    if view_class is None:
+        return False
+    method = request.method.lower()
+    return method in getattr(view_class, "http_method_names", ()) and hasattr(view_class, method)
 
 
 def _prepare_before_transaction(request: HttpRequest, agent: Agent) -> None:

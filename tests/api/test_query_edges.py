@@ -74,3 +74,10 @@ def test_intake_refuses_two_different_values_for_one_custom_field(bot):
     same = bot.post("intake", {"contact": {"name": "CC", "phone": "+1 404 620 0001", "custom": {"budget": "2"}},
                                "custom": {"budget": "2"}})
     assert same.status_code == 201 and Contact.objects.get().custom == {"budget": 2}
+
+
+def test_a_method_the_endpoint_lacks_is_405_even_with_an_idempotency_key(bot):
+    for key in ("", "k1"):
+        response = bot.put("access/check", {}, key=key)
+        assert response.status_code == 405, (key, response.content)
+        assert "POST" in response["Allow"]
