@@ -723,6 +723,10 @@ class ImportJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Set after each batch while a worker imports or undoes the job; an old one means the worker stopped.",
+    )
     reverted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -326,6 +326,10 @@ CRM_IMPORT_SYNC_MAX_ROWS = env_int("CRM_IMPORT_SYNC_MAX_ROWS", 2000)
 CRM_IMPORT_BATCH_SIZE = env_int("CRM_IMPORT_BATCH_SIZE", 5000)
 # Processes that parse phones for big files (phonenumbers is the import's floor).
 CRM_IMPORT_WORKERS = env_int("CRM_IMPORT_WORKERS", os.cpu_count() or 1)
+# A running import whose worker wrote no progress for this long has stopped (killed): it is
+# failed with where it stopped, so it can be reverted; a batch takes seconds.
+CRM_IMPORT_STALE_AFTER = env_int("CRM_IMPORT_STALE_AFTER", 300)
+CELERY_BEAT_SCHEDULE["imports-recover-stale"] = {"task": "contacts.importing.recover_stale_imports", "schedule": 60.0}
 # Stock behaviour (drops a leading "="); our export resource also neutralizes + - @ tab CR.
 IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True
 

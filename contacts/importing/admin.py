@@ -179,7 +179,7 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
 
     def import_progress_view(self, request, job_id: int):
         self._check(request)
-        job = get_object_or_404(ImportJob, pk=job_id)
+        job = services.check_stale(get_object_or_404(ImportJob, pk=job_id))
         return TemplateResponse(
             request,
             "admin/contacts/import_progress.html",
@@ -191,7 +191,7 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
 
     def import_progress_json(self, request, job_id: int):
         self._check(request)
-        return JsonResponse(services.progress(get_object_or_404(ImportJob, pk=job_id)))
+        return JsonResponse(services.progress(services.check_stale(get_object_or_404(ImportJob, pk=job_id))))
 
     def import_errors_view(self, request, job_id: int):
         # Served through admin, not MEDIA_URL: the failed rows hold people's personal data.
@@ -210,20 +210,22 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
             raise Http404
         return FileResponse(job.file.open("rb"), as_attachment=True, filename=job.file_name, content_type="application/octet-stream")
 
-    def _job_action(self, request, job_id: int, action, done: str):
+    def import_cancel_view(self, request, job_id: int):
         self._check(request)
         if request.method != "POST":
             raise Http404
         job = get_object_or_404(ImportJob, pk=job_id)
         try:
-            action(job=job, actor=_actor(request))
-            messages.success(request, done.format(job=job))
+            job = services.cancel_import(job=job, actor=_actor(request))
         except InputRejected as exc:
             messages.error(request, str(exc.errors[0].message))
+        else:
+            if job.status == ImportJob.Status.CANCELLED:
+                # Finished here (not started yet, or its worker had stopped): say what was undone.
+                messages.success(request, " ".join(filter(None, [f"Import #{job.pk} was cancelled.", job.message])))
+            else:
+                messages.success(request, f"Import #{job.pk} is being cancelled; what it wrote is reverted.")
         return redirect("admin:contacts_contact_import_progress", job_id=job.pk)
-
-    def import_cancel_view(self, request, job_id: int):
-        return self._job_action(request, job_id, services.cancel_import, "Import #{job.pk} is being cancelled; what it wrote is reverted.")
 
     def import_revert_view(self, request, job_id: int):
         self._check(request)
@@ -268,8 +270,22 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # The files as links to admin views: media is not served publicly (personal data).
-        files = {"file": "file_link", "error_file": "error_file_link"}
+        files = {"file": "file_link", "error_file": "error_file_link", "finished_at": "finished"}
         return [files.get(f.name, f.name) for f in ImportJob._meta.fields] + ["progress_link"]
+
+    def changelist_view(self, request, extra_context=None):
+        # The history must not list as running an import whose worker was killed.
+        services.fail_stale_jobs()
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if object_id and str(object_id).isdigit():
+            services.fail_stale_jobs(job_id=int(object_id))
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="Finished at")
+    def finished(self, obj):
+        return obj.finished_at or "-"
 
     @admin.display(description="Progress")
     def progress_link(self, obj):

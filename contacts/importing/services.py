@@ -9,11 +9,12 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -31,6 +32,10 @@ BACKGROUND_HARD_LIMIT = 10_000
 PREVIEW_ROWS = 1000
 REVERT_BATCH = 1000
 ACTIVE = (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING, ImportJob.Status.CANCELLING)
+
+
+def _stale_after() -> timedelta:
+    return timedelta(seconds=getattr(settings, "CRM_IMPORT_STALE_AFTER", 300))
 
 
 def _sync_max_rows() -> int:
@@ -63,12 +68,22 @@ def create_import_job(*, upload, actor: Actor, mode: str = ImportJob.Mode.CREATE
         headers = read_headers(job)
         with job.file.open("rb") as handle:
             job.rows_total = count_rows(handle, fmt)
-    except UnreadableFile as exc:
+        job.mapping = mapping_mod.auto_mapping(headers)
+        job.background = job.rows_total > _sync_max_rows()
+        job.save()
+    except BaseException as exc:
+        # Whatever refused the file (or broke), no job points at the stored copy: it would stay
+        # on disk, personal data that nobody can see or delete.
         job.file.delete(save=False)
-        raise _reject("file", "invalid_value", str(exc)) from None
-    job.mapping = mapping_mod.auto_mapping(headers)
-    job.background = job.rows_total > _sync_max_rows()
-    job.save()
+        if isinstance(exc, UnreadableFile):
+            raise _reject("file", "invalid_value", str(exc)) from None
+        if isinstance(exc, UnicodeDecodeError):
+            # A damaged multi-byte text the reader did not name as such: still the file's fault, not a 500.
+            raise _reject(
+                "file", "invalid_value",
+                f"The file cannot be read: it is damaged or not valid {exc.encoding} (byte {exc.start:,}).",
+            ) from None
+        raise
     return job
 
 
@@ -152,26 +167,36 @@ def confirm_import(
 
 
 def run_job(*, job_id: int, on_progress=None) -> ImportJob:
-    """Run a queued import to the end (or until cancelled), recording progress after every batch."""
+    """Run a queued import to the end (or until cancelled), recording progress after every batch.
+
+    A job that is already running was started by an earlier delivery of the
+    task. If that worker has stopped reporting (it was killed: Celery then
+    delivers the task again), the job is failed so it can be reverted, or its
+    cancel is finished here.
+    """
     started = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
         status=ImportJob.Status.RUNNING, started_at=timezone.now()
     )
     job = ImportJob.objects.select_related("created_by").get(pk=job_id)
     if not started:
-        if job.status == ImportJob.Status.CANCELLING:
+        if job.status == ImportJob.Status.RUNNING:
+            fail_stale_jobs(job_id=job.pk)
+        elif job.status == ImportJob.Status.CANCELLING and _claim_stale(job, ImportJob.Status.CANCELLING):
             _finish_cancel(job)
-        return job  # already run by an earlier delivery of the task
+        job.refresh_from_db()
+        return job
     actor = Actor.for_user(job.created_by) if job.created_by else Actor.for_system(f"import #{job.pk}")
 
     def progress(result: ImportResult) -> bool:
         if on_progress is not None:
             on_progress(result, job)
         # Filtering on RUNNING makes the progress write double as the cancel check:
-        # once staff asked to cancel, it matches no row.
+        # once staff asked to cancel, it matches no row. heartbeat_at tells a live
+        # worker from a dead one (see _heartbeat).
         return bool(
             ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(
                 rows_done=result.rows, created_count=result.created, updated_count=result.updated,
-                skipped_count=result.skipped, failed_count=result.failed,
+                skipped_count=result.skipped, failed_count=result.failed, heartbeat_at=timezone.now(),
             )
         )
 
@@ -185,14 +210,17 @@ def run_job(*, job_id: int, on_progress=None) -> ImportJob:
                 )
         except Exception as exc:
             logger.exception("import %s failed", job.pk)
-            ImportJob.objects.filter(pk=job.pk).update(
+            # Not over a revert that began after the job was failed as stale (this worker was only slow).
+            ImportJob.objects.filter(pk=job.pk).exclude(status=ImportJob.Status.REVERTED).update(
                 status=ImportJob.Status.FAILED, finished_at=timezone.now(), message=f"{type(exc).__name__}: {exc}"[:2000]
             )
             job.refresh_from_db()
             return job
         job.refresh_from_db()
         if result.cancelled:
-            _finish_cancel(job)
+            if job.status == ImportJob.Status.CANCELLING:
+                _finish_cancel(job, result)
+            # Otherwise it was failed as stale while this worker was slow: its message says what to do.
             return job
         job.rows_done, job.created_count, job.updated_count = result.rows, result.created, result.updated
         job.skipped_count, job.failed_count = result.skipped, result.failed
@@ -205,14 +233,135 @@ def run_job(*, job_id: int, on_progress=None) -> ImportJob:
             # With a BOM, as our exports: Excel then opens the file to fix in UTF-8, not the ANSI code page.
             job.error_file.save(f"{stem}-errors.csv", File(io.BytesIO(errors.read().encode("utf-8-sig"))), save=False)
             fields.append("error_file")
-        # A cancel that arrived after the last batch is too late: the import is done.
-        ImportJob.objects.filter(pk=job.pk).update(**{f: getattr(job, f) for f in fields})
+        # A cancel that arrived after the last batch is too late: the import is done. A job
+        # failed as stale meanwhile (and perhaps being reverted) is left as it is.
+        done = ImportJob.objects.filter(
+            pk=job.pk, status__in=[ImportJob.Status.RUNNING, ImportJob.Status.CANCELLING]
+        ).update(**{f: getattr(job, f) for f in fields})
+        if not done:
+            job.refresh_from_db()
     return job
 
 
-def _finish_cancel(job: ImportJob) -> None:
+# --- A worker that stopped --------------------------------------------------------------
+#
+# While a job is RUNNING or CANCELLING, the worker sets heartbeat_at after every
+# batch (of the import, or of the undo); until the first one started_at stands
+# in. A job whose heartbeat is older than CRM_IMPORT_STALE_AFTER seconds (300) has
+# no live worker: a batch takes seconds.
+
+
+def _heartbeat(job: ImportJob) -> datetime:
+    return job.heartbeat_at or job.started_at or job.created_at
+
+
+def _stale_q(now: datetime) -> Q:
+    cutoff = now - _stale_after()
+    return (
+        Q(heartbeat_at__lt=cutoff)
+        | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+        | Q(heartbeat_at__isnull=True, started_at__isnull=True, created_at__lt=cutoff)
+    )
+
+
+def is_stale(job: ImportJob) -> bool:
+    """Whether a running (or cancelling) job's worker has stopped reporting progress."""
+    return job.status in (ImportJob.Status.RUNNING, ImportJob.Status.CANCELLING) and (
+        _heartbeat(job) < timezone.now() - _stale_after()
+    )
+
+
+def seconds_until_stale(job: ImportJob) -> float | None:
+    """When a job still in a worker's hands would be stale if that worker stopped now (None: it is not)."""
+    if job.status not in (ImportJob.Status.RUNNING, ImportJob.Status.CANCELLING):
+        return None
+    return max((_heartbeat(job) + _stale_after() - timezone.now()).total_seconds(), 0) + 5
+
+
+def _stopped_message(job: ImportJob) -> str:
+    seconds = round(_stale_after().total_seconds())
+    silent = _count(seconds // 60, "minute") if seconds >= 120 else _count(seconds, "second")
+    return (
+        f"The worker stopped at row {job.rows_done} of {max(job.rows_total, job.rows_done)} "
+        f"(no progress for over {silent}). What it wrote is still there: revert the import, or import the file again."
+    )
+
+
+def fail_stale_jobs(*, job_id: int | None = None) -> int:
+    """Mark running imports whose worker stopped as failed, saying where; return how many.
+
+    Failed, an import can be reverted. Should its worker turn out to be only
+    slow, it stops at its next batch, as when cancelled (its progress write
+    finds the job no longer running).
+    """
+    now = timezone.now()
+    stale = ImportJob.objects.filter(status=ImportJob.Status.RUNNING).filter(_stale_q(now))
+    if job_id is not None:
+        stale = stale.filter(pk=job_id)
+    failed = 0
+    for job in stale:
+        # Conditional again: the worker may have reported, or someone cancelled, since the select.
+        if ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).filter(_stale_q(now)).update(
+            status=ImportJob.Status.FAILED, finished_at=now, message=_stopped_message(job)[:2000]
+        ):
+            failed += 1
+            logger.warning("import #%s: its worker stopped at row %s; marked failed", job.pk, job.rows_done)
+    return failed
+
+
+def check_stale(job: ImportJob) -> ImportJob:
+    """The job as it stands, failed first if its worker has stopped (for the pages that show it)."""
+    if is_stale(job) and job.status == ImportJob.Status.RUNNING and fail_stale_jobs(job_id=job.pk):
+        job.refresh_from_db()
+    return job
+
+
+def recover_stale_jobs() -> int:
+    """Fail every stale running import and finish every stale cancel (for a periodic task); return how many."""
+    count = fail_stale_jobs()
+    for job in ImportJob.objects.filter(status=ImportJob.Status.CANCELLING).filter(_stale_q(timezone.now())):
+        if _claim_stale(job, ImportJob.Status.CANCELLING):
+            _finish_cancel(job)
+            count += 1
+    return count
+
+
+def _claim_stale(job: ImportJob, status: str) -> bool:
+    """Take over a stale job in ``status`` as CANCELLING, with a fresh heartbeat so that nobody else does too."""
+    now = timezone.now()
+    claimed = ImportJob.objects.filter(pk=job.pk, status=status).filter(_stale_q(now)).update(
+        status=ImportJob.Status.CANCELLING, heartbeat_at=now
+    )
+    if claimed:
+        # In memory heartbeat_at keeps the last one the worker wrote: _changed_since reads it as "ran until".
+        job.status = ImportJob.Status.CANCELLING
+    return bool(claimed)
+
+
+# --- Cancel ------------------------------------------------------------------------------
+
+
+def _finish_cancel(job: ImportJob, result: ImportResult | None = None) -> UndoReport:
+    """Undo what a stopped import wrote and mark it cancelled, saying what was written and undone.
+
+    ``result`` holds the counts up to the batch where a live import stopped
+    (its last progress write, the one that found the cancel, did not save
+    them); without it the job's saved counts are the last the worker reported.
+    """
+    counts = ["rows_done", "created_count", "updated_count", "skipped_count", "failed_count"]
+    if result is not None:
+        job.rows_done, job.created_count, job.updated_count = result.rows, result.created, result.updated
+        job.skipped_count, job.failed_count = result.skipped, result.failed
+        ImportJob.objects.filter(pk=job.pk).update(**{f: getattr(job, f) for f in counts})
+    # The undo log, not the row counts: a row may have merged into a contact another row created.
+    written = dict(
+        ImportChange.objects.filter(job=job).order_by().values("created").annotate(n=Count("id")).values_list("created", "n")
+    )
     try:
-        report = _undo(job, Actor.for_user(job.created_by) if job.created_by else Actor.for_system("import"), "Cancelled")
+        report = _undo(
+            job, Actor.for_user(job.created_by) if job.created_by else Actor.for_system("import"), "Cancelled",
+            heartbeat=True,
+        )
     except Exception as exc:
         # Batches undone so far stay undone; as a failed import it can be reverted again to finish.
         logger.exception("cancelling import #%s stopped part-way", job.pk)
@@ -222,23 +371,50 @@ def _finish_cancel(job: ImportJob) -> None:
         )
         raise
     job.status, job.finished_at = ImportJob.Status.CANCELLED, timezone.now()
-    fields = ["status", "finished_at"]
-    if report.skipped:
-        job.message = f"Cancelled: {report.describe()}"[:2000]
-        fields.append("message")
-    job.save(update_fields=fields)
+    job.message = _cancelled_message(job, created=written.get(True, 0), changed=written.get(False, 0), report=report)[:2000]
+    job.save(update_fields=["status", "finished_at", "message"])
+    return report
+
+
+def _cancelled_message(job: ImportJob, *, created: int, changed: int, report: UndoReport) -> str:
+    at = f"Cancelled at row {job.rows_done} of {max(job.rows_total, job.rows_done)}."
+    if not (created or changed):
+        return f"{at} Nothing had been written."
+    return (
+        f"{at} It had written {_count(created, 'new contact')} and changed {_count(changed, 'existing contact')}; "
+        f"undone: {report.describe()}"
+    )
 
 
 def cancel_import(*, job: ImportJob, actor: Actor) -> ImportJob:
-    """Ask a queued or running import to stop; what it already wrote is reverted."""
-    moved = ImportJob.objects.filter(pk=job.pk, status__in=[ImportJob.Status.QUEUED, ImportJob.Status.RUNNING]).update(
-        status=ImportJob.Status.CANCELLING
-    )
+    """Stop an import and undo what it wrote.
+
+    A draft or queued import has written nothing and is cancelled at once. A
+    running one is asked to stop at its next batch and undoes its own writes.
+    One whose worker has stopped (killed mid-import) has nobody to ask, so its
+    writes are undone here, before this returns.
+    """
+    now = timezone.now()
+    if ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.DRAFT).update(
+        status=ImportJob.Status.CANCELLED, finished_at=now
+    ) or ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.QUEUED).update(
+        status=ImportJob.Status.CANCELLED, finished_at=now, message="Cancelled before it started; nothing was written."
+    ):
+        # run_job only starts a QUEUED job, so the queued task now does nothing.
+        job.refresh_from_db()
+        return job
     job.refresh_from_db()
-    if not moved and job.status == ImportJob.Status.DRAFT:
-        job.status, job.finished_at = ImportJob.Status.CANCELLED, timezone.now()
-        job.save(update_fields=["status", "finished_at"])
-    elif not moved:
+    if job.status in (ImportJob.Status.RUNNING, ImportJob.Status.CANCELLING) and _claim_stale(job, job.status):
+        try:
+            _finish_cancel(job)
+        except Exception as exc:
+            job.refresh_from_db()
+            raise _reject("status", "cancel_incomplete", job.message or f"Cancelling stopped part-way ({exc.__class__.__name__}).") from exc
+        job.refresh_from_db()
+        return job
+    moved = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(status=ImportJob.Status.CANCELLING)
+    job.refresh_from_db()
+    if not moved and job.status != ImportJob.Status.CANCELLING:
         raise _reject("status", "invalid_state", f"Import #{job.pk} is {job.get_status_display().lower()}; only a queued or running import can be cancelled.")
     return job
 
@@ -255,8 +431,10 @@ def revert_import_reporting(*, job: ImportJob, actor: Actor) -> tuple[ImportJob,
     note, a task, an edit...), and restores the fields and tags it changed
     unless someone has changed that field or tag since, or its old phone or
     email now belongs to another contact. The history entries after the
-    import's own tell what was changed since.
+    import's own tell what was changed since. A running import whose worker
+    has stopped counts as failed, so it can be reverted too.
     """
+    check_stale(job)
     claimed = ImportJob.objects.filter(pk=job.pk, status__in=[ImportJob.Status.DONE, ImportJob.Status.FAILED]).update(
         status=ImportJob.Status.REVERTED, reverted_at=timezone.now()
     )
@@ -327,8 +505,12 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _undo(job: ImportJob, actor: Actor, verb: str) -> UndoReport:
-    """Walk the import's undo log newest first, one batch (fixed query count) at a time."""
+def _undo(job: ImportJob, actor: Actor, verb: str, *, heartbeat: bool = False) -> UndoReport:
+    """Walk the import's undo log newest first, one batch (fixed query count) at a time.
+
+    With ``heartbeat`` (a cancel), each batch refreshes the job's heartbeat, so a
+    long undo is not taken for a stopped worker and undone a second time.
+    """
     report = UndoReport()
     last_id = None
     while True:
@@ -341,6 +523,8 @@ def _undo(job: ImportJob, actor: Actor, verb: str) -> UndoReport:
         last_id = batch[-1].id
         with transaction.atomic():
             _undo_batch(batch, job=job, actor=actor, summary=f"{verb} import #{job.pk} ({job.file_name})", report=report)
+        if heartbeat:
+            ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.CANCELLING).update(heartbeat_at=timezone.now())
 
 
 @dataclass
@@ -359,7 +543,7 @@ def _changed_since(job: ImportJob, contact_ids: set[int]) -> dict[int, _ChangedS
     Import: an owner, a task, a tag), which goes with it.
     """
     since = job.started_at or job.created_at
-    ran_until = job.finished_at or timezone.now()
+    ran_until = job.finished_at or job.heartbeat_at or timezone.now()
     rows = (
         HistoryEntry.objects.filter(contact_id__in=contact_ids, created_at__gte=since)
         .order_by("id")
@@ -571,7 +755,8 @@ def progress(job: ImportJob) -> dict:
     total = max(job.rows_total, job.rows_done)
     elapsed = ((job.finished_at or timezone.now()) - job.started_at).total_seconds() if job.started_at else 0
     rate = job.rows_done / elapsed if elapsed > 0 else 0.0
-    left = (total - job.rows_done) / rate if rate > 0 and job.status in ACTIVE else None
+    stalled = is_stale(job)
+    left = (total - job.rows_done) / rate if rate > 0 and job.status in ACTIVE and not stalled else None
     return {
         "id": job.pk,
         "status": job.status,
@@ -588,4 +773,6 @@ def progress(job: ImportJob) -> dict:
         "finished": job.status not in (*ACTIVE, ImportJob.Status.DRAFT),
         "error_file_url": reverse("admin:contacts_contact_import_errors", args=[job.pk]) if job.error_file else "",
         "message": job.message,
+        # A cancel whose worker stopped: pressing Cancel again finishes it without one.
+        "stalled": stalled,
     }

@@ -11,7 +11,7 @@ from contacts.models import ImportJob
 
 @staff_member_required
 def progress(request, job_id: int):
-    job = get_object_or_404(ImportJob, pk=job_id)
+    job = services.check_stale(get_object_or_404(ImportJob, pk=job_id))
     return render(
         request,
         "contacts/import_progress.html",
@@ -21,4 +21,4 @@ def progress(request, job_id: int):
 
 @staff_member_required
 def progress_json(request, job_id: int):
-    return JsonResponse(services.progress(get_object_or_404(ImportJob, pk=job_id)))
+    return JsonResponse(services.progress(services.check_stale(get_object_or_404(ImportJob, pk=job_id))))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import operator
 from typing import Any
 
-from django.db import IntegrityError
-from django.db.models import Q
+from django.db import IntegrityError, connection
+from django.db.models import Case, F, Q, Value, When
 
 from contacts.models import Contact, ContactTag, HistoryEntry, ImportChange, Source
 from contacts.services import STANDARD_FIELDS
@@ -56,7 +57,81 @@ def _birthday(value: str) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
 
 
+# Columns that make up one value: written all together or not at all, so that a
+# concurrent edit of the phone cannot end up with the import's number and its extension.
+_TOGETHER = (("phone", "phone_e164", "phone_extension"), ("email", "email_normalized"))
+_TEXT_INDEX = {f: i for i, f in enumerate(TEXT_FIELDS)}
+_WRITTEN_WITH = {_TEXT_INDEX[f]: tuple(_TEXT_INDEX[g] for g in group) for group in _TOGETHER for f in group}
+# C-level getters: an update compares 5,000 rows of 16 columns per batch.
+_text_of = operator.itemgetter(*TEXT_FIELDS)  # from a state or an ORM row, both dicts
+_FETCH_INDEX = {f: i for i, f in enumerate(FETCH_FIELDS)}
+_fetched_text_of = operator.itemgetter(*(_FETCH_INDEX[f] for f in TEXT_FIELDS))  # from a psycopg row
+_MISSING = object()
+
+
+class _Patch:
+    """What an update changes on one contact, against the state the batch looked up.
+
+    ``text`` has one entry per TEXT_FIELDS column: the new value, or None when
+    unchanged (those columns are NOT NULL, so None is never a new value).
+    """
+
+    __slots__ = ("id", "text", "birthday_set", "birthday", "custom_set", "custom_drop")
+
+    def __init__(self, contact_id: int, state: dict[str, Any], before: tuple | None):
+        self.id = contact_id
+        new_text = _text_of(state)
+        self.birthday = _birthday(state["birthday"])
+        new_custom = state["custom"]
+        if before is None:
+            # Not looked up by this writer, so nothing to compare with: write it all.
+            self.text, self.birthday_set = list(new_text), True
+            self.custom_set, self.custom_drop = dict(new_custom), []
+            return
+        old_text, old_birthday, old_custom = before
+        text: list[Any] = [None] * len(new_text)
+        if new_text != old_text:
+            for i, (new, old) in enumerate(zip(new_text, old_text, strict=True)):
+                if new != old:
+                    for j in _WRITTEN_WITH.get(i, (i,)):
+                        text[j] = new_text[j]
+        self.text = text
+        self.birthday_set = self.birthday != old_birthday
+        if isinstance(old_custom, str):  # a raw psycopg cursor hands jsonb back as text
+            old_custom = {} if old_custom == "{}" else json.loads(old_custom)
+        if not isinstance(old_custom, dict):
+            old_custom = {}
+        if not (new_custom or old_custom):
+            self.custom_set, self.custom_drop = {}, []
+            return
+        self.custom_set = {k: v for k, v in new_custom.items() if old_custom.get(k, _MISSING) != v}
+        self.custom_drop = [k for k in old_custom if k not in new_custom]
+
+    def columns(self) -> dict[str, Any]:
+        """The changed columns of WRITE_FIELDS and their new values (birthday a date or None)."""
+        changed = {f: v for f, v in zip(TEXT_FIELDS, self.text, strict=True) if v is not None}
+        if self.birthday_set:
+            changed["birthday"] = self.birthday
+        return changed
+
+    @property
+    def custom_changed(self) -> bool:
+        return bool(self.custom_set or self.custom_drop)
+
+
 class OrmWriter:
+    """Batch queries through Django's ORM (SQLite and anything but PostgreSQL).
+
+    An update writes only what the import changes on each contact, against
+    the state ``fetch_existing`` read. Nothing locks the contacts between that
+    lookup and the update, so a salesperson's edit in between must survive:
+    writing back the whole looked-up row overwrote their change of another
+    field while their history entry still said it happened.
+    """
+
+    def __init__(self) -> None:
+        self._fetched: dict[int, Any] = {}
+
     def begin_batch(self) -> None:
         pass
 
@@ -69,7 +144,17 @@ class OrmWriter:
             query |= Q(email_normalized__in=emails) & ~Q(email_normalized="")
         if not query:
             return []
-        return list(Contact.objects.filter(query).order_by().values(*FETCH_FIELDS))
+        rows = list(Contact.objects.filter(query).order_by().values(*FETCH_FIELDS))
+        # Copies: the update compares against the state as read, whatever the caller does with these.
+        self._fetched = {row["id"]: (_text_of(row), row["birthday"], dict(row["custom"] or {})) for row in rows}
+        return rows
+
+    def _before(self, contact_id: int) -> tuple | None:
+        """(text columns, birthday, custom) of a contact as the lookup read it."""
+        return self._fetched.get(contact_id)
+
+    def _patches(self, rows: list[tuple[int, dict[str, Any]]]) -> list[_Patch]:
+        return [_Patch(contact_id, state, self._before(contact_id)) for contact_id, state in rows]
 
     def fetch_tags(self, contact_ids: list[int]) -> list[tuple[int, int]]:
         return list(ContactTag.objects.filter(contact_id__in=contact_ids).values_list("contact_id", "tag_id"))
@@ -91,14 +176,33 @@ class OrmWriter:
         return [c.pk for c in contacts]
 
     def update_contacts(self, rows: list[tuple[int, dict[str, Any]]], *, now: dt.datetime) -> None:
+        patches = self._patches(rows)
+        fields = {f: Contact._meta.get_field(f) for f in WRITE_FIELDS}
+        # bulk_update writes every listed field of every row; a CASE per column whose
+        # default is the column itself writes each row's changed columns only.
+        for chunk in _param_chunks(patches):
+            cases: dict[str, list[When]] = {}
+            for patch in chunk:
+                for name, value in patch.columns().items():
+                    cases.setdefault(name, []).append(When(pk=patch.id, then=Value(value, output_field=fields[name])))
+            Contact.objects.filter(pk__in=[p.id for p in chunk]).update(
+                **{name: Case(*whens, default=F(name), output_field=fields[name]) for name, whens in cases.items()},
+                updated_at=now, last_activity_at=now,
+            )
+        patched = [p for p in patches if p.custom_changed]
+        if not patched:
+            return
+        # Read after the UPDATE above, which holds these rows' locks (SQLite: the database's
+        # write lock) until the batch commits: no edit can land between this read and the write.
+        current = dict(Contact.objects.filter(pk__in=[p.id for p in patched]).values_list("pk", "custom"))
         contacts = []
-        for contact_id, s in rows:
-            contact = Contact(pk=contact_id, **{f: s[f] for f in WRITE_FIELDS if f != "birthday"})
-            contact.birthday = _birthday(s["birthday"])
-            contact.custom = s["custom"]
-            contact.updated_at = contact.last_activity_at = now
-            contacts.append(contact)
-        Contact.objects.bulk_update(contacts, [*WRITE_FIELDS, "custom", "updated_at", "last_activity_at"])
+        for patch in patched:
+            custom = current.get(patch.id)
+            custom = {**(custom if isinstance(custom, dict) else {}), **patch.custom_set}
+            for key in patch.custom_drop:
+                custom.pop(key, None)
+            contacts.append(Contact(pk=patch.id, custom=custom))
+        Contact.objects.bulk_update(contacts, ["custom"])
 
     def insert_contact_tags(self, pairs: list[tuple[int, int]], *, now: dt.datetime) -> None:
         ContactTag.objects.bulk_create(
@@ -138,6 +242,7 @@ class PostgresWriter(OrmWriter):
     """
 
     def __init__(self, connection):
+        super().__init__()
         connection.ensure_connection()
         self.raw = connection.connection
 
@@ -167,7 +272,13 @@ class PostgresWriter(OrmWriter):
             cursor.execute(sql, [list(phones), list(emails)])
             rows = cursor.fetchall()
             cursor.execute("SET LOCAL enable_seqscan TO DEFAULT")
+            # The tuples themselves (immutable, custom still JSON text): the few updated rows are decoded later.
+            self._fetched = {row[0]: row for row in rows}
             return [dict(zip(FETCH_FIELDS, row, strict=True)) for row in rows]
+
+    def _before(self, contact_id: int) -> tuple | None:
+        row = self._fetched.get(contact_id)
+        return None if row is None else (_fetched_text_of(row), row[_FETCH_INDEX["birthday"]], row[_FETCH_INDEX["custom"]])
 
     def fetch_tags(self, contact_ids: list[int]) -> list[tuple[int, int]]:
         with self.raw.cursor() as cursor:
@@ -192,25 +303,39 @@ class PostgresWriter(OrmWriter):
         return ids
 
     def update_contacts(self, rows: list[tuple[int, dict[str, Any]]], *, now: dt.datetime) -> None:
-        names = [*TEXT_FIELDS, "birthday", "custom"]
+        # Per row, only what changed: NULL in a text column means "unchanged" (those columns are
+        # NOT NULL, so NULL is never a new value); birthday, where NULL is a value, has its own flag.
+        # Custom is merged as a patch into the row as it is when the UPDATE reaches it: in READ
+        # COMMITTED a row edited since the lookup is re-read after that edit commits, so the edit stays.
         with self.raw.cursor() as cursor:
             cursor.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS import_contact_update "
-                f"(id bigint, {', '.join(f + ' text' for f in TEXT_FIELDS)}, birthday date, custom jsonb) "
-                "ON COMMIT DELETE ROWS"
+                "CREATE TEMP TABLE IF NOT EXISTS import_contact_patch "
+                f"(id bigint, {', '.join(f + ' text' for f in TEXT_FIELDS)}, birthday date, birthday_set boolean, "
+                "custom_set jsonb, custom_drop text[]) ON COMMIT DELETE ROWS"
             )
-            cursor.execute("DELETE FROM import_contact_update")
-            with _copy(cursor, f"COPY import_contact_update (id, {', '.join(names)}) FROM STDIN") as copy:
-                for contact_id, s in rows:
-                    copy.write_row([contact_id, *self._row(s)])
-            sets = ", ".join(f"{n} = u.{n}" for n in names)
+            cursor.execute("DELETE FROM import_contact_patch")
+            ids = []
+            columns = ", ".join(["id", *TEXT_FIELDS, "birthday", "birthday_set", "custom_set", "custom_drop"])
+            with _copy(cursor, f"COPY import_contact_patch ({columns}) FROM STDIN") as copy:
+                for patch in self._patches(rows):
+                    ids.append(patch.id)
+                    copy.write_row([
+                        patch.id, *patch.text, patch.birthday, patch.birthday_set,
+                        _dumps(patch.custom_set) if patch.custom_set else None, patch.custom_drop or None,
+                    ])
+            sets = ", ".join(f"{f} = COALESCE(u.{f}, c.{f})" for f in TEXT_FIELDS)
             # The id list lets PostgreSQL probe the primary key: joined on the
             # temp table alone (no statistics) it chose a merge or hash join over
             # the whole contacts table, a full scan per batch that grew with the CRM.
             cursor.execute(
-                f"UPDATE contacts_contact AS c SET {sets}, updated_at = %s, last_activity_at = %s "
-                "FROM import_contact_update AS u WHERE c.id = u.id AND c.id = ANY(%s)",
-                [now, now, [contact_id for contact_id, _s in rows]],
+                f"UPDATE contacts_contact AS c SET {sets}, "
+                "birthday = CASE WHEN u.birthday_set THEN u.birthday ELSE c.birthday END, "
+                "custom = CASE WHEN u.custom_set IS NULL AND u.custom_drop IS NULL THEN c.custom ELSE "
+                "(CASE WHEN jsonb_typeof(c.custom) = 'object' THEN c.custom ELSE '{}'::jsonb END "
+                "|| COALESCE(u.custom_set, '{}'::jsonb)) - COALESCE(u.custom_drop, '{}'::text[]) END, "
+                "updated_at = %s, last_activity_at = %s "
+                "FROM import_contact_patch AS u WHERE c.id = u.id AND c.id = ANY(%s)",
+                [now, now, ids],
             )
 
     def insert_contact_tags(self, pairs: list[tuple[int, int]], *, now: dt.datetime) -> None:
@@ -241,6 +366,28 @@ class PostgresWriter(OrmWriter):
                         contact_id, HistoryEntry.Action.IMPORTED, _dumps(changes), summary[:255],
                         Source.IMPORT, user_id, agent_id, label, now,
                     ])
+
+
+def _param_chunks(patches: list[_Patch]) -> list[list[_Patch]]:
+    """Split an update so that no statement binds more parameters than the backend allows (SQLite: 999)."""
+    limit = connection.features.max_query_params
+    if not limit:
+        return [patches] if patches else []
+    budget = limit - 10  # updated_at and last_activity_at
+    chunks: list[list[_Patch]] = []
+    chunk: list[_Patch] = []
+    used = 0
+    for patch in patches:
+        changed = sum(v is not None for v in patch.text) + patch.birthday_set
+        cost = 1 + 2 * changed  # its id in the IN list, and an id and a value per changed column
+        if chunk and used + cost > budget:
+            chunks.append(chunk)
+            chunk, used = [], 0
+        chunk.append(patch)
+        used += cost
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def writer_for(connection) -> OrmWriter:
