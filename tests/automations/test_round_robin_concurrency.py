@@ -12,6 +12,7 @@ from contacts.models import Contact, Source
 from crm_hub.actors import Actor
 from tests.automations.factories import RuleFactory, TeamFactory, TeamMemberFactory
 from tests.contacts.factories import UserFactory
+from tests.contacts.test_concurrency import run_in_threads
 
 pytestmark = [
     pytest.mark.postgres,
@@ -68,22 +69,10 @@ def test_fewest_open_tasks_counts_tasks_given_out_by_parallel_writes():
     people = [services.upsert_contact(data={"name": f"P{i}"}, actor=Actor.for_system("t"), source=Source.API).contact
               for i in range(10)]
 
-    barrier, errors = threading.Barrier(10), []
-
     def tag(index):
-        try:
-            barrier.wait()
-            services.add_tags(contact=people[index], tags=["customer"], actor=Actor.for_system("t"), source=Source.API)
-        except Exception as exc:  # asserted below
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        services.add_tags(contact=people[index], tags=["customer"], actor=Actor.for_system("t"), source=Source.API)
 
-    threads = [threading.Thread(target=tag, args=(i,)) for i in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    _results, errors = run_in_threads(10, tag)
     assert errors == []
     counts = sorted(Task.objects.filter(title="Onboard").values_list("assignee__username", flat=True))
     assert counts.count("rep1") == counts.count("rep2") == 5
