@@ -161,6 +161,16 @@ def home(request):
 # --- Error pages (wired as handler403/404/500 in crm_hub.urls) ----------------------
 
 
+def error_400(request, exception=None):
+    # Django's own 400s (too many query or form fields, a Host not allowed, a broken upload) are
+    # answered before any view; under /api/ they are the API's envelope like every other error.
+    from django.views.defaults import bad_request
+
+    return _api_error(
+        request, 400, "bad_request", "The request could not be read: too many fields, or a malformed header or body."
+    ) or bad_request(request, exception)
+
+
 def error_403(request, exception=None):
     return render(request, "errors/403.html", status=403)
 

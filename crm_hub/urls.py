@@ -22,6 +22,7 @@ urlpatterns = [
     path("f/", include("forms_app.public_urls")),
 ]
 
+handler400 = "contacts.views.error_400"
 handler403 = "contacts.views.error_403"
 handler404 = "contacts.views.error_404"
 handler500 = "contacts.views.error_500"

@@ -81,3 +81,13 @@ def test_a_method_the_endpoint_lacks_is_405_even_with_an_idempotency_key(bot):
         response = bot.put("access/check", {}, key=key)
         assert response.status_code == 405, (key, response.content)
         assert "POST" in response["Allow"]
+
+
+@pytest.mark.parametrize("many", [1100])
+def test_djangos_own_400s_under_the_api_are_the_json_envelope(bot, settings, many):
+    from django.test import override_settings
+
+    with override_settings(DEBUG=False):
+        response = bot.client.get("/api/v1/contacts?" + "&".join(f"a{i}=1" for i in range(many)), **bot.headers)
+        assert response.status_code == 400 and response["Content-Type"] == "application/json"
+        assert response.json()["errors"][0]["code"] == "bad_request"
