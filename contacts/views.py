@@ -37,6 +37,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
+from django.views.defaults import bad_request
 
 from contacts.exporting import cell_value, csv_response, export_rows, xlsx_response
 from contacts.filters import (
@@ -158,14 +159,12 @@ def home(request):
     return redirect("contacts:list")
 
 
-# --- Error pages (wired as handler403/404/500 in crm_hub.urls) ----------------------
+# --- Error pages (wired as handler400/403/404/500 in crm_hub.urls) -------------------
 
 
 def error_400(request, exception=None):
     # Django's own 400s (too many query or form fields, a Host not allowed, a broken upload) are
     # answered before any view; under /api/ they are the API's envelope like every other error.
-    from django.views.defaults import bad_request
-
     return _api_error(
         request, 400, "bad_request", "The request could not be read: too many fields, or a malformed header or body."
     ) or bad_request(request, exception)
