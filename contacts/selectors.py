@@ -155,6 +155,11 @@ def user_is_crm_admin(user) -> bool:
     return cached
 
 
+def sees_only_own_contacts(user) -> bool:
+    """Whether ``user`` is a sales user limited to their own contacts (CRM_SALES_SEE_OWN_ONLY)."""
+    return settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user)
+
+
 def visible_contacts(user) -> QuerySet[Contact]:
     """Return the contacts ``user`` may see: all, or only their own for sales users when CRM_SALES_SEE_OWN_ONLY is on.
 
@@ -164,7 +169,7 @@ def visible_contacts(user) -> QuerySet[Contact]:
     queryset = Contact.objects.all()
     if user is None or not user.is_authenticated or not user.is_staff:
         return queryset.none()
-    if settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+    if sees_only_own_contacts(user):
         queryset = queryset.filter(owner=user)
     return queryset
 
@@ -509,7 +514,7 @@ BOARD_COLUMN_SIZE = 25
 def board_memberships(pipeline: Pipeline, *, user, owner: str = "", tag: Tag | None = None) -> QuerySet[ContactStage]:
     """Return the pipeline's memberships (cards) the user may see, filtered by owner and tag."""
     memberships = ContactStage.objects.filter(pipeline=pipeline)
-    if settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+    if sees_only_own_contacts(user):
         memberships = memberships.filter(contact__owner=user)
     if owner == "none":
         memberships = memberships.filter(contact__owner__isnull=True)
@@ -559,6 +564,6 @@ def tasks_for(user, *, assignee=None, everyone: bool = False) -> QuerySet[Task]:
     tasks = Task.objects.filter(status=Task.Status.OPEN).select_related("contact", "assignee")
     if not everyone:
         tasks = tasks.filter(assignee=assignee or user)
-    if settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+    if sees_only_own_contacts(user):
         tasks = tasks.filter(Q(contact__owner=user) | Q(assignee=user))
     return tasks.order_by("due_at", "id")

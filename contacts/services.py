@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Case, Exists, OuterRef, Q, Value, When
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -961,9 +961,12 @@ def erase_contacts(*, contact_ids: list[int]) -> int:
     # delivered ones keep it in the delivery log: pending ones go, the others keep only the id.
     about_them = WebhookDelivery.objects.filter(payload__contact__id__in=contact_ids)
     about_them.filter(status=WebhookDelivery.Status.PENDING).delete()
-    for delivery in about_them.only("pk", "payload"):
-        delivery.payload = {"erased": True, "contact": {"id": delivery.payload["contact"]["id"]}}
-        delivery.save(update_fields=["payload"])
+    scrubbed = WebhookDelivery._meta.get_field("payload")
+    about_them.update(payload=Case(
+        *(When(payload__contact__id=pk, then=Value({"erased": True, "contact": {"id": pk}}, output_field=scrubbed))
+          for pk in contact_ids),
+        output_field=scrubbed,
+    ))
     LogEntry.objects.filter(
         content_type=ContentType.objects.get_for_model(Contact), object_id__in=[str(pk) for pk in contact_ids]
     ).update(object_repr="(erased contact)")

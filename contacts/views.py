@@ -84,6 +84,7 @@ from contacts.selectors import (
     fields_provenance,
     keyset_page,
     list_vocabulary,
+    sees_only_own_contacts,
     tasks_for,
     user_is_crm_admin,
     visible_contacts,
@@ -214,7 +215,7 @@ def _staff_users() -> list:
 
 
 def _restricted(user) -> bool:
-    return settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user)
+    return sees_only_own_contacts(user)
 
 
 def _guard_owner_param(request, params) -> None:

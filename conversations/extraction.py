@@ -24,9 +24,9 @@ from django.conf import settings
 from contacts.models import CustomField
 from contacts.normalize import InvalidEmail, email_normalize
 from contacts.services import clean_contact_input
-from conversations.services import unstorable_text
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
+from crm_hub.unstorable import unstorable_text
 
 logger = logging.getLogger(__name__)
 

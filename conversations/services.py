@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,47 +19,11 @@ from contacts.services import record_intake
 from conversations.models import Conversation, Message
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
+from crm_hub.unstorable import MESSAGES as UNSTORABLE_MESSAGES
+from crm_hub.unstorable import unstorable_text
 
 MAX_MESSAGES_PER_CALL = 500
 MAX_MESSAGE_CHARS = 20_000
-
-
-# The codes DRF's CharField gives the same refusal (POST conversations answers them for a message's text), so a
-# message is judged alike whichever endpoint or caller brings it.
-NUL_CODE = "null_characters_not_allowed"
-SURROGATE_CODE = "surrogate_characters_not_allowed"
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_TEXT_MESSAGES = {
-    NUL_CODE: "Null characters are not allowed.",
-    SURROGATE_CODE: "Lone surrogate characters (U+D800 to U+DFFF) are not allowed.",
-}
-
-
-def unstorable_text(value: Any, path: str = "") -> tuple[str, str] | None:
-    """Return (path, code) of the first text in ``value`` no database can store, or None.
-
-    Looks into objects (keys too) and lists. PostgreSQL refuses NUL in text and jsonb, and a lone
-    surrogate cannot be encoded for any database: stored unchecked, either is a 500, not a 400.
-    """
-    if isinstance(value, str):
-        if "\x00" in value:
-            return path, NUL_CODE
-        if _SURROGATE.search(value):
-            return path, SURROGATE_CODE
-        return None
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            # A bad key is reported at its object: a path holding it could not be rendered in the answer either.
-            found = unstorable_text(key, path) or unstorable_text(item, f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-        return None
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            found = unstorable_text(item, f"{path}.{index}" if path else str(index))
-            if found:
-                return found
-    return None
 
 
 def _text_error(field_name: str, value: Any, *, code: str | None = None) -> FieldError | None:
@@ -69,7 +32,7 @@ def _text_error(field_name: str, value: Any, *, code: str | None = None) -> Fiel
     if found is None:
         return None
     path, reason = found
-    message = _TEXT_MESSAGES[reason]
+    message = UNSTORABLE_MESSAGES[reason]
     if code is not None and path != field_name:
         message = f"{message[:-1]} (at {path})."
     return FieldError(field_name, code or reason, message)

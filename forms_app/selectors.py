@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, QuerySet
 from django.urls import NoReverseMatch, reverse
 
 from contacts.models import Contact, Stage
-from contacts.selectors import user_is_crm_admin, visible_contacts
+from contacts.selectors import sees_only_own_contacts, user_is_crm_admin, visible_contacts
 from forms_app.models import Form, Submission
 
 
@@ -24,7 +23,7 @@ def user_can_build_forms(user) -> bool:
 def forms_with_counts(user=None) -> QuerySet[Form]:
     """Forms with the number of submissions ``user`` may see (all of them for everyone else)."""
     counted = Count("submissions")
-    if user is not None and settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+    if user is not None and sees_only_own_contacts(user):
         counted = Count("submissions", filter=Q(submissions__contact__in=visible_contacts(user)))
     return Form.objects.select_related("current_version").annotate(submission_count=counted)
 
@@ -47,7 +46,7 @@ def form_stats(form: Form, user=None) -> FormStats:
 
 def _visible_to(queryset: QuerySet[Submission], user) -> QuerySet[Submission]:
     """Limit to submissions whose contact ``user`` may see (sales users with CRM_SALES_SEE_OWN_ONLY)."""
-    if settings.CRM_SALES_SEE_OWN_ONLY and not user_is_crm_admin(user):
+    if sees_only_own_contacts(user):
         return queryset.filter(contact__in=visible_contacts(user))
     return queryset
 

@@ -13,7 +13,7 @@ class JSONRenderer(renderers.JSONRenderer):
             return super().render(data, accepted_media_type, renderer_context)
         except UnicodeEncodeError:
             # A lone surrogate that got into an answer (echoed input, an old stored value):
-            # JSON's \\uXXXX escape can still carry it, where UTF-8 cannot.
+            # the JSON escape \uD800 can still carry it, where UTF-8 cannot.
             return json.dumps(
                 data, cls=self.encoder_class, ensure_ascii=True, allow_nan=not self.strict, separators=(",", ":")
             ).encode("ascii")
