@@ -47,7 +47,7 @@ def neutralize_cell(value: Any) -> Any:
 
 
 def custom_cell(definition: CustomField, value: Any) -> Any:
-    """Return a custom value as a cell: lists joined, decimals as numbers.
+    """Return a custom value as a cell: lists joined, decimals as numbers, dates as dates.
 
     Decimals are stored as text to keep their digits; written as text, a negative
     one ("-12.50") would be taken for a formula and neutralized into "'-12.50",
@@ -59,6 +59,12 @@ def custom_cell(definition: CustomField, value: Any) -> Any:
         try:
             return Decimal(value)
         except InvalidOperation:  # stored before the type changed: shown as it is
+            return value
+    if definition.type == CustomField.Type.DATE and isinstance(value, str):
+        # A date cell in XLSX (sortable, filterable), and the same YYYY-MM-DD in CSV.
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
             return value
     return "" if value is None else value
 

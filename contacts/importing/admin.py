@@ -7,7 +7,6 @@ path runs per-row queries and cannot collapse duplicates inside a file.
 
 from __future__ import annotations
 
-import tablib
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -18,9 +17,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
+from import_export.signals import post_export
 
 from contacts.admin import ContactAdmin
-from contacts.exporting import xlsx_safe_cell
+from contacts.exporting import csv_response, xlsx_response
 from contacts.importing import services
 from contacts.importing.mapping import target_choices
 from contacts.importing.readers import UnreadableFile, detect_format, open_rows
@@ -54,40 +54,16 @@ class MappingForm(forms.Form):
         return [(header, self[f"col_{index}"]) for index, header in enumerate(self.headers)]
 
 
-class _ResourceNeutralizes:
-    """Leave formula escaping to ContactExportResource, which neutralizes every cell.
-
-    The stock escape (IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT) turns every cell
-    into text on the way, so XLSX got "None" in empty date cells (which then
-    failed re-import) and ids and dates as text; and it only drops a leading "=".
-    """
-
-    def _escape_formulae(self, dataset):
-        pass
-
-
-class NeutralizedCSV(_ResourceNeutralizes, CSV):
-    pass
-
-
-class NeutralizedXLSX(_ResourceNeutralizes, XLSX):
-    def export_data(self, dataset, **kwargs):
-        # A control character (a vertical tab in a name) is not allowed in an .xlsx cell:
-        # openpyxl refused the whole file.
-        clean = tablib.Dataset(headers=[xlsx_safe_cell(h) for h in dataset.headers or []], title=dataset.title)
-        for row in dataset:
-            clean.append([xlsx_safe_cell(value) for value in row])
-        return super().export_data(clean, **kwargs)
-
-
 def _actor(request) -> Actor:
     return Actor.for_user(request.user)
 
 
 class ContactImportExportAdmin(ExportMixin, ContactAdmin):
     resource_classes = [ContactExportResource]
-    formats = [NeutralizedCSV, NeutralizedXLSX]
-    to_encoding = "utf-8-sig"  # CSV with a BOM, as the web export: Excel then reads names in UTF-8
+    # The cells are neutralized by ContactExportResource and written by the web export's streamed
+    # writers (_do_file_export); the formats only name the choices. The stock formula escape
+    # (IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT) only drops a leading "=" and turns every cell into text.
+    formats = [CSV, XLSX]
     import_export_change_list_template = "admin/contacts/contact/change_list_import_export.html"
 
     def has_export_permission(self, request):
@@ -95,15 +71,22 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
         # the file holds what the change list shows, so it needs the same permission.
         return self.has_view_permission(request)
 
-    def get_export_data(self, file_format, request, queryset, **kwargs):
-        # The stock method asks for native cell types (numbers, dates, empty cells) only
-        # for its own XLSX class, by exact type; ours is a subclass.
+    def _do_file_export(self, file_format, request, queryset, export_form=None):
+        """Stream the file (CSV as it is written, XLSX from a write-only workbook) instead of building it in memory."""
         if not self.has_export_permission(request):
             raise PermissionDenied
-        data = self.get_data_for_export(request, queryset, force_native_type=file_format.is_binary(), **kwargs)
-        exported = file_format.export_data(data)
-        encoding = kwargs.get("encoding")
-        return exported.encode(encoding) if encoding and not file_format.is_binary() else exported
+        resource_class = self.choose_export_resource_class(export_form, request)
+        resource = resource_class(**self.get_export_resource_kwargs(request, export_form=export_form))
+        rows = resource.iter_rows(
+            queryset,
+            selected_fields=self.get_export_resource_fields_from_form(export_form),
+            # Native cells (numbers, dates, empty cells) for XLSX; the widgets' text for CSV.
+            native=file_format.is_binary(),
+        )
+        filename = self.get_export_filename(request, queryset, file_format)
+        response = xlsx_response(rows, filename=filename) if file_format.is_binary() else csv_response(rows, filename=filename)
+        post_export.send(sender=None, model=self.model)
+        return response
 
     def get_urls(self):
         view = self.admin_site.admin_view
