@@ -249,25 +249,32 @@ def cleaning_pool(ctx: CleanContext, workers: int):
         return None
 
 
-def cleaned_batches(ctx: CleanContext, rows: Iterable[list[str]], *, batch_size: int, workers: int) -> Iterator[list[Prepared]]:
-    """Yield batches of cleaned rows in file order; with workers > 1, phone parsing runs on other cores.
+def cleaned_batches(
+    ctx: CleanContext, rows: Iterable[list[str]], *, batch_size: int, workers: int
+) -> Iterator[tuple[list[list[str]], list[Prepared]]]:
+    """Yield (cells, cleaned rows) a batch at a time in file order; with workers > 1, phone parsing runs on other cores.
 
-    Only a few batches are in flight at once, so memory stays flat whatever the file size.
+    The batch's own cells come along because a row can still fail when its batch
+    is written (a phone/email conflict), and the failed-rows file needs them; a
+    cleaned row carries its cells back only when cleaning failed it. Only a few
+    batches are in flight at once, so memory stays flat whatever the file size.
     """
     chunks = _chunks(rows, batch_size, first_line=2)  # line 1 is the header
     pool = cleaning_pool(ctx, workers) if workers > 1 else None
     if pool is None:
         for start, chunk in chunks:
-            yield [clean_row(ctx, start + i, cells) for i, cells in enumerate(chunk)]
+            yield chunk, [clean_row(ctx, start + i, cells) for i, cells in enumerate(chunk)]
         return
     try:
         pending: deque = deque()
         for start, chunk in chunks:
-            pending.append(pool.apply_async(_clean_chunk, (start, chunk)))
+            pending.append((chunk, pool.apply_async(_clean_chunk, (start, chunk))))
             if len(pending) >= workers * 2:
-                yield pending.popleft().get()
+                chunk, cleaned = pending.popleft()
+                yield chunk, cleaned.get()
         while pending:
-            yield pending.popleft().get()
+            chunk, cleaned = pending.popleft()
+            yield chunk, cleaned.get()
     finally:
         pool.terminate()
         pool.join()
@@ -692,11 +699,13 @@ def run_import(
         size = batch_size()
 
         def loop() -> None:
-            for batch in cleaned_batches(ctx, rows, batch_size=size, workers=workers):
+            for chunk, batch in cleaned_batches(ctx, rows, batch_size=size, workers=workers):
                 outcomes = engine.apply_batch(batch, result)
-                for outcome in outcomes:
-                    if outcome.action == ERROR and error_writer is not None:
-                        error_writer.writerow(_failed_row(outcome, width, data_width))
+                for cells, outcome in zip(chunk, outcomes, strict=True):
+                    if outcome.action == ERROR:
+                        outcome.cells = outcome.cells or cells
+                        if error_writer is not None:
+                            error_writer.writerow(_failed_row(outcome, width, data_width))
                     if on_row is not None:
                         on_row(outcome)
                 result.seconds = time.monotonic() - started

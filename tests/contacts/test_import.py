@@ -158,6 +158,30 @@ def test_phone_email_conflict_is_a_row_error_and_touches_neither_contact(staff_a
     assert (a.name, a.email, b.name, b.phone) == ("A", "", "B", "")
     text = job.error_file.open("rb").read().decode("utf-8-sig")
     assert f"contact #{a.pk}" in text and f"contact #{b.pk}" in text
+    # The failed-rows file keeps the row's cells, ready to fix and import again.
+    header, row = list(csv.reader(io.StringIO(text)))
+    assert header == [*HEADERS, "error"]
+    assert row[:5] == ["Merged?", "(561) 555-0192", "b@example.com", "X", ""] and row[5].startswith("conflict:")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_rows_failing_in_the_batch_keep_their_cells_in_the_error_file(staff_actor, workers):
+    """A conflict is found when the batch is written, after cleaning (which kept cells only for its own errors)."""
+    a = existing(staff_actor, name="A", phone="+1 561 555 0192")
+    existing(staff_actor, name="B", email="b@example.com")
+    rows = [["Ok", "", f"ok{i}@example.com", "", ""] for i in range(5)]
+    rows.insert(3, ["Merged?", "(561) 555-0192", "b@example.com", "X Corp", ""])
+    errors = io.StringIO()
+    from contacts.importing.engine import error_csv_writer
+
+    result = run_import(
+        io.BytesIO(csv_bytes(rows)), fmt="csv", mapping=auto_mapping(HEADERS), mode="create_update", actor=staff_actor,
+        workers=workers, error_writer=error_csv_writer(errors),
+    )
+    assert (result.created, result.failed) == (5, 1)
+    failed = list(csv.reader(io.StringIO(errors.getvalue())))[1:]
+    assert [r[:5] for r in failed] == [["Merged?", "(561) 555-0192", "b@example.com", "X Corp", ""]]
+    assert f"contact #{a.pk}" in failed[0][5]
 
 
 def test_invalid_email_and_phone_fail_their_row_only(staff_actor):
@@ -429,7 +453,7 @@ def _clean_in_worker_processes_from_a_daemonic_process(rows):
         return None
     pool.terminate()
     pool.join()
-    return [row[:6] for batch in cleaned_batches(ctx, rows, batch_size=3, workers=2) for row in batch]
+    return [row[:6] for _cells, batch in cleaned_batches(ctx, rows, batch_size=3, workers=2) for row in batch]
 
 
 def test_background_imports_clean_on_worker_processes_inside_a_celery_prefork_child():
@@ -443,7 +467,7 @@ def test_background_imports_clean_on_worker_processes_inside_a_celery_prefork_ch
         cleaned = celery_like_child.apply(_clean_in_worker_processes_from_a_daemonic_process, (rows,))
     assert cleaned is not None, "cleaning fell back to one core inside the daemonic child"
     ctx = CleanContext(targets=["name", "phone", "email"], definitions={}, tags={}, allowed_tags=[], region="US")
-    inline = [row[:6] for batch in cleaned_batches(ctx, rows, batch_size=3, workers=1) for row in batch]
+    inline = [row[:6] for _cells, batch in cleaned_batches(ctx, rows, batch_size=3, workers=1) for row in batch]
     assert cleaned == inline and cleaned[0][3] == "+15615550000" and cleaned[0][5] == "p0@example.com"
 
 
