@@ -428,6 +428,8 @@ def clean_contact_input(
             parsed = _parse_birthday(raw)
             if parsed is None:
                 errors.append(FieldError("birthday", "invalid_value", "Expected a date as YYYY-MM-DD."))
+            elif birthday_in_future(parsed):
+                errors.append(FieldError("birthday", "invalid_value", BIRTHDAY_IN_FUTURE))
             else:
                 values["birthday"] = parsed
             continue
@@ -478,6 +480,14 @@ def clean_contact_input(
     if errors:
         raise InputRejected(errors)
     return result
+
+
+BIRTHDAY_IN_FUTURE = "A birthday cannot be in the future."
+
+
+def birthday_in_future(birthday: dt.date) -> bool:
+    # A day of slack: "today" differs by time zone, and a birthday today somewhere is not wrong.
+    return birthday > timezone.localdate() + dt.timedelta(days=1)
 
 
 def _parse_birthday(raw: Any) -> dt.date | None:

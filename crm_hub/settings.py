@@ -204,6 +204,7 @@ CELERY_BEAT_SCHEDULE: dict = {}
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["crm_hub.api.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "crm_hub.api.negotiation.JsonOnlyNegotiation",
     # JSON only: the endpoints take nested objects (custom, contact, task) that a form body
     # cannot carry, and DRF read them from one as empty, silently. File uploads name their own parser.
     "DEFAULT_PARSER_CLASSES": ["crm_hub.api.parsers.JSONParser"],

@@ -10,6 +10,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from crm_hub.api.negotiation import FormatNotAvailable
 from crm_hub.api.permissions import MissingScope
 from crm_hub.errors import FieldError, InputRejected
 
@@ -126,6 +127,8 @@ def api_exception_handler(exc, context):
         accepted = [p.media_type for p in getattr(context.get("view"), "parser_classes", ())] or ["application/json"]
         item = {"field": None, "code": "unsupported_media_type",
                 "message": f"{exc.detail} Send the body with " + " or ".join(f"'Content-Type: {a}'" for a in accepted) + "."}
+    elif isinstance(exc, FormatNotAvailable):
+        item = {"field": "format", "code": "not_acceptable", "message": str(exc.detail), "allowed": exc.available}
     elif isinstance(exc, exceptions.Throttled):
         item = {"field": None, "code": "throttled", "message": f"Too many requests; retry in {exc.wait and int(exc.wait + 0.999)} s."}
     else:

@@ -1,4 +1,11 @@
-"""Cursor pagination for the agent API's lists: DRF's, with a cursor the lists did not make answered 404."""
+"""Cursor pagination for the agent API's lists: DRF's, with the list's query checked before it runs.
+
+A list answers 400, naming the parameter, for a cursor it did not make, a
+``page_size`` out of range and a parameter it does not know. DRF answered the
+first with 404 and quietly replaced the other two: a mistyped filter
+(``?emial=``) listed every contact, and the first one could be taken for the
+caller, as with a filter sent empty (crm_hub.api.filters).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,12 @@ from django.utils import timezone
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 
+from crm_hub.errors import FieldError, InputRejected
+
 MAX_BIGINT = 2**63 - 1
+INVALID_CURSOR = "Not a cursor of this list: pass back the whole `next` or `previous` link of a page, or leave cursor out."
+# DRF's ?format= override: JSON is the only format, and anything else answers 406 (crm_hub.api.negotiation).
+ALWAYS_KNOWN = ("format",)
 
 
 class CheckedCursorPagination(CursorPagination):
@@ -22,19 +34,49 @@ class CheckedCursorPagination(CursorPagination):
     but hands the position to the ORM as it is, so a cursor made by hand or cut short (``p=2026``, a date
     that does not exist, one out of range) was a 500 from the lookup. Here the position must parse as that
     field's type (a date-time: with its offset, within range in UTC); if it does not, the answer is the one a
-    cursor that is not base64 at all gets: 404 "Invalid cursor".
+    cursor that is not base64 at all gets: 400 ``invalid_value`` on ``cursor``.
     """
 
     def paginate_queryset(self, queryset, request, view=None):
         self._cursor_model = queryset.model
+        self._refuse_unknown_parameters(request, view)
         return super().paginate_queryset(queryset, request, view)
 
+    def _refuse_unknown_parameters(self, request, view) -> None:
+        filterset = getattr(view, "filterset_class", None)
+        known = [*(filterset.base_filters if filterset else ()), self.cursor_query_param, self.page_size_query_param,
+                 *ALWAYS_KNOWN]
+        unknown = [name for name in request.query_params if name not in known]
+        if unknown:
+            raise InputRejected([
+                FieldError(name, "unknown_field", f"{name!r} is not a parameter of this list.", known) for name in unknown
+            ])
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        text = raw.strip()
+        size = int(text) if text.isascii() and text.isdigit() and len(text) < 10 else 0
+        if not 1 <= size <= self.max_page_size:
+            raise InputRejected([FieldError(
+                self.page_size_query_param, "invalid_value",
+                f"Expected a whole number from 1 to {self.max_page_size} (default {self.page_size}).",
+            )])
+        return size
+
     def decode_cursor(self, request):
-        cursor = super().decode_cursor(request)
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            raise self._invalid_cursor() from None
         # self.ordering is settled before DRF decodes the cursor (paginate_queryset).
         if cursor is not None and cursor.position is not None and not self._position_fits(cursor.position):
-            raise NotFound(self.invalid_cursor_message)
+            raise self._invalid_cursor()
         return cursor
+
+    def _invalid_cursor(self) -> InputRejected:
+        return InputRejected([FieldError(self.cursor_query_param, "invalid_value", INVALID_CURSOR)])
 
     def _position_fits(self, position: str) -> bool:
         name = self.ordering[0].lstrip("-")

@@ -91,3 +91,43 @@ def test_djangos_own_400s_under_the_api_are_the_json_envelope(bot, settings, man
         response = bot.client.get("/api/v1/contacts?" + "&".join(f"a{i}=1" for i in range(many)), **bot.headers)
         assert response.status_code == 400 and response["Content-Type"] == "application/json"
         assert response.json()["errors"][0]["code"] == "bad_request"
+
+
+def test_a_birthday_in_the_future_is_refused(bot):
+    future = (dt.date.today() + dt.timedelta(days=400)).isoformat()
+    response = bot.post("contacts/upsert", {"name": "Time traveller", "email": "tt@example.com", "birthday": future})
+    assert response.status_code == 400
+    assert codes(response) == [("birthday", "invalid_value")]
+    assert "future" in response.json()["errors"][0]["message"]
+    assert not Contact.objects.exists()
+    today = dt.date.today().isoformat()  # born today: a real, if young, contact
+    assert bot.post("contacts/upsert", {"name": "Newborn", "email": "nb@example.com", "birthday": today}).status_code == 201
+
+
+@pytest.mark.parametrize("path", ["contacts", "conversations"])
+def test_a_mistyped_parameter_is_refused_not_ignored(bot, path):
+    Contact.objects.create(name="Someone", source="api")
+    response = bot.get(path, {"emial": "someone@example.com"})
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert (error["field"], error["code"]) == ("emial", "unknown_field")
+    assert {"cursor", "page_size"} <= set(error["allowed"])
+    assert bot.get(path, {"page_size": "5", "format": "json"}).status_code == 200
+
+
+@pytest.mark.parametrize("size", ["0", "-1", "abc", "1.5", "201", "99999999999999999999", ""])
+def test_page_size_out_of_range_is_refused_not_replaced(bot, size):
+    response = bot.get("contacts", {"page_size": size})
+    assert response.status_code == 400, (size, response.content)
+    assert codes(response) == [("page_size", "invalid_value")]
+    assert "1 to 200" in response.json()["errors"][0]["message"]
+    assert bot.get("contacts", {"page_size": "200"}).status_code == 200
+
+
+def test_a_format_other_than_json_is_406_naming_the_formats(bot):
+    response = bot.get("contacts", {"format": "xml"})
+    assert response.status_code == 406
+    assert response.json() == {"errors": [{
+        "field": "format", "code": "not_acceptable", "allowed": ["json"],
+        "message": "Format 'xml' is not available; this API answers in json.",
+    }]}

@@ -1,4 +1,4 @@
-"""Cursors of the agent API's lists: one made by hand, cut short or out of range answers 404 "Invalid cursor"
+"""Cursors of the agent API's lists: one made by hand, cut short or out of range answers 400 on ``cursor``
 (as a cursor that is not base64 at all does), never a 500; real cursors, ties included, page through everything."""
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ BAD_POSITIONS = [
     b64("p=x%00"),  # NUL
     b64("o=1&r=1&p=not a date"),
 ]
-INVALID = {"errors": [{"field": None, "code": "not_found", "message": "Invalid cursor"}]}
+INVALID = {"errors": [{"field": "cursor", "code": "invalid_value", "message": (
+    "Not a cursor of this list: pass back the whole `next` or `previous` link of a page, or leave cursor out."
+)}]}
 
 
 @pytest.fixture
@@ -49,14 +51,14 @@ def cursor_of(link: str) -> str:
 def test_garbage_cursor_is_invalid(bot):
     # The answer every bad cursor below must get.
     response = bot.get("contacts", {"cursor": "garbage"})
-    assert response.status_code == 404 and response.json() == INVALID
+    assert response.status_code == 400 and response.json() == INVALID
 
 
 @pytest.mark.parametrize("path", ["contacts", "conversations"])
 @pytest.mark.parametrize("cursor", BAD_POSITIONS)
 def test_cursor_with_a_position_that_is_no_date_time_is_invalid(bot, path, cursor):
     response = bot.get(path, {"cursor": cursor})
-    assert response.status_code == 404, response.content
+    assert response.status_code == 400, response.content
     assert response.json() == INVALID
 
 
@@ -92,7 +94,7 @@ def test_real_next_cursor_cut_short_is_invalid(bot, contacts):
     assert bot.get("contacts", {"page_size": 2, "cursor": cursor}).status_code == 200
     for cut in (cursor[:12], cursor[:16], cursor[:-4]):
         response = bot.get("contacts", {"page_size": 2, "cursor": cut})
-        assert response.status_code == 404, (cut, response.content)
+        assert response.status_code == 400, (cut, response.content)
         assert response.json() == INVALID
 
 

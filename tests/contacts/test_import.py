@@ -499,3 +499,13 @@ def test_without_rules_or_endpoints_automations_cost_two_queries_per_batch(staff
         run_import(io.BytesIO(csv_bytes(rows)), fmt="csv", mapping=auto_mapping(HEADERS), mode="create_update", actor=staff_actor)
     tables = " ".join(q["sql"] for q in ctx.captured_queries)
     assert tables.count('FROM "automations_rule"') == 1 and tables.count('FROM "automations_webhookendpoint"') == 1
+
+
+def test_a_birthday_in_the_future_fails_its_row(staff_actor):
+    import datetime as dt
+
+    future = (dt.date.today() + dt.timedelta(days=400)).isoformat()
+    headers = ["Name", "Email", "Birthday"]
+    result, outcomes = dry_run(staff_actor, [["Ann", "ann@example.com", future], ["Bob", "bob@example.com", "1980-02-29"]], headers=headers)
+    assert [o.action for o in outcomes] == ["error", "create"]
+    assert outcomes[0].reason == f"birthday: {future!r}: a birthday cannot be in the future."
