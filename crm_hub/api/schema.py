@@ -177,8 +177,12 @@ def describe_strict_inputs(result, generator, request, public):
 
     internal = get_doc(StrictSerializer)
     for name, component in result.get("components", {}).get("schemas", {}).items():
+        # COMPONENT_SPLIT_REQUEST names request bodies "...Request"; a response has no keys to refuse.
+        if name.endswith("Request") and component.get("type") == "object":
+            # Every body, conversations' included, refuses keys it does not know: say so to validators
+            # and generated clients, which otherwise take extra keys as allowed.
+            component["additionalProperties"] = False
         if internal and component.get("description") == internal:
-            # COMPONENT_SPLIT_REQUEST names request bodies "...Request"; a response has no keys to refuse.
             if name.endswith("Request"):
                 component["description"] = STRICT_INPUT_DESCRIPTION
             else:
@@ -189,9 +193,9 @@ def describe_strict_inputs(result, generator, request, public):
 def bound_integer_parameters(result, generator, request, public):
     """Give ``id`` path parameters ``minimum: 1`` and ``page_size`` the bounds its paginator applies.
 
-    Ids are database keys, which start at 1. DRF's cursor paginator takes ``page_size`` only as a
-    positive integer (anything else gets the default) and cuts it to ``max_page_size``; both are read
-    from the view's own paginator, since lists differ.
+    Ids are database keys, which start at 1. The lists' paginator (crm_hub.api.pagination) refuses a
+    ``page_size`` outside 1 to its ``max_page_size``, which is read from the view's own paginator, since
+    lists differ.
     """
     paginators = {}
     for path, _regex, method, callback in generator.endpoints or ():
@@ -216,8 +220,8 @@ def bound_integer_parameters(result, generator, request, public):
                     if paginator.max_page_size:
                         schema["maximum"] = paginator.max_page_size
                         parameter["description"] = (
-                            f"Results per page: {paginator.page_size} by default, at most {paginator.max_page_size} "
-                            f"(a larger number is served as {paginator.max_page_size})."
+                            f"Results per page: {paginator.page_size} by default, from 1 to {paginator.max_page_size} "
+                            "(anything else is refused: 400 invalid_value)."
                         )
     return result
 

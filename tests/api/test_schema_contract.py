@@ -158,6 +158,16 @@ def test_strict_request_bodies_say_unknown_keys_are_refused(schema, bot, taxonom
     assert error["code"] == "unknown_field" and error["field"] == "nickname" and "name" in error["allowed"]
 
 
+def test_request_bodies_forbid_additional_properties_but_custom_stays_open(schema):
+    components = schema["components"]["schemas"]
+    requests = {name: c for name, c in components.items() if name.endswith("Request") and c.get("type") == "object"}
+    assert len(requests) >= 15
+    assert [name for name, c in requests.items() if c.get("additionalProperties") is not False] == []
+    # Custom values are keyed by the CRM's own field keys: that object takes any key.
+    assert components["ContactFieldsInputRequest"]["properties"]["custom"]["additionalProperties"] == {}
+    assert all(c.get("additionalProperties") is not False for name, c in components.items() if not name.endswith("Request"))
+
+
 # --- 3. bounds on id and page_size -------------------------------------------------------------
 
 
