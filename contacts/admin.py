@@ -678,9 +678,38 @@ class PossibleDuplicateAdmin(admin.ModelAdmin):
     list_filter = ["status", "source"]
     raw_id_fields = ["contact", "other"]
     list_editable = ["status"]
+    actions = ["merge_into_contact", "dismiss"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Merge: keep “contact”, merge “other” into it", permissions=["merge"])
+    def merge_into_contact(self, request, queryset):
+        merged = 0
+        actor = Actor.for_user(request.user)
+        for flag in queryset.filter(status=PossibleDuplicate.Status.OPEN).select_related("contact", "other"):
+            # An earlier merge in this run may have taken one of the pair.
+            if not (Contact.objects.filter(pk=flag.contact_id).exists() and Contact.objects.filter(pk=flag.other_id).exists()):
+                continue
+            try:
+                services.merge_contacts(keep=flag.contact, other=flag.other, actor=actor, source=Source.MANUAL)
+                merged += 1
+            except InputRejected as exc:
+                self.message_user(request, f"Contacts #{flag.contact_id} and #{flag.other_id}: {exc}", messages.ERROR)
+        self.message_user(request, f"Merged {merged} pair(s).")
+
+    def has_merge_permission(self, request) -> bool:
+        # A merge deletes a contact (its parts move to the one kept).
+        return request.user.has_perm("contacts.change_contact") and request.user.has_perm("contacts.delete_contact")
+
+    @admin.action(description="Not a duplicate")
+    def dismiss(self, request, queryset):
+        actor = Actor.for_user(request.user)
+        dismissed = sum(
+            services.dismiss_possible_duplicate(flag=flag, actor=actor, source=Source.MANUAL)
+            for flag in queryset.filter(status=PossibleDuplicate.Status.OPEN).select_related("contact")
+        )
+        self.message_user(request, f"Marked {dismissed} pair(s) as not duplicates.")
 
 
 @admin.register(ChangeRequest)

@@ -629,6 +629,7 @@ class HistoryEntry(models.Model):
         FORM_SUBMITTED = "form_submitted", "Form submitted"
         AUTOMATION = "automation", "Automation"
         IMPORTED = "imported", "Imported"
+        MERGED = "merged", "Merged"
 
     # history_contact_created_idx leads with contact: a second index on it alone cost every write.
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="history", db_index=False)

@@ -39,6 +39,7 @@ from contacts.models import (
     HistoryEntry,
     Note,
     Pipeline,
+    PossibleDuplicate,
     Stage,
     Tag,
     Task,
@@ -172,6 +173,51 @@ def visible_contacts(user) -> QuerySet[Contact]:
     if sees_only_own_contacts(user):
         queryset = queryset.filter(owner=user)
     return queryset
+
+
+def open_duplicates_of(contact: Contact, user) -> list[tuple[PossibleDuplicate, Contact]]:
+    """The open possible-duplicate flags naming ``contact``, each with the other contact, if ``user`` may see it."""
+    flags = list(
+        PossibleDuplicate.objects.filter(Q(contact=contact) | Q(other=contact), status=PossibleDuplicate.Status.OPEN)
+        .order_by("-created_at", "-id")
+    )
+    ids = {f.other_id if f.contact_id == contact.pk else f.contact_id for f in flags}
+    others = visible_contacts(user).in_bulk(ids)
+    pairs = []
+    for flag in flags:
+        other = others.get(flag.other_id if flag.contact_id == contact.pk else flag.contact_id)
+        if other is not None:
+            pairs.append((flag, other))
+    return pairs
+
+
+def find_visible_contact(user, text: str) -> Contact | None:
+    """The contact ``user`` may see that ``text`` names: an id (``42`` or ``#42``), an email or a phone."""
+    text = (text or "").strip()
+    visible = visible_contacts(user)
+    if text.lstrip("#").isdigit() and len(text) < 19:
+        found = visible.filter(pk=int(text.lstrip("#"))).first()
+        if found is not None:
+            return found
+    if "@" in text:
+        email = email_normalize_or_none(text)
+        return visible.filter(email_normalized=email).first() if email else None
+    e164 = phone_to_e164_or_none(text) if sum(ch.isdigit() for ch in text) >= 6 else None
+    return visible.filter(phone_e164=e164).first() if e164 else None
+
+
+def merge_moves(contact: Contact) -> dict[str, int]:
+    """What merging ``contact`` into another moves over, as the merge page lists it."""
+    from conversations.models import Conversation
+
+    counts = {
+        "notes": Note.objects.filter(contact=contact).count(),
+        "tasks": Task.objects.filter(contact=contact).count(),
+        "files": ContactFile.objects.filter(contact=contact).count(),
+        "conversations": Conversation.objects.filter(contact=contact).count(),
+        "history entries": HistoryEntry.objects.filter(contact=contact).count(),
+    }
+    return {name: count for name, count in counts.items() if count}
 
 
 # --- Contact list: keyset pagination and cheap totals (issue 5) ---------------------------

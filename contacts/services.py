@@ -990,6 +990,154 @@ def erase_contacts(*, contact_ids: list[int]) -> int:
     return deleted
 
 
+# --- Merging duplicates -------------------------------------------------------------
+
+# Written together or not at all: a phone and its key and extension, an email and its key.
+_MERGED_TOGETHER = (("phone", "phone_e164", "phone_extension"), ("email", "email_normalized"))
+_MERGE_SKIPPED = {f for group in _MERGED_TOGETHER for f in group}
+# Relations where the kept contact's own row wins over the other's (a unique constraint per contact).
+_MERGE_KEEPS_OWN = {ContactTag: "tag_id", ContactStage: "pipeline_id"}
+# What a merge reports as moved; history, stage moves and rule runs move too, unreported.
+_MERGE_MOVED_LABELS = {
+    "contacts.ContactTag": "tags", "contacts.ContactStage": "pipeline stages", "contacts.Note": "notes",
+    "contacts.Task": "tasks", "contacts.ContactFile": "files", "contacts.ChangeRequest": "change requests",
+    "conversations.Conversation": "conversations", "forms_app.Submission": "form submissions",
+}
+
+
+@dataclass
+class MergeResult:
+    contact: Contact
+    merged_id: int
+    filled: dict[str, list[Any]]  # field -> [None, value taken from the other contact]
+    moved: dict[str, int]  # what moved over ("notes": 3), as _MERGE_MOVED_LABELS names it
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def merge_fills(keep: Contact, other: Contact) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """What merging ``other`` into ``keep`` takes from the other: {field: [None, value]}, and the merged custom values.
+
+    The kept contact's values win; only what it lacks is filled. Used by the merge and by its preview.
+    """
+    filled: dict[str, list[Any]] = {}
+    for group in _MERGED_TOGETHER:
+        if all(_empty(getattr(keep, f)) for f in group) and not _empty(getattr(other, group[0])):
+            for name in group:
+                if not _empty(getattr(other, name)):
+                    filled[name] = [None, getattr(other, name)]
+    for name in STANDARD_FIELDS:
+        if name not in _MERGE_SKIPPED and _empty(getattr(keep, name)) and not _empty(getattr(other, name)):
+            filled[name] = [None, getattr(other, name)]
+    custom = dict(keep.custom) if isinstance(keep.custom, dict) else {}
+    for key, value in (other.custom if isinstance(other.custom, dict) else {}).items():
+        if _empty(custom.get(key)) and not _empty(value):
+            custom[key] = value
+            filled[f"custom.{key}"] = [None, value]
+    if keep.owner_id is None and other.owner_id is not None:
+        filled["owner"] = [None, _as_text(other.owner)]
+    return filled, custom
+
+
+@transaction.atomic
+def merge_contacts(*, keep: Contact, other: Contact, actor: Actor, source: str) -> MergeResult:
+    """Merge ``other`` into ``keep``, which stays; ``other`` is deleted once nothing of it is left behind.
+
+    The kept contact's values win; fields it lacks are filled from the other (a phone with its key and
+    extension, an email with its key, the owner, custom values). Notes, tasks, files, conversations,
+    submissions, history, stage moves and change requests move over; tags are joined; in a pipeline both
+    are in, the kept contact's stage stays. Open possible-duplicate flags between the two are resolved
+    by the merge, and flags with third contacts move to the kept one. The merge is recorded in the kept
+    contact's history and sent as ``contact.merged``.
+    """
+    _check_source(source)
+    if keep.pk == other.pk:
+        raise InputRejected([FieldError("other", "invalid_value", "A contact cannot be merged into itself.")])
+    # Locked in id order, as bulk actions lock, so two merges of the same pair cannot deadlock.
+    locked = {c.pk: c for c in Contact.objects.select_for_update().filter(pk__in=[keep.pk, other.pk]).order_by("pk")}
+    if len(locked) != 2:
+        raise InputRejected([FieldError("other", "not_found", "One of the two contacts no longer exists.")])
+    keep, other = locked[keep.pk], locked[other.pk]
+
+    filled, custom = merge_fills(keep, other)
+
+    moved: dict[str, int] = {}
+    tags_taken = list(Tag.objects.filter(contacts=other).exclude(contacts=keep).order_by("name").values_list("name", flat=True))
+    for relation in Contact._meta.related_objects:
+        model, name = relation.related_model, relation.field.name
+        rows = model.objects.filter(**{name: other})
+        if model is PossibleDuplicate:
+            continue
+        if model in _MERGE_KEEPS_OWN:
+            own = model.objects.filter(**{name: keep}).values(_MERGE_KEEPS_OWN[model])
+            rows = rows.exclude(**{f"{_MERGE_KEEPS_OWN[model]}__in": own})
+        count = rows.update(**{name: keep})
+        label = _MERGE_MOVED_LABELS.get(model._meta.label)
+        if count and label:
+            moved[label] = count
+    _move_duplicate_flags(keep=keep, other=other)
+
+    merged_id, merged_label = other.pk, str(other)
+    # The other contact goes first: its phone and email keys are unique, and the kept one may take them.
+    Contact.objects.filter(pk=other.pk).delete()
+    now = timezone.now()
+    for name, (_old, value) in filled.items():
+        if name == "owner":
+            keep.owner_id = other.owner_id
+        elif not name.startswith("custom."):
+            setattr(keep, name, value)
+    keep.custom = custom
+    keep.updated_at = now
+    keep.last_activity_at = max(filter(None, [keep.last_activity_at, other.last_activity_at, now]))
+    keep.save()
+    changes = {k: v for k, v in filled.items() if k not in ("phone_e164", "phone_extension", "email_normalized")}
+    if tags_taken:
+        changes["tags"] = [[], tags_taken]
+    moved_text = ", ".join(f"{count} {name}" for name, count in moved.items())
+    _history(
+        keep, action=HistoryEntry.Action.MERGED, actor=actor, source=source,
+        changes={**changes, "merged_contact": [merged_id, None]},
+        summary=f"Merged contact #{merged_id} ({merged_label}) into this one" + (f"; moved {moved_text}" if moved_text else ""),
+    ).save()
+    emit_event(event="contact.merged", payload=lambda: {
+        **payloads.contact_event(keep, changes=changes), "merged_contact_id": merged_id,
+    })
+    return MergeResult(contact=keep, merged_id=merged_id, filled=filled, moved=moved)
+
+
+def _move_duplicate_flags(*, keep: Contact, other: Contact) -> None:
+    """Resolve the flags between the two; point the other's flags with third contacts at the kept one."""
+    PossibleDuplicate.objects.filter(
+        Q(contact=keep, other=other) | Q(contact=other, other=keep)
+    ).delete()
+    for flag in PossibleDuplicate.objects.filter(Q(contact=other) | Q(other=other)):
+        pair = (keep.pk if flag.contact_id == other.pk else flag.contact_id, keep.pk if flag.other_id == other.pk else flag.other_id)
+        taken = flag.status == PossibleDuplicate.Status.OPEN and PossibleDuplicate.objects.filter(
+            contact_id=pair[0], other_id=pair[1], status=PossibleDuplicate.Status.OPEN
+        ).exists()
+        if taken:
+            flag.delete()  # the kept contact already has this flag open
+        else:
+            PossibleDuplicate.objects.filter(pk=flag.pk).update(contact_id=pair[0], other_id=pair[1])
+
+
+@transaction.atomic
+def dismiss_possible_duplicate(*, flag: PossibleDuplicate, actor: Actor, source: str) -> bool:
+    """Mark an open flag "not a duplicate"; return whether it was open."""
+    updated = PossibleDuplicate.objects.filter(pk=flag.pk, status=PossibleDuplicate.Status.OPEN).update(
+        status=PossibleDuplicate.Status.DISMISSED
+    )
+    if updated:
+        HistoryEntry.objects.bulk_create([
+            _history(flag.contact, action=HistoryEntry.Action.POSSIBLE_DUPLICATE, actor=actor, source=source,
+                     changes={"possible_duplicate": [flag.other_id, None]},
+                     summary=f"Marked as not a duplicate of contact #{flag.other_id}")
+        ])
+    return bool(updated)
+
+
 # --- Change requests ----------------------------------------------------------------
 
 

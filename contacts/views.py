@@ -62,6 +62,7 @@ from contacts.models import (
     ContactStage,
     HistoryEntry,
     Pipeline,
+    PossibleDuplicate,
     SavedView,
     Source,
     Stage,
@@ -82,8 +83,11 @@ from contacts.selectors import (
     encode_cursor,
     estimated_total,
     fields_provenance,
+    find_visible_contact,
     keyset_page,
     list_vocabulary,
+    merge_moves,
+    open_duplicates_of,
     sees_only_own_contacts,
     tasks_for,
     user_is_crm_admin,
@@ -99,7 +103,10 @@ from contacts.services import (
     complete_task,
     create_task,
     delete_saved_view,
+    dismiss_possible_duplicate,
     find_contact_by_keys,
+    merge_contacts,
+    merge_fills,
     move_to_stage,
     remove_tag,
     reopen_task,
@@ -1002,7 +1009,87 @@ def _contact_page(request, pk: int, *, status: int = 200, panel: str = "note", t
         "allowed_types": _type_names(settings.CRM_ALLOWED_UPLOAD_TYPES),
         "accept": ",".join(settings.CRM_ALLOWED_UPLOAD_TYPES),
         "now": timezone.now(),
+        "duplicates": open_duplicates_of(contact, request.user),
     }, status=status)
+
+
+# --- Merging duplicates ----------------------------------------------------------------------
+
+MAX_CONTACT_ID = 2**63 - 1  # a bigint: a longer number would be a database error, not a missing contact
+
+
+def _merge_rows(keep: Contact, other: Contact, definitions) -> list[dict]:
+    """Field by field: the kept contact's value, the other's, and which one the merge leaves."""
+    filled, _custom = merge_fills(keep, other)
+    rows = []
+    for name, label, _max in STANDARD_FORM_FIELDS:
+        shown = (lambda c: c.phone_display) if name == "phone" else (lambda c, n=name: getattr(c, n))
+        rows.append({"label": label, "keep": shown(keep), "other": shown(other), "taken": name in filled})
+    rows.append({"label": "Birthday", "keep": keep.birthday or "", "other": other.birthday or "", "taken": "birthday" in filled})
+    rows.append({"label": "Owner", "keep": keep.owner or "", "other": other.owner or "", "taken": "owner" in filled})
+    for definition in definitions:
+        column = Column(f"cf.{definition.key}", definition.label, custom=definition)
+        rows.append({"label": definition.label, "keep": cell_value(keep, column), "other": cell_value(other, column),
+                     "taken": f"custom.{definition.key}" in filled})
+    return [r for r in rows if r["keep"] not in ("", None) or r["other"] not in ("", None)]
+
+
+@staff_required
+def contact_merge(request, pk: int):
+    """Merge another contact into this one: GET finds it and shows what the merge does, POST merges."""
+    contact = _visible_contact(request, pk)
+    if request.method == "POST":
+        return _merge_post(request, contact)
+    asked = request.GET.get("other", "").strip()
+    other, problem = None, ""
+    if asked:
+        other = find_visible_contact(request.user, asked)
+        if other is None:
+            problem = f"No contact you can see has the id, email or phone “{asked}”."
+        elif other.pk == contact.pk:
+            other, problem = None, "That is this contact. Give the other one: its id, email or phone."
+    definitions = custom_field_definitions()
+    return render(request, "contacts/merge.html", {
+        "contact": contact,
+        "other": other,
+        "asked": asked,
+        "problem": problem,
+        "rows": _merge_rows(contact, other, definitions) if other else [],
+        "moves": merge_moves(other) if other else {},
+        "duplicates": open_duplicates_of(contact, request.user),
+        "submission_token": new_submission_token(),
+    }, status=400 if problem else 200)
+
+
+@once_per_submission
+def _merge_post(request, contact: Contact):
+    other_id = _posted_id(request, "other")
+    if other_id is None or other_id > MAX_CONTACT_ID:
+        return _bad_id("other")
+    other = get_object_or_404(visible_contacts(request.user), pk=other_id)
+    try:
+        result = merge_contacts(keep=contact, other=other, actor=_actor(request), source=Source.MANUAL)
+    except InputRejected as exc:
+        _flash_errors(request, exc)
+        return redirect(reverse("contacts:merge", args=[contact.pk]))
+    moved = ", ".join(f"{count} {name}" for name, count in result.moved.items())
+    messages.success(request, f"Merged contact #{result.merged_id} into {result.contact}" + (f": moved {moved}." if moved else "."))
+    return redirect(result.contact)
+
+
+@require_POST
+@staff_required
+def duplicate_dismiss(request, pk: int, flag_id: int):
+    """Mark a possible duplicate of this contact as "not a duplicate"."""
+    contact = _visible_contact(request, pk)
+    flag = get_object_or_404(
+        PossibleDuplicate.objects.filter(Q(contact=contact) | Q(other=contact)).select_related("contact"), pk=flag_id
+    )
+    other_id = flag.other_id if flag.contact_id == contact.pk else flag.contact_id
+    get_object_or_404(visible_contacts(request.user), pk=other_id)
+    if dismiss_possible_duplicate(flag=flag, actor=_actor(request), source=Source.MANUAL):
+        messages.success(request, f"Marked contact #{other_id} as not a duplicate.")
+    return redirect(contact)
 
 
 TIMELINE_LIMIT = 40
