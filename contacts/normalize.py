@@ -186,6 +186,11 @@ def _without_invisible(text: str, *, keep_joiners: bool = False) -> str:
     )
 
 
+def is_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: only whitespace and invisible format characters (a lone zero-width space)."""
+    return not _without_invisible(text).strip()
+
+
 def email_normalize(raw: str) -> str:
     """Return the dedup key of an email or raise InvalidEmail.
 

@@ -51,6 +51,7 @@ from contacts.normalize import (
     InvalidEmail,
     InvalidPhone,
     email_normalize,
+    is_blank,
     parse_phone,
 )
 from contacts.sanitize import clean_rich_text, rich_text_to_plain
@@ -437,7 +438,7 @@ def clean_contact_input(
             errors.append(FieldError(key, "invalid_value", "Expected text."))
             continue
         text = str(raw).strip()
-        if text == "":
+        if text == "" or is_blank(text):  # a lone zero-width space is no name
             values[key] = ""
             continue
         if len(text) > max_lengths[key]:

@@ -22,7 +22,7 @@ import requests
 from django.conf import settings
 
 from contacts.models import CustomField
-from contacts.normalize import InvalidEmail, email_normalize
+from contacts.normalize import InvalidEmail, email_normalize, is_blank
 from contacts.services import clean_contact_input
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
@@ -583,14 +583,27 @@ def extract_with_llm(texts: Iterable[str], *, definitions: Sequence[CustomField]
         if value is not None and not isinstance(value, dict):
             # JSON of the wrong shape is no answer either: the rules extractor reads the transcript instead.
             raise ExtractorFailed("llm_invalid_json", f"The LLM's reply does not match the schema: {name!r} is not an object.")
+    flat: set[str] = set()
+    if contact is None and any(k in LLM_CONTACT_FIELDS for k in data):
+        # A server that ignores json_schema tends to answer the contact's fields at the top level:
+        # read them as the contact rather than drop the transcript's phone and email.
+        contact = {k: v for k, v in data.items() if k in LLM_CONTACT_FIELDS}
+        flat = set(contact)
     if isinstance(contact, dict):
-        result.contact = {k: v for k, v in contact.items() if v not in (None, "", [])}
+        result.contact = {k: v for k, v in contact.items() if not _nothing(v)}
     if isinstance(custom, dict):
-        result.custom = {k: v for k, v in custom.items() if v not in (None, "", [])}
+        result.custom = {k: v for k, v in custom.items() if not _nothing(v)}
     for key in data:
-        if key not in ("contact", "custom"):
+        if key not in ("contact", "custom") and key not in flat:
             result.drop(key, data[key], "unknown_field: not part of the schema")
     return result
+
+
+def _nothing(value: Any) -> bool:
+    """A value the LLM gave for "not found": null, empty, or text that shows nothing (" ", "\n", a zero-width space)."""
+    if isinstance(value, str):
+        return is_blank(value)
+    return value is None or value == []
 
 
 def run_extractor(name: str, texts: Sequence[str]) -> Extraction:
@@ -617,8 +630,8 @@ def run_extractor(name: str, texts: Sequence[str]) -> Extraction:
 
 def validate_found(extraction: Extraction, *, actor: Actor) -> Extraction:
     """Keep only values that pass agent-write validation; record every dropped one with the reason."""
-    contact = {k: v for k, v in extraction.contact.items() if v not in (None, "")}
-    custom = {k: v for k, v in extraction.custom.items() if v not in (None, "")}
+    contact = {k: v for k, v in extraction.contact.items() if not _nothing(v)}
+    custom = {k: v for k, v in extraction.custom.items() if not _nothing(v)}
     for key in [k for k in contact if k not in LLM_CONTACT_FIELDS]:
         extraction.drop(key, contact.pop(key), "unknown_field: extraction may not write this field")
     # Every agent path refuses NUL and lone surrogates (the conversation services' one check); a found

@@ -289,6 +289,7 @@ def start_conversation(
 
     Channel, start time and metadata are taken only when the conversation is created;
     a repeated call fetches the same row, and resent messages are stored once.
+    ``contact_id`` links the conversation only while it is linked to no contact.
     """
     errors: list[FieldError] = []
     cleaned: list[dict] = []
@@ -321,7 +322,10 @@ def start_conversation(
         if cleaned and conversation.status == Conversation.Status.ENDED and _has_new_messages(conversation, cleaned):
             raise ConversationEnded(conversation)
         added = add_messages(conversation=conversation, messages=cleaned)
-        if contact is not None:
+        # contact_id links a conversation that has no contact yet. A fetch (agents repeat this call on
+        # every turn) never moves one: after an intake wrote to another contact, a repeated
+        # contact_id would have pulled the conversation back, away from the note and task it produced.
+        if contact is not None and conversation.contact_id is None:
             link_contact(conversation=conversation, contact=contact, actor=actor, source=source)
     return StartResult(conversation=conversation, created=created, messages_added=added)
 

@@ -131,3 +131,13 @@ def test_a_format_other_than_json_is_406_naming_the_formats(bot):
         "field": "format", "code": "not_acceptable", "allowed": ["json"],
         "message": "Format 'xml' is not available; this API answers in json.",
     }]}
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200b \u2060", "\ufeff\u00ad"])
+def test_a_name_that_shows_nothing_is_no_name(bot, invisible):
+    response = bot.post("contacts/upsert", {"name": invisible})
+    assert response.status_code == 400
+    assert not Contact.objects.exists()
+    response = bot.post("contacts/upsert", {"name": invisible, "email": "seen@example.com"})
+    assert response.status_code == 201
+    assert Contact.objects.get().name == ""
