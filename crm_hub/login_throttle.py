@@ -102,7 +102,7 @@ def client_ip(request, *, trusted_proxies: int | None = None) -> str:
     return (request.META.get("REMOTE_ADDR") or "").strip()
 
 
-def _ip_bucket(ip: str) -> str:
+def ip_bucket(ip: str) -> str:
     """Return the address an IP is counted under: itself, or its /64 for IPv6."""
     try:
         address = ipaddress.ip_address(ip)
@@ -124,7 +124,7 @@ def _subjects(request, username: str) -> list[_Subject]:
     # bucket would let anyone lock every user out. The username limit still holds.
     ip = client_ip(request)
     if ip and settings.CRM_LOGIN_MAX_FAILURES_PER_IP > 0:
-        subjects.append(_Subject("ip", _ip_bucket(ip), settings.CRM_LOGIN_MAX_FAILURES_PER_IP))
+        subjects.append(_Subject("ip", ip_bucket(ip), settings.CRM_LOGIN_MAX_FAILURES_PER_IP))
     return subjects
 
 

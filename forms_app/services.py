@@ -214,6 +214,7 @@ def _target_error(
 _CF = CustomField.Type
 # Custom field types that take every answer a free-answer field accepts, as clean_value cleans them.
 # Checkbox and choice fields are checked answer by answer instead (see custom_target_error).
+CHECKBOX_NOT_TICKED = frozenset({"", "no", "off", "false", "0", "n"})
 # A URL has no field type of its own, so a text field may fill one; the visitor is told if it is not a URL.
 _OPEN_ANSWER_TARGETS: dict[str, frozenset[str]] = {
     FieldType.TEXT: frozenset({_CF.TEXT, _CF.LONG_TEXT, _CF.URL}),
@@ -464,7 +465,9 @@ def clean_answers(
                 answers[fid] = [c for c in definition["choices"] if c in picked]
             continue
         if kind == FieldType.CHECKBOX:
-            checked = bool(_values(data, fid))
+            # A ticked box sends "on" (or the value the page gave it); "no", "off", "false", "0" or an
+            # empty value, from a script or a hand-made request, is not a tick.
+            checked = any(v.strip().casefold() not in CHECKBOX_NOT_TICKED for v in _values(data, fid))
             if required and not checked:
                 fail("required", "Please tick this box to continue.")
             answers[fid] = checked

@@ -91,6 +91,9 @@ def honeypot_filled(data) -> bool:
 def allow_attempt(ip_hash: str) -> bool:
     """Count one POST from this IP in the current window; return False once it is over the limit.
 
+    The view counts an IPv6 client by its /64 (login_throttle.ip_bucket): every such client holds
+    at least that block, so counting single addresses let one rotate through them.
+
     A fixed window in Django's cache: with a shared cache (Redis via CACHE_URL) the
     limit holds across every web process.
     """

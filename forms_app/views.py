@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -19,6 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from contacts.views import new_submission_token, once_per_submission, staff_required
+from crm_hub import login_throttle
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
 from forms_app import exporting, selectors, services, spam
@@ -182,17 +185,25 @@ def form_status(request, pk: int):
 
 # --- Staff: review ----------------------------------------------------------------------
 
+SUBMISSIONS_PER_PAGE = 50
+
 
 @require_GET
 @staff_required
 def submission_list(request, pk: int):
     form = get_object_or_404(Form, pk=pk)
     filterset = SubmissionFilter(request.GET, queryset=selectors.submissions_for_form(form, request.user))
-    submissions = filterset.qs[:200] if filterset.is_valid() else Submission.objects.none()
+    # Every submission is reachable, a page at a time (the list used to stop silently at 200).
+    page = Paginator(filterset.qs if filterset.is_valid() else Submission.objects.none(), SUBMISSIONS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    filters = request.GET.copy()
+    filters.pop("page", None)
     return render(
         request,
         "forms_app/submissions.html",
-        {"form_obj": form, "filter": filterset, "submissions": submissions, "query": request.GET.urlencode()},
+        {"form_obj": form, "filter": filterset, "submissions": page.object_list, "page": page,
+         "query": filters.urlencode()},
     )
 
 
@@ -308,10 +319,13 @@ def public_form(request, slug: str):
     if request.method == "GET":
         services.record_form_view(form=form)
         return _render_public(request, form, embed=embed)
-    ip_hash = spam.hash_ip(spam.client_ip(request))
-    if not spam.allow_attempt(ip_hash):
+    ip = spam.client_ip(request)
+    ip_hash = spam.hash_ip(ip)
+    if not spam.allow_attempt(spam.hash_ip(login_throttle.ip_bucket(ip))):
         message = "We received many submissions from your network in a short time. Please wait a few minutes and try again."
-        return _public_message(request, form, embed=embed, message=message, status=429)
+        response = _public_message(request, form, embed=embed, message=message, status=429)
+        response["Retry-After"] = str(settings.FORMS_RATE_LIMIT_WINDOW)
+        return response
     fields = form.current_version.fields if form.current_version else []
     try:
         declared_length = int(request.META.get("CONTENT_LENGTH") or 0)

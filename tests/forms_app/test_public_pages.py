@@ -103,6 +103,25 @@ def test_behind_a_proxy_a_forged_forwarded_for_does_not_dodge_the_rate_limit(set
     assert post(other, form, {"fname": "Q", "femail": "q@example.com"}).status_code == 302
 
 
+def test_ipv6_visitors_are_counted_by_their_64_block_and_told_when_to_retry(settings):
+    settings.FORMS_RATE_LIMIT = 2
+    settings.FORMS_RATE_LIMIT_WINDOW = 600
+    form = make_form()
+    statuses = []
+    for n in range(1, 4):  # one host rotating through the addresses of its own /64
+        rotating = Client(REMOTE_ADDR=f"2001:db8:abcd:12::{n:x}")
+        response = post(rotating, form, {"fname": f"V{n}", "femail": f"v{n}@example.com"})
+        statuses.append(response.status_code)
+    assert statuses == [302, 302, 429]
+    assert response["Retry-After"] == "600"
+    assert Contact.objects.count() == 2
+    # Each submission still records its own address's hash.
+    assert set(Submission.objects.values_list("ip_hash", flat=True)) == {
+        hash_ip("2001:db8:abcd:12::1"), hash_ip("2001:db8:abcd:12::2")}
+    other_block = Client(REMOTE_ADDR="2001:db8:abcd:13::1")
+    assert post(other_block, form, {"fname": "W", "femail": "w@example.com"}).status_code == 302
+
+
 def test_without_a_trusted_proxy_forwarded_for_is_ignored(settings):
     settings.FORMS_TRUST_X_FORWARDED_FOR = False
     form = make_form()
@@ -187,6 +206,17 @@ def test_choice_and_checkbox_fields_round_trip(visitor):
     assert Submission.objects.get().answers == {
         "fname": "Ana", "fplan": "Pro", "ftopics": ["A", "C"], "fok": True, "fday": "2026-12-01",
     }
+
+
+@pytest.mark.parametrize("sent", ["no", "", "off", "false", "0"])
+def test_a_required_checkbox_sent_as_no_is_not_ticked(visitor, sent):
+    fields = [dict(CONTACT_FIELDS[0]), {"id": "fok", "type": "checkbox", "label": "I agree", "required": True, "maps_to": ""}]
+    form = make_form(fields=fields)
+    response = post(visitor, form, {"fname": "Ana", "fok": sent})
+    assert response.status_code == 400 and 'id="f-fok-error"' in response.content.decode()
+    assert not Submission.objects.exists()
+    post(visitor, form, {"fname": "Ana", "fok": "on"})
+    assert Submission.objects.get().answers["fok"] is True
 
 
 def test_body_larger_than_any_valid_submission_is_refused_unread(visitor, settings):

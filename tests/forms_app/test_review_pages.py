@@ -126,6 +126,23 @@ def test_submissions_list_filters_by_date_and_status(client, sales_user):
     assert [s.pk for s in client.get(base, {"status": "new"}).context["submissions"]] == [old.pk]
 
 
+def test_every_submission_can_be_reached_a_page_at_a_time(client, sales_user, monkeypatch):
+    monkeypatch.setattr("forms_app.views.SUBMISSIONS_PER_PAGE", 3)
+    form = make_form()
+    made = [submit(form, fname=f"P{i}", femail=f"p{i}@example.com") for i in range(7)]
+    Submission.objects.filter(pk=made[0].pk).update(status="reviewed")
+    client.force_login(sales_user)
+    base = f"/forms/{form.pk}/submissions/"
+    seen = []
+    for number in (1, 2, 3):
+        response = client.get(base, {"page": number})
+        seen += [s.pk for s in response.context["submissions"]]
+    assert sorted(seen) == sorted(s.pk for s in made)
+    page = client.get(base, {"status": "new", "page": 2}).content.decode()
+    assert "4–6 of 6 submissions" in page and "status=new&amp;page=1" in page and 'rel="next"' not in page
+    assert client.get(base, {"page": "99"}).status_code == 200  # past the end: the last page
+
+
 def test_csv_export_neutralizes_formulas(client, sales_user):
     form = make_form()
     submit(form, fname="=HYPERLINK(\"http://evil\")", femail="eve@example.com", fmsg="+1 call me\n@once")
