@@ -888,6 +888,8 @@ def update_contact(
         cleaned.phone_e164 = cleaned.phone_extension = ""
     if "email" in cleaned.values and cleaned.values["email"] == "":
         cleaned.email_normalized = ""
+    if not errors:
+        errors = _left_nameless_errors(locked, cleaned)
     if errors:
         raise InputRejected(errors)
     for nullable in ("owner", "birthday"):
@@ -906,6 +908,18 @@ def update_contact(
             raise InputRejected(errors) from None
         raise
     return result
+
+
+def _left_nameless_errors(contact: Contact, cleaned: CleanContactInput) -> list[FieldError]:
+    """Refuse an edit that would leave the contact with no name, phone or email (as creating one is refused)."""
+    after = {
+        key: cleaned.values[key] if key in cleaned.values else (getattr(contact, key) or "")
+        for key in ("name", "phone", "email")
+    }
+    if any(str(value).strip() for value in after.values()):
+        return []
+    cleared = [key for key in ("name", "phone", "email") if key in cleaned.values] or ["name"]
+    return [FieldError(cleared[0], "required", "This would leave the contact with no name, phone or email; keep one of them.")]
 
 
 def _held_elsewhere_errors(contact: Contact, phone_e164: str, email_normalized: str) -> list[FieldError]:
@@ -1287,6 +1301,9 @@ def move_to_stage(
         if membership is not None and membership.stage_id == found_stage.pk:
             membership.stage = found_stage
     else:
+        # The contact's row first, as an intake takes it: locking the membership first and the
+        # contact later (its touch) deadlocked with a concurrent intake on PostgreSQL.
+        list(Contact.objects.select_for_update().filter(pk=contact.pk).values_list("pk", flat=True))
         membership = (
             ContactStage.objects.select_for_update().select_related("stage")
             .filter(contact=contact, pipeline=found_pipeline).first()

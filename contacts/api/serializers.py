@@ -466,7 +466,8 @@ class PendingChangeOutput(serializers.ModelSerializer):
         extra_kwargs = {
             "id": {"help_text": "Change request id."},
             "field": {"help_text": "The protected field (phone, email, identity, owner)."},
-            "old_value": {"help_text": "The value now on the record (hidden for identity without identity:read)."},
+            "old_value": {"help_text": "The value now on the record: empty for tokens without contacts:read (writing "
+                                       "never reads), and for identity without identity:read."},
             "new_value": {"help_text": "The value that awaits staff approval."},
             "status": {"help_text": "pending until staff approve or reject it in admin."},
             "created_at": {"help_text": "When it was requested."},
@@ -476,6 +477,12 @@ class PendingChangeOutput(serializers.ModelSerializer):
         data = super().to_representation(instance)
         if instance.field == "identity" and not self.context.get("identity_visible", False):
             data["old_value"] = data["new_value"] = ""
+        request = self.context.get("request")
+        auth = getattr(request, "auth", None)
+        if auth is None or not auth.has_scope("contacts:read"):
+            # The value on the record is a read: a write-only token probing ids with PATCH {"phone": ...}
+            # learned every contact's phone, email and owner from it.
+            data["old_value"] = ""
         return data
 
 

@@ -102,3 +102,33 @@ def test_concurrent_batch_upserts_of_the_same_new_people_leave_one_contact_each(
     assert {item["status"] for _, body in results for item in body["results"]} <= {200, 201}
     assert Contact.objects.count() == 30
     assert sum(item["status"] == 201 for _, body in results for item in body["results"]) == 30
+
+
+@pytest.mark.parametrize("already_in_pipeline", [False, True])
+def test_stage_moves_racing_intakes_on_one_contact_never_deadlock(already_in_pipeline):
+    """A PUT of the stage locked the membership, then the contact; an intake locks the contact first."""
+    from contacts import services
+    from contacts.models import ContactStage, Source, Stage
+    from crm_hub.actors import Actor
+
+    make_taxonomy()
+    _agent, token = make_agent("stage-racer")
+    contact = services.upsert_contact(data={"name": "Ana", "phone": "+15615550142"}, actor=Actor.for_system("t"),
+                                      source=Source.MANUAL).contact
+    stages = list(Stage.objects.filter(pipeline__name="Sales").values_list("name", flat=True))
+    if already_in_pipeline:
+        services.move_to_stage(contact=contact, pipeline="Sales", stage=stages[0], actor=Actor.for_system("t"),
+                               source=Source.MANUAL)
+
+    def call(index):
+        stage = stages[index % len(stages)]
+        client = AgentClient(token)
+        if index % 2:
+            return client.put(f"contacts/{contact.pk}/stage", {"pipeline": "Sales", "stage": stage}).status_code
+        return client.post("intake", {"contact": {"phone": "+1 561 555 0142"}, "pipeline": "Sales", "stage": stage,
+                                      "tags": ["Lead"]}).status_code
+
+    results, errors = run_in_threads(8, call)
+    assert errors == []
+    assert all(status in (200, 201) for status in results), results
+    assert ContactStage.objects.filter(contact=contact).count() == 1

@@ -141,3 +141,13 @@ def test_a_name_that_shows_nothing_is_no_name(bot, invisible):
     response = bot.post("contacts/upsert", {"name": invisible, "email": "seen@example.com"})
     assert response.status_code == 201
     assert Contact.objects.get().name == ""
+
+
+def test_an_edit_cannot_leave_a_contact_with_no_name_phone_or_email(bot):
+    contact_id = bot.post("contacts/upsert", {"name": "Only Name"}).json()["contact_id"]
+    response = bot.patch(f"contacts/{contact_id}", {"name": ""})
+    assert response.status_code == 400
+    assert codes(response) == [("name", "required")]
+    assert Contact.objects.get(pk=contact_id).name == "Only Name"
+    # Replacing the name with an email in the same edit is fine.
+    assert bot.patch(f"contacts/{contact_id}", {"name": "", "email": "only@example.com"}).status_code == 200

@@ -42,6 +42,28 @@ def test_a_write_only_token_gets_the_id_not_the_record():
     assert both["contact"]["company"] == "Secret Co" and both["contact_id"] == contact.pk
 
 
+def test_a_write_only_token_learns_no_current_value_from_pending_changes():
+    from django.contrib.auth import get_user_model
+
+    owner = get_user_model().objects.create_user("sales-owner", is_staff=True)
+    contact = services.upsert_contact(data={"name": "Private", "phone": "+1 561 555 0192", "email": "priv@example.com",
+                                            "owner": "sales-owner"}, actor=Actor.for_system("test"), source=Source.API).contact
+    assert contact.owner == owner
+    writer = client_with("contacts:write")
+    for body in ({"phone": "+1 303 555 0188"}, {"email": "other@example.com"}):
+        response = writer.patch(f"contacts/{contact.pk}", body)
+        assert response.status_code == 200, response.content
+        (pending,) = response.json()["pending_changes"]
+        assert pending["old_value"] == "" and pending["new_value"]
+        text = response.content.decode()
+        assert "555-0192" not in text and "5550192" not in text and "priv@example.com" not in text
+    intake = writer.post("intake", {"contact": {"email": "priv@example.com", "phone": "+1 303 555 0177"}})
+    assert "555-0192" not in intake.content.decode() and "5550192" not in intake.content.decode()
+    reader = client_with("contacts:read", "contacts:write")
+    (pending,) = reader.patch(f"contacts/{contact.pk}", {"phone": "+1 303 555 0166"}).json()["pending_changes"]
+    assert pending["old_value"] == "+1 561 555 0192"  # as entered
+
+
 def test_a_note_names_only_the_callers_own_conversation_about_this_contact(bot, bot_agent):
     from django.utils import timezone
 
