@@ -273,6 +273,9 @@ def number_from_text(raw: str) -> Decimal:
     script count as their ASCII ones.
     """
     text = ascii_digits((raw or "").strip())
+    if "_" in text:
+        # Python's Decimal reads "1_000" as 1000; a person meant something else, or a typo.
+        raise InvalidNumber("not a number")
     if "," in text:
         if _THOUSANDS.fullmatch(text):
             text = text.replace(",", "")

@@ -429,8 +429,8 @@ def clean_contact_input(
             parsed = _parse_birthday(raw)
             if parsed is None:
                 errors.append(FieldError("birthday", "invalid_value", "Expected a date as YYYY-MM-DD."))
-            elif birthday_in_future(parsed):
-                errors.append(FieldError("birthday", "invalid_value", BIRTHDAY_IN_FUTURE))
+            elif problem := birthday_problem(parsed):
+                errors.append(FieldError("birthday", "invalid_value", problem))
             else:
                 values["birthday"] = parsed
             continue
@@ -483,12 +483,17 @@ def clean_contact_input(
     return result
 
 
-BIRTHDAY_IN_FUTURE = "A birthday cannot be in the future."
+EARLIEST_BIRTHDAY = dt.date(1900, 1, 1)
 
 
-def birthday_in_future(birthday: dt.date) -> bool:
+def birthday_problem(birthday: dt.date) -> str | None:
+    """Why ``birthday`` cannot be one (in the future, or a placeholder year such as 0001), or None."""
     # A day of slack: "today" differs by time zone, and a birthday today somewhere is not wrong.
-    return birthday > timezone.localdate() + dt.timedelta(days=1)
+    if birthday > timezone.localdate() + dt.timedelta(days=1):
+        return "A birthday cannot be in the future."
+    if birthday < EARLIEST_BIRTHDAY:
+        return f"A birthday before {EARLIEST_BIRTHDAY.year} is no real one (a placeholder year?); leave it out instead."
+    return None
 
 
 def _parse_birthday(raw: Any) -> dt.date | None:

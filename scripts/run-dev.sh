@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBUG="${DEBUG:-1}"
+# runserver serves each request on a new thread, and a persistent connection belongs to its
+# thread: with CONN_MAX_AGE > 0 every request left one open until PostgreSQL ran out.
+export CONN_MAX_AGE="${CONN_MAX_AGE:-0}"
 PORT="${PORT:-8000}"
 VAR_DIR="${CRM_VAR_DIR:-var}"
 mkdir -p "$VAR_DIR/log"

@@ -16,7 +16,7 @@ from crm_hub.errors import FieldError, InputRejected
 
 
 class ContactApiFilter(RefusesBlankFilterSet):
-    refuse_blank = ("phone", "email", "tag", "stage", "owner", "source", "updated_since")
+    refuse_blank = ("phone", "email", "q", "tag", "stage", "owner", "source", "updated_since")
 
     phone = django_filters.CharFilter(method="filter_phone", help_text="Phone in any format; exact match on the normalized number. Not a phone: 400 invalid_phone.")
     email = django_filters.CharFilter(method="filter_email", help_text="Email; case-insensitive exact match. Not an email: 400 invalid_email.")

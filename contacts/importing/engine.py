@@ -39,7 +39,7 @@ from contacts.normalize import (
     email_normalize,
     parse_phone,
 )
-from contacts.services import BIRTHDAY_IN_FUTURE, STANDARD_FIELDS, birthday_in_future
+from contacts.services import STANDARD_FIELDS, birthday_problem
 from crm_hub.actors import Actor
 
 logger = logging.getLogger(__name__)
@@ -166,8 +166,8 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
                 parsed = None
             if parsed is None:
                 errors.append(f"birthday: {text!r} is not a date as YYYY-MM-DD")
-            elif birthday_in_future(parsed):
-                errors.append(f"birthday: {text!r}: {BIRTHDAY_IN_FUTURE[0].lower()}{BIRTHDAY_IN_FUTURE[1:]}")
+            elif problem := birthday_problem(parsed):
+                errors.append(f"birthday: {text!r}: {problem[0].lower()}{problem[1:]}")
             else:
                 values["birthday"] = parsed.isoformat()
         elif target == mapping_mod.TAGS:

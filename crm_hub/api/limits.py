@@ -1,4 +1,4 @@
-"""413 for bodies over the limit, decided from Content-Length before anything reads the body."""
+"""413 for bodies over the limit, decided from Content-Length before anything reads the body; 411 without one."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ class RequestSizeLimitMiddleware:
 
     def __call__(self, request: HttpRequest):
         if request.path.startswith(API_PREFIX):
+            if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower() and not request.META.get("CONTENT_LENGTH"):
+                # Django reads a body by its Content-Length: a chunked one read as empty, and the
+                # answer blamed the fields ("give at least a name...") for what was never read.
+                return JsonResponse({"errors": [{"field": None, "code": "length_required", "message": (
+                    "Send the body with a Content-Length header; chunked transfer encoding is not accepted."
+                )}]}, status=411)
             limit = body_limit(request)
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)

@@ -46,11 +46,17 @@ class CheckedCursorPagination(CursorPagination):
         filterset = getattr(view, "filterset_class", None)
         known = [*(filterset.base_filters if filterset else ()), self.cursor_query_param, self.page_size_query_param,
                  *ALWAYS_KNOWN]
-        unknown = [name for name in request.query_params if name not in known]
-        if unknown:
-            raise InputRejected([
-                FieldError(name, "unknown_field", f"{name!r} is not a parameter of this list.", known) for name in unknown
-            ])
+        errors = [
+            FieldError(name, "unknown_field", f"{name!r} is not a parameter of this list.", known)
+            for name in request.query_params if name not in known
+        ]
+        # ?tag=vip&tag=lead read as tag=lead alone (the last one wins): say so instead of guessing.
+        errors += [
+            FieldError(name, "invalid_value", f"{name} is given {len(values)} times; give it once.")
+            for name, values in request.query_params.lists() if name in known and len(values) > 1
+        ]
+        if errors:
+            raise InputRejected(errors)
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)

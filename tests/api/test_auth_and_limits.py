@@ -115,13 +115,19 @@ def test_oversized_upload_is_413(bot, settings):
     assert response.status_code == 413
 
 
-def test_upload_over_the_file_limit_but_under_the_body_limit_is_refused_by_the_service(bot, settings):
+def test_upload_over_the_file_limit_but_under_the_body_limit_is_413_too(bot, settings):
     settings.CRM_MAX_UPLOAD_BYTES = 1000
     contact = Contact.objects.create(name="X", source="api")
-    upload = SimpleUploadedFile("mid.pdf", b"x" * 1500, content_type="application/pdf")
+    upload = SimpleUploadedFile("mid.pdf", b"%PDF-1.4\n" + b"x" * 1500, content_type="application/pdf")
     response = bot.client.post(f"/api/v1/contacts/{contact.pk}/files", {"file": upload}, **bot.headers)
+    assert response.status_code == 413
+    assert response.json()["errors"] == [{"field": "file", "code": "file_too_large",
+                                          "message": "The file is 1,509 bytes; the limit is 1,000 bytes."}]
+    # Too large and of the wrong kind: 400, naming both.
+    fake = SimpleUploadedFile("fake.pdf", b"x" * 1500, content_type="application/pdf")
+    response = bot.client.post(f"/api/v1/contacts/{contact.pk}/files", {"file": fake}, **bot.headers)
     assert response.status_code == 400
-    assert error(response)["code"] == "file_too_large"
+    assert [e["code"] for e in response.json()["errors"]] == ["file_too_large", "unsupported_file_type"]
 
 
 def test_docs_and_schema_are_served_without_a_cdn(client):
@@ -270,3 +276,23 @@ def test_an_answer_holding_a_lone_surrogate_is_escaped_not_a_500():
     from crm_hub.api.renderers import JSONRenderer
 
     assert JSONRenderer().render({"name": "a\ud800b"}) == b'{"name":"a\\ud800b"}'
+
+
+def test_a_chunked_body_without_content_length_is_411_not_read_as_empty(bot):
+    response = bot.client.generic(
+        "POST", "/api/v1/contacts/upsert", b"", content_type="application/json",
+        HTTP_TRANSFER_ENCODING="chunked", **bot.headers,
+    )
+    assert response.status_code == 411
+    assert error(response)["code"] == "length_required"
+    assert not Contact.objects.exists()
+
+
+def test_an_answer_lists_at_most_100_errors(bot):
+    custom = {f"k{i}": 1 for i in range(5000)}
+    response = bot.post("contacts/upsert", {"name": "x", "custom": custom})
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert len(errors) == 101 and errors[-1]["code"] == "too_many_errors"
+    assert "4,900 more errors" in errors[-1]["message"]
+    assert len(response.content) < 200_000

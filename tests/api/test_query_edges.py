@@ -100,6 +100,8 @@ def test_a_birthday_in_the_future_is_refused(bot):
     assert codes(response) == [("birthday", "invalid_value")]
     assert "future" in response.json()["errors"][0]["message"]
     assert not Contact.objects.exists()
+    response = bot.post("contacts/upsert", {"name": "Placeholder", "email": "ph@example.com", "birthday": "0001-01-01"})
+    assert codes(response) == [("birthday", "invalid_value")] and "placeholder" in response.json()["errors"][0]["message"]
     today = dt.date.today().isoformat()  # born today: a real, if young, contact
     assert bot.post("contacts/upsert", {"name": "Newborn", "email": "nb@example.com", "birthday": today}).status_code == 201
 
@@ -151,3 +153,18 @@ def test_an_edit_cannot_leave_a_contact_with_no_name_phone_or_email(bot):
     assert Contact.objects.get(pk=contact_id).name == "Only Name"
     # Replacing the name with an email in the same edit is fine.
     assert bot.patch(f"contacts/{contact_id}", {"name": "", "email": "only@example.com"}).status_code == 200
+
+
+def test_a_parameter_given_twice_is_refused_not_the_last_one_taken(bot):
+    Tag.objects.create(name="vip")
+    Tag.objects.create(name="lead")
+    response = bot.get("contacts", {"tag": ["vip", "lead"]})
+    assert response.status_code == 400
+    assert codes(response) == [("tag", "invalid_value")]
+    assert "given 2 times" in response.json()["errors"][0]["message"]
+
+
+def test_a_blank_search_is_refused_like_any_blank_filter(bot):
+    for q in ("", "  "):
+        response = bot.get("contacts", {"q": q})
+        assert response.status_code == 400 and codes(response) == [("q", "required")]

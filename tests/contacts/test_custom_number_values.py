@@ -74,7 +74,7 @@ def test_number_and_decimal_values_with_separators_store_what_was_meant(
 
 @pytest.mark.parametrize("kind", [T.NUMBER, T.DECIMAL])
 @pytest.mark.parametrize(
-    "raw", ["1,00,0", "1.000,5", "1234,567", "05,000", "1,000,5", "5,", ",5", "1,2,3"]
+    "raw", ["1,00,0", "1.000,5", "1234,567", "05,000", "1,000,5", "5,", ",5", "1,2,3", "1_000", "0.5_0"]
 )
 def test_ambiguous_or_malformed_separators_are_refused_saying_what_is_read(staff_actor, kind, raw):
     with pytest.raises(InputRejected) as caught:
