@@ -300,6 +300,7 @@ class EndInputSerializer(RefusesUnknownKeys):
 
 class ConversationCursorPagination(CheckedCursorPagination):
     ordering = ("-started_at", "-id")
+    ordering_choices = ("-started_at", "started_at")
     page_size = 25
     page_size_query_param = "page_size"
     max_page_size = 100

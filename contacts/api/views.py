@@ -220,6 +220,7 @@ class ContactBatchUpsertView(AgentView):
 
 class ContactCursorPagination(CheckedCursorPagination):
     ordering = ("-updated_at", "-id")
+    ordering_choices = ("-updated_at", "updated_at")
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
@@ -244,7 +245,7 @@ class ContactListView(AgentView, generics.ListAPIView):
         responses={200: ContactListItemOutput(many=True), **error_responses(*READ_ERRORS)},
         examples=[OpenApiExample(
             "One page",
-            value={"next": "https://crm.example/api/v1/contacts?cursor=cD0yMDI2LTA1LTAxKzE0JTNBMzAlM0EwMCUyQjAwJTNBMDA%3D", "previous": None,
+            value={"next": "https://crm.example/api/v1/contacts?cursor=bz0tdXBkYXRlZF9hdCZrPTIwMjYtMDUtMDFUMTQlM0EzMCUzQTAwJTJCMDAlM0EwMCZpPTQy", "previous": None,
                    "results": [{**CONTACT_EXAMPLE, "tags": ["Lead"]}]},
             response_only=True, status_codes=["200"],
         )],

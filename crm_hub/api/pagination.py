@@ -9,13 +9,17 @@ caller, as with a filter sent empty (crm_hub.api.filters).
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
+from base64 import b64decode, b64encode
+from urllib import parse
 
-from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
-from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
+from rest_framework.utils.urls import replace_query_param
 
 from crm_hub.errors import FieldError, InputRejected
 
@@ -26,26 +30,96 @@ ALWAYS_KNOWN = ("format",)
 
 
 class CheckedCursorPagination(CursorPagination):
-    """DRF's CursorPagination that checks the cursor's position before it reaches the database.
+    """Keyset pagination on (sort key, id), with DRF's cursor links and response shape.
 
-    A DRF cursor is base64 of ``o=<offset>&r=<reverse>&p=<position>``. The position is the value of the
-    first ordering field only, as text (``str(instance.updated_at)``); ties on it, which the tie-breaker
-    (``-id``) orders, are stepped over with the offset. DRF checks the base64, the offset and the direction
-    but hands the position to the ORM as it is, so a cursor made by hand or cut short (``p=2026``, a date
-    that does not exist, one out of range) was a 500 from the lookup. Here the position must parse as that
-    field's type (a date-time: with its offset, within range in UTC); if it does not, the answer is the one a
-    cursor that is not base64 at all gets: 400 ``invalid_value`` on ``cursor``.
+    DRF's CursorPagination keeps only the sort key's value in its cursor and steps over ties
+    with an offset. An import writes thousands of contacts with one ``updated_at``: past a
+    thousand ties the offset walked in place, handing back the same page as ``next`` forever,
+    and pages overlapped. Here a cursor is the (key, id) of the row it follows, and the next
+    page is every row strictly after it in (key, id) order: each row comes exactly once,
+    however many share a key.
+
+    ``order`` picks the direction (``ordering_choices``). Newest first is the default; a sync
+    walks oldest first (with ``updated_since``), so a row changed during the walk comes again
+    at the end instead of jumping ahead of the cursor and being missed.
+
+    A cursor the list did not make (cut short, edited, another order's) answers 400 on
+    ``cursor``; its key must parse as that field's type before it reaches the database.
     """
+
+    order_query_param = "order"
+    ordering_choices: tuple[str, ...] = ()  # the default (self.ordering[0]) and its reverse
 
     def paginate_queryset(self, queryset, request, view=None):
         self._cursor_model = queryset.model
         self._refuse_unknown_parameters(request, view)
-        return super().paginate_queryset(queryset, request, view)
+        self.request = request
+        self.page_size = self.get_page_size(request)
+        self.base_url = request.build_absolute_uri()
+        self.key = self._order(request)
+        self.descending = self.key.startswith("-")
+        self.field = self.key.lstrip("-")
+        after = self._decode(request)
+        self.came_back = after is not None and after[2]
+        queryset = queryset.order_by(self.key, "-id" if self.descending else "id")
+        if after is not None:
+            value, pk, backwards = after
+            later = self.descending != backwards  # rows after the cursor have smaller keys when walking down
+            op = "lt" if later else "gt"
+            queryset = queryset.filter(Q(**{f"{self.field}__{op}": value}) | Q(**{self.field: value, f"id__{op}": pk}))
+            if backwards:
+                queryset = queryset.reverse()
+        rows = list(queryset[: self.page_size + 1])
+        more = len(rows) > self.page_size
+        rows = rows[: self.page_size]
+        if self.came_back:
+            rows.reverse()
+            self.has_next, self.has_previous = bool(rows), more
+        else:
+            self.has_next, self.has_previous = more, after is not None
+        self.page = rows
+        return rows
+
+    def _order(self, request) -> str:
+        default = self.ordering[0]
+        choices = self.ordering_choices or (default,)
+        given = request.query_params.get(self.order_query_param)
+        if given is None:
+            return default
+        if given not in choices:
+            raise InputRejected([FieldError(self.order_query_param, "invalid_value", "Unknown order.", list(choices))])
+        return given
+
+    def _decode(self, request) -> tuple | None:
+        raw = request.query_params.get(self.cursor_query_param)
+        if raw is None:
+            return None
+        try:
+            parts = parse.parse_qs(b64decode(raw.encode("ascii"), validate=False).decode("ascii"), strict_parsing=True)
+            key, pk, backwards = parts["k"][0], int(parts["i"][0]), parts.get("r", ["0"])[0] == "1"
+        except (ValueError, KeyError, UnicodeError, binascii.Error):
+            raise self._invalid_cursor() from None
+        if parts.get("o", [""])[0] != self.key or not 0 < pk <= MAX_BIGINT or not self._position_fits(key):
+            raise self._invalid_cursor()
+        return self._field().to_python(key), pk, backwards
+
+    def _encode(self, row, *, backwards: bool) -> str:
+        value = getattr(row, self.field)
+        text = value.isoformat() if isinstance(value, dt.datetime) else str(value)
+        query = parse.urlencode({"o": self.key, "k": text, "i": row.pk, **({"r": "1"} if backwards else {})})
+        url = replace_query_param(self.base_url, self.cursor_query_param, b64encode(query.encode("ascii")).decode("ascii"))
+        return url
+
+    def get_next_link(self):
+        return self._encode(self.page[-1], backwards=False) if self.has_next and self.page else None
+
+    def get_previous_link(self):
+        return self._encode(self.page[0], backwards=True) if self.has_previous and self.page else None
 
     def _refuse_unknown_parameters(self, request, view) -> None:
         filterset = getattr(view, "filterset_class", None)
         known = [*(filterset.base_filters if filterset else ()), self.cursor_query_param, self.page_size_query_param,
-                 *ALWAYS_KNOWN]
+                 *([self.order_query_param] if self.ordering_choices else []), *ALWAYS_KNOWN]
         errors = [
             FieldError(name, "unknown_field", f"{name!r} is not a parameter of this list.", known)
             for name in request.query_params if name not in known
@@ -71,27 +145,25 @@ class CheckedCursorPagination(CursorPagination):
             )])
         return size
 
-    def decode_cursor(self, request):
-        try:
-            cursor = super().decode_cursor(request)
-        except NotFound:
-            raise self._invalid_cursor() from None
-        # self.ordering is settled before DRF decodes the cursor (paginate_queryset).
-        if cursor is not None and cursor.position is not None and not self._position_fits(cursor.position):
-            raise self._invalid_cursor()
-        return cursor
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        if self.ordering_choices:
+            parameters.append({
+                "name": self.order_query_param, "required": False, "in": "query",
+                "description": f"{self.ordering[0]} (the default) or its reverse, oldest first: walk a sync that way, "
+                               "with updated_since, and a record changed during the walk comes again at the end.",
+                "schema": {"type": "string", "enum": list(self.ordering_choices)},
+            })
+        return parameters
 
     def _invalid_cursor(self) -> InputRejected:
         return InputRejected([FieldError(self.cursor_query_param, "invalid_value", INVALID_CURSOR)])
 
+    def _field(self) -> models.Field:
+        return self._cursor_model._meta.get_field(self.field)
+
     def _position_fits(self, position: str) -> bool:
-        name = self.ordering[0].lstrip("-")
-        model = self._cursor_model
-        try:
-            field = model._meta.pk if name == "pk" else model._meta.get_field(name)
-        except FieldDoesNotExist:
-            return True  # an annotation: nothing to check it against, as in DRF
-        return position_fits(field, position)
+        return position_fits(self._field(), position)
 
 
 def position_fits(field: models.Field, position: str) -> bool:
