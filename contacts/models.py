@@ -697,6 +697,7 @@ class ImportJob(models.Model):
         FAILED = "failed", "Failed"
         CANCELLING = "cancelling", "Cancelling"
         CANCELLED = "cancelled", "Cancelled"
+        REVERTING = "reverting", "Reverting"
         REVERTED = "reverted", "Reverted"
 
     class Mode(models.TextChoices):
@@ -734,7 +735,7 @@ class ImportJob(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=["draft", "queued", "running", "done", "failed", "cancelling", "cancelled", "reverted"]),
+                condition=Q(status__in=["draft", "queued", "running", "done", "failed", "cancelling", "cancelled", "reverting", "reverted"]),
                 name="importjob_status_valid",
             ),
             models.CheckConstraint(

@@ -216,7 +216,7 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
             raise Http404
         job = get_object_or_404(ImportJob, pk=job_id)
         try:
-            job, report = services.revert_import_reporting(job=job, actor=_actor(request))
+            job, report = services.start_revert(job=job, actor=_actor(request))
         except InputRejected as exc:
             messages.error(request, str(exc.errors[0].message))
         else:
@@ -224,7 +224,10 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
         return redirect("admin:contacts_contact_import_progress", job_id=job.pk)
 
 
-def _tell_reverted(request, job: ImportJob, report: services.UndoReport) -> None:
+def _tell_reverted(request, job: ImportJob, report: services.UndoReport | None) -> None:
+    if report is None:
+        messages.success(request, f"Import #{job.pk} is being reverted on a worker; this page shows when it is done.")
+        return
     text = f"Import #{job.pk} was reverted: {report.describe()}"
     if report.skipped:
         messages.warning(request, text)
@@ -291,7 +294,7 @@ class ImportJobAdmin(admin.ModelAdmin):
     def revert_selected(self, request, queryset):
         for job in queryset:
             try:
-                job, report = services.revert_import_reporting(job=job, actor=_actor(request))
+                job, report = services.start_revert(job=job, actor=_actor(request))
                 _tell_reverted(request, job, report)
             except InputRejected as exc:
                 self.message_user(request, f"Import #{job.pk}: {exc.errors[0].message}", messages.ERROR)

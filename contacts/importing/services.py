@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
@@ -265,8 +266,8 @@ def _stale_q(now: datetime) -> Q:
 
 
 def is_stale(job: ImportJob) -> bool:
-    """Whether a running (or cancelling) job's worker has stopped reporting progress."""
-    return job.status in (ImportJob.Status.RUNNING, ImportJob.Status.CANCELLING) and (
+    """Whether a running (cancelling, reverting) job's worker has stopped reporting progress."""
+    return job.status in (ImportJob.Status.RUNNING, ImportJob.Status.CANCELLING, ImportJob.Status.REVERTING) and (
         _heartbeat(job) < timezone.now() - _stale_after()
     )
 
@@ -317,11 +318,18 @@ def check_stale(job: ImportJob) -> ImportJob:
 
 
 def recover_stale_jobs() -> int:
-    """Fail every stale running import and finish every stale cancel (for a periodic task); return how many."""
+    """Fail every stale running import, finish every stale cancel and revert (for a periodic task); return how many."""
     count = fail_stale_jobs()
     for job in ImportJob.objects.filter(status=ImportJob.Status.CANCELLING).filter(_stale_q(timezone.now())):
         if _claim_stale(job, ImportJob.Status.CANCELLING):
             _finish_cancel(job)
+            count += 1
+    for job in ImportJob.objects.filter(status=ImportJob.Status.REVERTING).filter(_stale_q(timezone.now())):
+        # A revert whose worker (or web process) was killed part-way: finish it.
+        if ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.REVERTING).filter(_stale_q(timezone.now())).update(
+            heartbeat_at=timezone.now()
+        ):
+            finish_revert(job_id=job.pk, user_id=None)
             count += 1
     return count
 
@@ -360,7 +368,7 @@ def _finish_cancel(job: ImportJob, result: ImportResult | None = None) -> UndoRe
     try:
         report = _undo(
             job, Actor.for_user(job.created_by) if job.created_by else Actor.for_system("import"), "Cancelled",
-            heartbeat=True,
+            heartbeat=ImportJob.Status.CANCELLING,
         )
     except Exception as exc:
         # Batches undone so far stay undone; as a failed import it can be reverted again to finish.
@@ -434,29 +442,78 @@ def revert_import_reporting(*, job: ImportJob, actor: Actor) -> tuple[ImportJob,
     import's own tell what was changed since. A running import whose worker
     has stopped counts as failed, so it can be reverted too.
     """
+    previous = _claim_revert(job)
+    return _finish_revert(job, actor, restore=previous)
+
+
+def start_revert(*, job: ImportJob, actor: Actor) -> tuple[ImportJob, UndoReport | None]:
+    """Revert a small import at once; a large one on a Celery worker (report None), as large imports run.
+
+    Inside a web request a large revert ran into the server's timeout: killed
+    part-way, it left the job "Reverted" with half its contacts still there.
+    """
+    if ImportChange.objects.filter(job=job).count() <= _sync_max_rows():
+        return revert_import_reporting(job=job, actor=actor)
+    from contacts.importing.tasks import revert_import_job
+
+    _claim_revert(job)
+    revert_import_job.delay_on_commit(job.pk, actor.user.pk if actor.user else None)
+    job.refresh_from_db()
+    return job, None
+
+
+def finish_revert(*, job_id: int, user_id: int | None) -> ImportJob:
+    """The worker's part of start_revert (and of a revert whose worker stopped: it resumes)."""
+    job = ImportJob.objects.get(pk=job_id)
+    if job.status != ImportJob.Status.REVERTING:
+        return job  # finished meanwhile, or a redelivered task
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    actor = Actor.for_user(user) if user else Actor.for_system("import revert")
+    try:
+        return _finish_revert(job, actor, restore=None)[0]
+    except InputRejected:
+        job.refresh_from_db()
+        return job
+
+
+def _claim_revert(job: ImportJob) -> str:
+    """Take the job for reverting (REVERTING, with a fresh heartbeat); return the status it had."""
     check_stale(job)
-    claimed = ImportJob.objects.filter(pk=job.pk, status__in=[ImportJob.Status.DONE, ImportJob.Status.FAILED]).update(
-        status=ImportJob.Status.REVERTED, reverted_at=timezone.now()
+    now = timezone.now()
+    revertable = Q(status__in=[ImportJob.Status.DONE, ImportJob.Status.FAILED]) | (
+        Q(status=ImportJob.Status.REVERTING) & _stale_q(now)  # a revert whose worker stopped: take it over
     )
-    if not claimed:
+    job.refresh_from_db()
+    previous = job.status
+    if not ImportJob.objects.filter(revertable, pk=job.pk).update(status=ImportJob.Status.REVERTING, heartbeat_at=now):
         job.refresh_from_db()
         raise _reject("status", "invalid_state", f"Import #{job.pk} is {job.get_status_display().lower()}; only a finished import can be reverted.")
+    job.status = ImportJob.Status.REVERTING
+    return previous
+
+
+def _finish_revert(job: ImportJob, actor: Actor, *, restore: str | None) -> tuple[ImportJob, UndoReport]:
     try:
-        report = _undo(job, actor, "Reverted")
+        report = _undo(job, actor, "Reverted", heartbeat=ImportJob.Status.REVERTING)
     except Exception as exc:
-        # Batches undone so far stay undone (each committed whole); the job goes back to its
-        # state so that reverting again finishes the rest, which skips what is already back.
+        # Batches undone so far stay undone (each committed whole); reverting again finishes the
+        # rest, which skips what is already back. A killed worker leaves the job "Reverting" with a
+        # stale heartbeat instead: the next revert (or recover_stale_imports) takes it over.
         logger.exception("reverting import #%s stopped part-way", job.pk)
-        ImportJob.objects.filter(pk=job.pk).update(status=job.status, reverted_at=None)
+        ImportJob.objects.filter(pk=job.pk).update(
+            status=restore or ImportJob.Status.FAILED, reverted_at=None,
+            **({} if restore else {"message": f"Reverting stopped part-way ({exc.__class__.__name__}); revert again to finish."}),
+        )
         raise _reject(
             "status", "revert_incomplete",
             f"Reverting import #{job.pk} stopped part-way ({exc.__class__.__name__}); what was reverted stays "
             "reverted. Try again; if it stops again, the server log has the details.",
         ) from exc
     job.refresh_from_db()
+    job.status, job.reverted_at = ImportJob.Status.REVERTED, timezone.now()
     # A failed import keeps why it failed; the revert's report goes after it.
     job.message = "\n".join(filter(None, [job.message, f"Reverted: {report.describe()}"]))[-2000:]
-    job.save(update_fields=["message"])
+    job.save(update_fields=["status", "reverted_at", "message"])
     return job, report
 
 
@@ -505,11 +562,11 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _undo(job: ImportJob, actor: Actor, verb: str, *, heartbeat: bool = False) -> UndoReport:
+def _undo(job: ImportJob, actor: Actor, verb: str, *, heartbeat: str | None = None) -> UndoReport:
     """Walk the import's undo log newest first, one batch (fixed query count) at a time.
 
-    With ``heartbeat`` (a cancel), each batch refreshes the job's heartbeat, so a
-    long undo is not taken for a stopped worker and undone a second time.
+    With ``heartbeat`` (the job's status while it undoes: cancelling or reverting), each
+    batch refreshes the job's heartbeat, so a long undo is not taken for a stopped worker.
     """
     report = UndoReport()
     last_id = None
@@ -524,7 +581,7 @@ def _undo(job: ImportJob, actor: Actor, verb: str, *, heartbeat: bool = False) -
         with transaction.atomic():
             _undo_batch(batch, job=job, actor=actor, summary=f"{verb} import #{job.pk} ({job.file_name})", report=report)
         if heartbeat:
-            ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.CANCELLING).update(heartbeat_at=timezone.now())
+            ImportJob.objects.filter(pk=job.pk, status=heartbeat).update(heartbeat_at=timezone.now())
 
 
 @dataclass
@@ -770,7 +827,7 @@ def progress(job: ImportJob) -> dict:
         "updated": job.updated_count,
         "skipped": job.skipped_count,
         "failed": job.failed_count,
-        "finished": job.status not in (*ACTIVE, ImportJob.Status.DRAFT),
+        "finished": job.status not in (*ACTIVE, ImportJob.Status.DRAFT, ImportJob.Status.REVERTING),
         "error_file_url": reverse("admin:contacts_contact_import_errors", args=[job.pk]) if job.error_file else "",
         "message": job.message,
         # A cancel whose worker stopped: pressing Cancel again finishes it without one.

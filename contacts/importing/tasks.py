@@ -17,6 +17,11 @@ def run_import_job(self, job_id: int) -> None:
         self.apply_async((job_id,), countdown=wait)
 
 
+@shared_task(name="contacts.importing.revert_import_job", acks_late=True)
+def revert_import_job(job_id: int, user_id: int | None) -> None:
+    services.finish_revert(job_id=job_id, user_id=user_id)
+
+
 @shared_task(name="contacts.importing.recover_stale_imports")
 def recover_stale_imports() -> int:
     """Fail imports whose worker stopped and finish their cancels (for the beat schedule)."""

@@ -5,6 +5,7 @@ import csv
 import io
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
@@ -137,3 +138,51 @@ def test_a_workbook_is_read_from_the_sheet_it_was_saved_on(staff_actor):
     assert job.rows_total == 1 and job.mapping == {"Name": "name", "Phone": "phone"}
     services.confirm_import(job=job, mapping=job.mapping, mode="create_update", actor=staff_actor)
     assert Contact.objects.get().phone_e164 == "+5511960000009"
+
+
+@override_settings(CELERY_TASK_ALWAYS_EAGER=True)
+def test_a_large_revert_runs_on_a_worker_not_in_the_request(admin_client, staff_actor, django_capture_on_commit_callbacks):
+    job = do_import(staff_actor, [[f"+1415555{1000 + i}", f"Co {i}"] for i in range(6)], headers=["Phone", "Company"])
+    assert Contact.objects.count() == 6
+    url = f"/admin/contacts/contact/import-contacts/{job.pk}/revert/"
+    with override_settings(CRM_IMPORT_SYNC_MAX_ROWS=3), django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, follow=True)
+    assert "is being reverted on a worker" in response.content.decode()
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.REVERTED and Contact.objects.count() == 0
+    assert "6 created contacts deleted" in job.message
+
+
+def test_a_revert_killed_part_way_is_finished_not_left_half_done(staff_actor):
+    """A web worker killed mid-revert (a proxy timeout) ran no except block: the job said Reverted, half undone."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    job = do_import(staff_actor, [[f"+1415555{2000 + i}", f"Co {i}"] for i in range(4)], headers=["Phone", "Company"])
+    # What a killed revert leaves: the job claimed, one contact already deleted, the heartbeat gone stale.
+    stale = timezone.now() - dt.timedelta(seconds=settings.CRM_IMPORT_STALE_AFTER + 60)
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.REVERTING, heartbeat_at=stale)
+    Contact.objects.filter(pk=Contact.objects.order_by("pk").first().pk).delete()
+    job.refresh_from_db()
+    assert services.progress(job)["stalled"] and not services.progress(job)["finished"]
+
+    assert services.recover_stale_jobs() == 1
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.REVERTED and Contact.objects.count() == 0
+
+
+def test_a_revert_in_progress_cannot_be_started_twice_but_a_stalled_one_can_be_finished(staff_actor):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    job = do_import(staff_actor, [["+14155553001", "Co"]], headers=["Phone", "Company"])
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.REVERTING, heartbeat_at=timezone.now())
+    with pytest.raises(InputRejected) as refused:
+        services.revert_import(job=job, actor=staff_actor)
+    assert refused.value.errors[0].code == "invalid_state"
+    ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - dt.timedelta(hours=1))
+    services.revert_import(job=job, actor=staff_actor)
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.REVERTED and not Contact.objects.exists()
