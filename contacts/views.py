@@ -839,13 +839,20 @@ def contact_create(request):
                     raise InputRejected([FieldError("name", "required", "Give at least a name, phone or email.")])
                 existing = _existing_match(cleaned)
                 if existing is None:
+                    # update=False: a colleague who saved the same phone a moment ago (after the check
+                    # above) gets the "open that contact" offer, not a silent overwrite of theirs.
                     result = upsert_contact(
-                        data=data, custom=custom, tags=chosen_tags, actor=actor, source=Source.MANUAL, cleaned=cleaned
+                        data=data, custom=custom, tags=chosen_tags, actor=actor, source=Source.MANUAL, cleaned=cleaned,
+                        update=False,
                     )
                     messages.success(request, f"Created {result.contact}.")
                     return redirect(result.contact)
             except InputRejected as exc:
-                form.add_service_errors(_with_key_holders_named(request, exc, _key_holders(form.cleaned_data, None)))
+                holders = _key_holders(form.cleaned_data, None)
+                if any(e.code == "already_exists" for e in exc.errors) and holders:
+                    existing = next(iter(holders.values()))
+                else:
+                    form.add_service_errors(_with_key_holders_named(request, exc, holders))
     else:
         form = ContactForm(custom_fields=definitions, owners=owners, tags=tags, initial={"owner": str(request.user.pk)})
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()

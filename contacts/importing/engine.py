@@ -50,6 +50,10 @@ MAX_LENGTHS = {f: Contact._meta.get_field(f).max_length for f in STANDARD_FIELDS
 MAX_EMAIL_KEY = Contact._meta.get_field("email_normalized").max_length
 BATCH_RETRIES = 3
 NO_KEY_WARNING = "no phone or email: a new contact is created each time this row is imported"
+RACED = (
+    "another writer kept creating a contact with this phone or email at the same moment; "
+    "import this row again (it will update that contact)"
+)
 # The failed-rows file is UTF-8, which cannot hold a lone surrogate (such a cell already fails its row).
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -451,18 +455,28 @@ class Engine:
     tag_names: dict[int, str] = field(default_factory=dict)
 
     def apply_batch(self, batch: list[Prepared], result: ImportResult) -> list[RowOutcome]:
-        """Dedup and write one batch atomically; a concurrent insert of the same key retries the batch."""
-        for attempt in range(BATCH_RETRIES):
+        """Dedup and write one batch atomically; a concurrent insert of the same key retries the batch.
+
+        Writers that keep creating contacts from the same list while it imports (agents, a
+        second import) can beat every retry of a large batch: it is then split in halves, each
+        retried on its own, down to the one row that keeps colliding, which fails alone.
+        Before, the import failed there, and every later row was never read.
+        """
+        for _attempt in range(BATCH_RETRIES):
             try:
                 with transaction.atomic():
                     return self._apply(batch, result)
             except INTEGRITY_ERRORS:
                 # Someone else created a contact with one of our keys since the lookup;
                 # the unique index refused our insert, so look again and merge into theirs.
-                if attempt == BATCH_RETRIES - 1:
-                    raise
-                logger.info("import batch retried after a concurrent insert")
-        raise AssertionError("unreachable")
+                logger.info("import batch of %s rows retried after a concurrent insert", len(batch))
+        if len(batch) > 1:
+            half = len(batch) // 2
+            return self.apply_batch(batch[:half], result) + self.apply_batch(batch[half:], result)
+        (row,) = batch
+        outcome = RowOutcome(line=row[0], action=ERROR, cells=row[1], reason=RACED)
+        result.count(ERROR)
+        return [outcome]
 
     def _apply(self, batch: list[Prepared], result: ImportResult) -> list[RowOutcome]:
         writer = writer_for(connection)

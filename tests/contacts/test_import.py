@@ -509,3 +509,29 @@ def test_a_birthday_in_the_future_fails_its_row(staff_actor):
     result, outcomes = dry_run(staff_actor, [["Ann", "ann@example.com", future], ["Bob", "bob@example.com", "1980-02-29"]], headers=headers)
     assert [o.action for o in outcomes] == ["error", "create"]
     assert outcomes[0].reason == f"birthday: {future!r}: a birthday cannot be in the future."
+
+
+def test_a_row_that_keeps_colliding_with_other_writers_fails_alone(staff_actor, settings, monkeypatch):
+    """Agents creating contacts from the same list during an import beat every retry of a batch: the
+    import failed there and never read its later rows. Now the batch is split down to the colliding row."""
+    from django.db import IntegrityError
+
+    from contacts.importing.engine import RACED, Engine, error_csv_writer
+
+    settings.CRM_IMPORT_BATCH_SIZE = 4
+    real = Engine._apply
+
+    def racing(self, batch, result):
+        if any(row[3] == "+15615550103" for row in batch):
+            raise IntegrityError('duplicate key value violates unique constraint "contact_unique_phone_e164"')
+        return real(self, batch, result)
+
+    monkeypatch.setattr(Engine, "_apply", racing)
+    rows = [[f"P{i}", f"+1 561 555 01{i:02d}", "", "", ""] for i in range(8)]
+    errors = io.StringIO()
+    result = run_import(io.BytesIO(csv_bytes(rows)), fmt="csv", mapping=auto_mapping(HEADERS), mode="create_update",
+                        actor=staff_actor, error_writer=error_csv_writer(errors))
+    assert (result.created, result.failed, result.rows) == (7, 1, 8)
+    failed = list(csv.reader(io.StringIO(errors.getvalue())))[1:]
+    assert [r[:2] for r in failed] == [["P3", "'+1 561 555 0103"]] and failed[0][-1] == RACED  # neutralized
+    assert Contact.objects.count() == 7

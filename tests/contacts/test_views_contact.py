@@ -261,3 +261,19 @@ def test_inline_edit_over_htmx_returns_the_form_then_redirects_or_shows_errors(p
     assert ok.status_code == 204 and ok["HX-Redirect"] == f"/contacts/{contact.pk}/"
     contact.refresh_from_db()
     assert contact.company == "New"
+
+
+def test_a_colleague_saving_the_same_phone_first_is_offered_not_overwritten(page, staff_user, monkeypatch):
+    """Two people creating one contact at once: the check for an existing contact ran before the other
+    save committed, and the later save silently overwrote the first one's name and company."""
+    from contacts import views
+
+    first = make_contact(staff_user, name="Racer 0", phone="+1 646 555 0199", company="First Co")
+    monkeypatch.setattr(views, "_existing_match", lambda cleaned: None)  # the other save lands after this check
+    response = page.post("/contacts/new/", {"name": "Racer 1", "phone": "(646) 555-0199", "company": "Second Co"})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'data-testid="existing-contact"' in html and f'href="/contacts/{first.pk}/"' in html
+    first.refresh_from_db()
+    assert (first.name, first.company) == ("Racer 0", "First Co")
+    assert Contact.objects.count() == 1
