@@ -62,6 +62,15 @@ class RuleForm(forms.ModelForm):
         model = Rule
         exclude: list[str] = []
 
+    def clean(self):
+        cleaned = super().clean()
+        # Tags are many-to-many, so only the form sees them before the rule is saved.
+        acts = (cleaned.get("assign_mode"), cleaned.get("set_stage"), cleaned.get("add_tags"), cleaned.get("task_title"),
+                cleaned.get("webhook_event"))
+        if not any(acts):
+            raise forms.ValidationError("The rule does nothing: choose at least one action (owner, stage, tags, task or webhook).")
+        return cleaned
+
 
 @admin.register(Rule)
 class RuleAdmin(admin.ModelAdmin):

@@ -155,6 +155,8 @@ class Rule(models.Model):
         if self.assign_mode in (self.AssignMode.ROUND_ROBIN, self.AssignMode.FEWEST_OPEN_TASKS) and not self.assign_team_id:
             errors["assign_team"] = "Choose the team to assign from."
         errors.update(self._clean_targets())
+        if self.task_due_amount is not None and not (self.task_title or "").strip():
+            errors["task_title"] = "Give the task a title, or leave when it is due empty (no task)."
         if self.task_title and self.task_due_amount is None:
             errors["task_due_amount"] = "Say when the task is due."
         elif self.task_due_amount == 0:

@@ -204,7 +204,7 @@ class TaskForm(forms.Form):
 
     def __init__(self, *args, owners: list, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["assignee"].choices = [("", "Contact owner"), *((str(u.pk), u.get_full_name() or u.get_username()) for u in owners)]
+        self.fields["assignee"].choices = [("", "Contact owner (or me, if none)"), *((str(u.pk), u.get_full_name() or u.get_username()) for u in owners)]
 
     def add_service_errors(self, exc: InputRejected) -> None:
         """Show each service error on its field; the rest above the form."""

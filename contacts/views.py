@@ -36,7 +36,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django.views.defaults import bad_request
 
 from contacts.exporting import cell_value, csv_response, export_rows, xlsx_response
@@ -161,7 +161,7 @@ class LogoutView(auth_views.LogoutView):
         return response
 
 
-@require_GET
+@require_safe
 @staff_required
 def home(request):
     return redirect("contacts:list")
@@ -180,6 +180,13 @@ def error_400(request, exception=None):
 
 def error_403(request, exception=None):
     return render(request, "errors/403.html", status=403)
+
+
+def csrf_failure(request, reason: str = ""):
+    """A refused CSRF check (a page left open, a session renewed in another tab): the app's 403, saying what to do."""
+    return _api_error(request, 403, "csrf_failed", "CSRF check failed.") or render(
+        request, "errors/403.html", {"csrf_failed": True}, status=403
+    )
 
 
 def _api_error(request, status: int, code: str, message: str) -> JsonResponse | None:
@@ -451,7 +458,7 @@ def _list_signature(params: QueryDict, columns: dict) -> tuple:
 LIST_BACK_PARAM = "back"
 
 
-@require_GET
+@require_safe
 @staff_required
 def contact_list(request):
     params = request.GET
@@ -689,7 +696,7 @@ def _refuse_broken_filters(request, state: ListState) -> None:
         messages.error(request, f"{message} Nothing was done; fix or remove that filter first.")
 
 
-@require_GET
+@require_safe
 @staff_required
 def contact_export(request):
     """Export every contact matching the list's filters, with its chosen columns."""
@@ -953,7 +960,7 @@ def _list_back_url(request) -> str:
 PANELS = ("note", "task", "file")
 
 
-@require_GET
+@require_safe
 @staff_required
 def contact_detail(request, pk: int):
     return _contact_page(request, pk)
@@ -1041,6 +1048,7 @@ def _merge_rows(keep: Contact, other: Contact, definitions) -> list[dict]:
     return [r for r in rows if r["keep"] not in ("", None) or r["other"] not in ("", None)]
 
 
+@require_http_methods(["GET", "HEAD", "POST"])
 @staff_required
 def contact_merge(request, pk: int):
     """Merge another contact into this one: GET finds it and shows what the merge does, POST merges."""
@@ -1193,7 +1201,7 @@ def _timeline_more(items) -> str:
     return items[-1].at.isoformat()
 
 
-@require_GET
+@require_safe
 @staff_required
 def contact_timeline_more(request, pk: int):
     contact = _visible_contact(request, pk)
@@ -1241,7 +1249,7 @@ def contact_add_file(request, pk: int):
     return redirect(contact)
 
 
-@require_GET
+@require_safe
 @staff_required
 def contact_file_download(request, pk: int, file_id: int):
     contact = _visible_contact(request, pk)
@@ -1259,9 +1267,12 @@ def contact_add_task(request, pk: int):
     form = TaskForm(request.POST, owners=_staff_users(), auto_id="task-%s")
     if form.is_valid():
         try:
+            # "Contact owner" on a contact nobody owns (or owned by someone inactive) would make a task in
+            # nobody's list: it goes to whoever wrote it.
+            owner = contact.owner if contact.owner and contact.owner.is_active else None
             create_task(
                 contact=contact, title=form.cleaned_data["title"], due_at=form.cleaned_data["due_at"],
-                assignee=form.cleaned_data["assignee"] or None, priority=form.cleaned_data["priority"],
+                assignee=form.cleaned_data["assignee"] or owner or request.user, priority=form.cleaned_data["priority"],
                 actor=_actor(request), source=Source.MANUAL,
             )
         except InputRejected as exc:
@@ -1373,10 +1384,12 @@ def task_toggle(request, pk: int):
                 context["counts"] = _task_groups(request, "")
         return render(request, "contacts/_task_toggled.html", context)
     messages.success(request, f"Task “{task.title}” {'done' if task.status == Task.Status.DONE else 'reopened'}.")
-    return redirect(_back(request, task.contact.get_absolute_url()))
+    # A task assigned to a user who may not see its contact is theirs to do, but its contact page is a 404 to them.
+    visible = visible_contacts(request.user).filter(pk=task.contact_id).exists()
+    return redirect(_back(request, task.contact.get_absolute_url() if visible else reverse("contacts:tasks")))
 
 
-@require_GET
+@require_safe
 @staff_required
 def my_tasks(request):
     return render(request, "contacts/tasks.html", _task_groups(request, request.GET.get("assignee", "")))
@@ -1394,7 +1407,7 @@ def _board_filters(request):
     return owner, tag
 
 
-@require_GET
+@require_safe
 @staff_required
 def board(request):
     pipelines = list(Pipeline.objects.all())
@@ -1425,7 +1438,7 @@ def _card_cursor(cards) -> str:
     return encode_cursor(last.entered_at, last.pk)
 
 
-@require_GET
+@require_safe
 @staff_required
 def board_column(request, stage_id: int):
     """Next cards of one column, loaded when the column is scrolled to its end."""
@@ -1439,7 +1452,7 @@ def board_column(request, stage_id: int):
     })
 
 
-@require_GET
+@require_safe
 @staff_required
 def board_card(request, contact_id: int):
     contact = _visible_contact(request, contact_id)

@@ -200,6 +200,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE: dict = {}
 
+# Django's own CSRF refusal page is bare; ours has the app's layout and says what to do.
+CSRF_FAILURE_VIEW = "contacts.views.csrf_failure"
+
 # --- REST framework -------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

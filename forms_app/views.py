@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from contacts.views import new_submission_token, once_per_submission, staff_required
 from crm_hub import login_throttle
@@ -49,7 +49,7 @@ def builder_required(view):
 # --- Staff: list, builder, form page ---------------------------------------------------
 
 
-@require_GET
+@require_safe
 @staff_required
 def form_list(request):
     return render(
@@ -151,7 +151,7 @@ def form_preview(request):
     )
 
 
-@require_GET
+@require_safe
 @staff_required
 def form_detail(request, pk: int):
     form = get_object_or_404(Form.objects.select_related("current_version", "stage__pipeline", "owner"), pk=pk)
@@ -188,7 +188,7 @@ def form_status(request, pk: int):
 SUBMISSIONS_PER_PAGE = 50
 
 
-@require_GET
+@require_safe
 @staff_required
 def submission_list(request, pk: int):
     form = get_object_or_404(Form, pk=pk)
@@ -207,7 +207,7 @@ def submission_list(request, pk: int):
     )
 
 
-@require_GET
+@require_safe
 @staff_required
 def submission_export(request, pk: int):
     form = get_object_or_404(Form, pk=pk)
@@ -374,7 +374,7 @@ def _thanks_redirect(form: Form, embed: bool):
 
 
 @xframe_options_exempt
-@require_GET
+@require_safe
 def public_thanks(request, slug: str):
     form = _public_form(slug)
     return render(

@@ -199,3 +199,14 @@ def test_a_rule_sends_only_events_whose_payload_is_the_contact(admin_client):
     assert "webhook_event" in response.context["adminform"].form.errors
     assert admin_client.post(reverse("admin:automations_rule_add"),
                              rule_form_data(webhook_event="contact.created")).status_code == 302
+
+
+def test_admin_refuses_a_rule_with_no_action_or_a_task_without_a_title(admin_client):
+    response = admin_client.post(reverse("admin:automations_rule_add"), rule_form_data())
+    assert response.status_code == 200 and not Rule.objects.exists()
+    assert "The rule does nothing" in str(response.context["adminform"].form.non_field_errors())
+    response = admin_client.post(reverse("admin:automations_rule_add"),
+                                 rule_form_data(task_due_amount=5, task_due_unit="days", webhook_event=""))
+    assert response.status_code == 200 and not Rule.objects.exists()
+    assert response.context["adminform"].form.errors["task_title"] == [
+        "Give the task a title, or leave when it is due empty (no task)."]

@@ -80,3 +80,25 @@ def test_500_handler_renders_without_database(rf):
     response = error_500(rf.get("/"))
     assert response.status_code == 500
     assert b"Something went wrong" in response.content
+
+
+def test_ui_pages_answer_head_like_get(client, staff_user):
+    client.force_login(staff_user)
+    for path in ("/", "/contacts/", "/pipeline/", "/tasks/", "/forms/"):
+        head, get = client.head(path), client.get(path)
+        assert head.status_code == get.status_code, path
+        assert head.status_code in (200, 302), path
+
+
+def test_a_failed_csrf_check_is_the_apps_own_page(staff_user):
+    from django.test import Client
+
+    from tests.contacts.ui_helpers import make_contact
+
+    contact = make_contact(staff_user, name="Ana")
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(staff_user)
+    response = browser.post(f"/contacts/{contact.pk}/notes/", {"body": "x"})
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert "This form has expired" in html and "Go to contacts" in html

@@ -155,3 +155,28 @@ def test_tasks_page_has_fixed_number_of_queries_and_empty_state(client, staff_us
         _task(make_contact(staff_user, name=f"C{i}"), staff_user, f"T{i}", timezone.now() + dt.timedelta(days=i - 5))
     with django_assert_num_queries(len(one.captured_queries)):
         client.get("/tasks/")
+
+
+def test_a_task_for_the_owner_of_an_ownerless_contact_goes_to_whoever_wrote_it(client, staff_user):
+    from contacts.models import Contact, Task
+
+    contact = Contact.objects.create(name="Nobody's", email="nobodys@example.com", source=Source.MANUAL)
+    client.force_login(staff_user)
+    response = client.post(f"/contacts/{contact.pk}/tasks/", {"title": "Follow up", "due_at": "2030-01-02T10:00",
+                                                             "priority": "normal", "assignee": ""})
+    assert response.status_code == 302
+    assert Task.objects.get().assignee == staff_user
+    assert "Follow up" in client.get("/tasks/").content.decode()
+
+
+def test_toggling_a_task_on_a_contact_one_may_not_see_goes_back_to_my_tasks(client, settings, staff_user):
+    from tests.contacts.factories import UserFactory
+
+    settings.CRM_SALES_SEE_OWN_ONLY = True
+    seller = UserFactory(username="seller2", is_staff=True)
+    contact = make_contact(staff_user, name="Admin's")  # owned by staff_user: hidden from the seller
+    task = _task(contact, staff_user, "For the seller", timezone.now() + dt.timedelta(days=1), assignee=seller)
+    client.force_login(seller)
+    assert client.get(f"/contacts/{contact.pk}/").status_code == 404
+    response = client.post(f"/tasks/{task.pk}/toggle/", {"done": "1"})
+    assert response.status_code == 302 and response["Location"] == "/tasks/"
