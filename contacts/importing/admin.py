@@ -249,9 +249,15 @@ class ImportJobAdmin(admin.ModelAdmin):
     search_fields = ["file_name"]
     list_select_related = ["created_by"]
     actions = ["revert_selected"]
-    exclude = ["file", "error_file"]  # shown as links to the admin views instead (file_link, error_file_link)
+    # Shown as links to the admin views (file_link, error_file_link) and as "finished" instead; an
+    # excluded field is no form field, so nothing of the history can be edited.
+    exclude = ["file", "error_file", "finished_at"]
 
     def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # The import history is the audit trail (who imported what, and its undo log): kept.
         return False
 
     def get_readonly_fields(self, request, obj=None):

@@ -128,3 +128,18 @@ def test_import_contacts_command_rejects_a_bad_mapping(tmp_path):
     path.write_bytes(csv_bytes([["Ann"]], headers=["Who"]))
     with pytest.raises(CommandError, match="Unknown target"):
         call_command("import_contacts", str(path), "--mapping", '{"Who": "nickname"}', stdout=io.StringIO())
+
+
+def test_the_import_history_cannot_be_edited_or_deleted(admin_client, staff_actor):
+    from contacts.models import ImportJob
+    from tests.contacts.test_import import do_import
+
+    job = do_import(staff_actor, [["Ann", "", "ann@example.com", "", ""]])
+    finished = ImportJob.objects.get(pk=job.pk).finished_at
+    page = admin_client.get(f"/admin/contacts/importjob/{job.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="finished_at' not in page.content.decode()
+    admin_client.post(f"/admin/contacts/importjob/{job.pk}/change/", {"finished_at_0": "2020-01-01", "finished_at_1": "00:00"})
+    assert ImportJob.objects.get(pk=job.pk).finished_at == finished
+    assert admin_client.post(f"/admin/contacts/importjob/{job.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert ImportJob.objects.filter(pk=job.pk).exists()

@@ -120,7 +120,6 @@ class Command(BaseCommand):
         return users
 
     def _contacts(self, count: int, users) -> int:
-        rng = random.Random(20261121)
         sales = Pipeline.objects.get(name="Sales")
         onboarding = Pipeline.objects.get(name="Onboarding")
         tag_names = [t[0] for t in TAGS]
@@ -132,6 +131,8 @@ class Command(BaseCommand):
             source = SOURCES[index % len(SOURCES)]
             actor = Actor.for_user(users[index % 2]) if source == Source.MANUAL else Actor.for_system(f"demo {source}")
             handle = f"{ascii_slug(first)}.{ascii_slug(last)}{index}"
+            # Each demo person's own random stream: a second run draws the same values for everyone.
+            rng = random.Random(20261121 + index)
             data = {
                 "name": f"{first} {last}",
                 "phone": demo_phone(index) if index % 9 else "",
@@ -145,6 +146,9 @@ class Command(BaseCommand):
                       "intent_score": round(rng.random(), 2)}
             if index % 3 == 0:
                 custom["budget"] = str(rng.choice([500, 1200, 5000, 25000]))
+            if Contact.objects.filter(email__iexact=data["email"]).exists():
+                # Loaded by an earlier run (make run seeds on every start): left as it is, edits included.
+                continue
             result = services.upsert_contact(
                 data=data, custom=custom, tags=rng.sample(tag_names, k=index % 3), actor=actor, source=source,
                 protected_changes="apply",
