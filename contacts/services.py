@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -428,7 +429,7 @@ def clean_contact_input(
                 continue
             parsed = _parse_birthday(raw)
             if parsed is None:
-                errors.append(FieldError("birthday", "invalid_value", "Expected a date as YYYY-MM-DD."))
+                errors.append(FieldError("birthday", "invalid_value", birthday_unreadable(raw)))
             elif problem := birthday_problem(parsed):
                 errors.append(FieldError("birthday", "invalid_value", problem))
             else:
@@ -484,6 +485,14 @@ def clean_contact_input(
 
 
 EARLIEST_BIRTHDAY = dt.date(1900, 1, 1)
+_DATE_SHAPE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")
+
+
+def birthday_unreadable(raw: Any) -> str:
+    """Why ``raw`` could not be read as a birthday: not a date as YYYY-MM-DD, or a day the calendar has not."""
+    if isinstance(raw, str) and _DATE_SHAPE.fullmatch(raw.strip()):
+        return f"{raw.strip()} does not exist (no such day in that month)."
+    return "Expected a date as YYYY-MM-DD."
 
 
 def birthday_problem(birthday: dt.date) -> str | None:
@@ -1673,7 +1682,10 @@ def add_file(*, contact: Contact, upload, actor: Actor, source: str) -> ContactF
             errors.append(FieldError("file", "unsupported_file_type", f"Files of type {content_type} are not accepted.", allowed))
     if errors:
         raise InputRejected(errors)
-    name = (upload.name or "file").rsplit("/", 1)[-1][:255]
+    # Browsers send a quote in a file name as %22 (and a line break as %0A/%0D, per the HTML spec's
+    # multipart rules): stored as sent it came back as "%22", and the download's header encoded it again.
+    name = (upload.name or "file").rsplit("/", 1)[-1].replace("%22", '"').replace("%0D", "").replace("%0A", "")
+    name = name.strip()[:255] or "file"
     stored = ContactFile(
         contact=contact, name=name, size=upload.size, content_type=content_type,
         uploaded_by=actor.user, agent=actor.agent, source=source,

@@ -114,7 +114,7 @@ from contacts.services import (
     update_contact,
     upsert_contact,
 )
-from contacts.templatetags.crm_ui import filesize
+from contacts.templatetags.crm_ui import size_over_limit
 from crm_hub.actors import Actor
 from crm_hub.api.errors import error_body, error_item
 from crm_hub.errors import FieldError, InputRejected
@@ -1141,8 +1141,8 @@ def _upload_error_messages(exc: InputRejected, upload) -> list[str]:
     for error in exc.errors:
         message = error.message
         if error.code == "file_too_large" and upload is not None:
-            message = (f"This file is {filesize(upload.size)}; the limit is "
-                       f"{filesize(settings.CRM_MAX_UPLOAD_BYTES)}.")
+            shown, allowed = size_over_limit(upload.size, settings.CRM_MAX_UPLOAD_BYTES)
+            message = f"This file is {shown}; the limit is {allowed}."
         elif error.code == "unsupported_file_type" and "does not match" not in message:
             name = (getattr(upload, "name", "") or "").rsplit("/", 1)[-1]
             if "." in name:

@@ -441,7 +441,10 @@ def clean_answers(
                 continue
             allowed = list(settings.CRM_ALLOWED_UPLOAD_TYPES)
             if upload.size > limit["file"]:
-                fail("file_too_large", f"This file is too large ({_size(upload.size)}); the limit is {_size(limit['file'])}.")
+                shown, allowed = _size(upload.size), _size(limit["file"])
+                if shown == allowed:  # "5.0 MB; the limit is 5.0 MB": told apart in bytes
+                    shown, allowed = f"{upload.size:,} bytes", f"{limit['file']:,} bytes"
+                fail("file_too_large", f"This file is too large ({shown}); the limit is {allowed}.")
                 continue
             # The type is read from the file itself: the browser's (or a script's) Content-Type is only a claim.
             try:

@@ -39,7 +39,7 @@ from contacts.normalize import (
     email_normalize,
     parse_phone,
 )
-from contacts.services import STANDARD_FIELDS, birthday_problem
+from contacts.services import STANDARD_FIELDS, birthday_problem, birthday_unreadable
 from crm_hub.actors import Actor
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
             except ValueError:
                 parsed = None
             if parsed is None:
-                errors.append(f"birthday: {text!r} is not a date as YYYY-MM-DD")
+                why = birthday_unreadable(text)
+                errors.append(f"birthday: {text!r} is not a date as YYYY-MM-DD" if why.startswith("Expected") else f"birthday: {why}")
             elif problem := birthday_problem(parsed):
                 errors.append(f"birthday: {text!r}: {problem[0].lower()}{problem[1:]}")
             else:

@@ -43,6 +43,14 @@ def filesize(value) -> str:
     return ""
 
 
+def size_over_limit(size: int, limit: int) -> tuple[str, str]:
+    """The two sizes of "this file is X; the limit is Y", told apart: rounded alike ("10 MB" twice), in bytes."""
+    shown, allowed = filesize(size), filesize(limit)
+    if shown == allowed:
+        return f"{size:,} bytes", f"{limit:,} bytes"
+    return shown, allowed
+
+
 @register.filter
 def days_since(value, now) -> int:
     """Return whole days between ``value`` and ``now`` (days in stage on the board)."""

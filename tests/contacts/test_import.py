@@ -506,9 +506,11 @@ def test_a_birthday_in_the_future_fails_its_row(staff_actor):
 
     future = (dt.date.today() + dt.timedelta(days=400)).isoformat()
     headers = ["Name", "Email", "Birthday"]
-    result, outcomes = dry_run(staff_actor, [["Ann", "ann@example.com", future], ["Bob", "bob@example.com", "1980-02-29"]], headers=headers)
-    assert [o.action for o in outcomes] == ["error", "create"]
+    rows = [["Ann", "ann@example.com", future], ["Bob", "bob@example.com", "1980-02-29"], ["Cy", "cy@example.com", "1990-02-29"]]
+    result, outcomes = dry_run(staff_actor, rows, headers=headers)
+    assert [o.action for o in outcomes] == ["error", "create", "error"]
     assert outcomes[0].reason == f"birthday: {future!r}: a birthday cannot be in the future."
+    assert outcomes[2].reason == "birthday: 1990-02-29 does not exist (no such day in that month)."
 
 
 def test_a_row_that_keeps_colliding_with_other_writers_fails_alone(staff_actor, settings, monkeypatch):

@@ -287,7 +287,11 @@ def test_a_refused_file_is_explained_in_the_file_tab_in_megabytes_and_kinds(sign
     big = SimpleUploadedFile("big.txt", b"x" * (10 * 1024 * 1024 + 1), content_type="text/plain")
     html = signed_in.post(f"/contacts/{contact.pk}/files/", {"file": big}).content.decode()
     errors = re.search(r'data-testid="file-errors">(.*?)</span>', html, re.S).group(1)
-    assert "the limit is 10 MB" in errors and "bytes" not in errors
+    # Just over the limit, both round to "10 MB": the message tells them apart in bytes.
+    assert "This file is 10,485,761 bytes; the limit is 10,485,760 bytes." in errors
+    bigger = SimpleUploadedFile("bigger.txt", b"x" * (12 * 1024 * 1024), content_type="text/plain")
+    more = signed_in.post(f"/contacts/{contact.pk}/files/", {"file": bigger}).content.decode()
+    assert "This file is 12 MB; the limit is 10 MB." in more
     assert re.search(r'id="panel-file" aria-labelledby="tab-file">', html)
     exe = SimpleUploadedFile("setup.exe", b"MZ\x90\x00" + b"\x00" * 60, content_type="application/octet-stream")
     errors = re.search(r'data-testid="file-errors">(.*?)</span>',

@@ -277,3 +277,26 @@ def test_a_colleague_saving_the_same_phone_first_is_offered_not_overwritten(page
     first.refresh_from_db()
     assert (first.name, first.company) == ("Racer 0", "First Co")
     assert Contact.objects.count() == 1
+
+
+def test_a_file_name_with_quotes_as_a_browser_sends_it_downloads_with_its_own_name(page, staff_user):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from contacts.models import ContactFile
+
+    contact = make_contact(staff_user, name="Ana")
+    upload = SimpleUploadedFile('名前 with spaces & %22quotes%22.txt', b"hello", content_type="text/plain")
+    page.post(f"/contacts/{contact.pk}/files/", {"file": upload})
+    stored = ContactFile.objects.get()
+    assert stored.name == '名前 with spaces & "quotes".txt'
+    response = page.get(f"/contacts/{contact.pk}/files/{stored.pk}/")
+    assert "%2522" not in response["Content-Disposition"] and "%22quotes%22" in response["Content-Disposition"]
+
+
+def test_a_tag_deleted_while_the_form_was_open_is_named_not_silently_refused(page):
+    TagFactory(name="vip")
+    response = page.post("/contacts/new/", {"name": "New Person", "email": "np@example.com", "tags": ["nonexistent"]})
+    html = response.content.decode()
+    assert response.status_code == 200 and 'data-testid="tags-errors"' in html
+    assert "nonexistent is not one of the available choices" in html
+    assert not Contact.objects.exists()
