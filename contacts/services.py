@@ -744,6 +744,10 @@ def _apply_changes(
             same = cleaned.email_normalized == contact.email_normalized
         elif key == "owner":
             same = (current.pk if current else None) == (new.pk if new else None)
+        elif key == "name" and policy == "request" and not clear_empty:
+            # An agent or a form that knows less of the name ("Marcus" for "Marcus Aurelius Reed",
+            # "reed" in lower case) keeps the fuller one on record; a different name still replaces it.
+            same = current == new or _name_part_of(new, current)
         else:
             same = current == new
         if same:
@@ -831,6 +835,13 @@ def _apply_changes(
     if changes or result.tags_added:
         event_changes = {**changes, **({"tags": [[], result.tags_added]} if result.tags_added else {})}
         _emit_after_flush(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes=_jsonable(event_changes)))
+
+
+def _name_part_of(new: Any, current: Any) -> bool:
+    """Whether every word of ``new`` is a word of ``current`` (case aside) and ``current`` says more."""
+    new_words = str(new or "").casefold().split()
+    current_words = str(current or "").casefold().split()
+    return bool(new_words) and len(new_words) < len(current_words) and set(new_words) <= set(current_words)
 
 
 def _split_pending(contact: Contact, requests: list[ChangeRequest]) -> tuple[list[ChangeRequest], list[ChangeRequest]]:

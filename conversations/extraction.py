@@ -117,7 +117,11 @@ URL_CANDIDATE = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
 TRAILING_PUNCTUATION = ".,;:!?)]}'\""
 # Conservative on purpose: a lead-in phrase, then one to three capitalised words.
 # "This is ..." is left out: agents hear "this is Acme Corp" as often as a person's name.
-NAME_LEAD_IN = re.compile(r"(?i:\bmy name is|\bmy name's|\bi am|\bi'm|\bi’m)\s+(.{1,80})")
+# The lead-in alone: its tail is read from the text after it, so one lead-in ("I'm not sure.") does not
+# swallow the next ("My name is Li Wei") as it would as part of one match.
+NAME_LEAD_IN = re.compile(r"(?i:\b(my name is|my name's|i am|i'm|i’m))\s+")
+EXPLICIT_LEAD_INS = frozenset({"my name is", "my name's"})
+HONORIFICS = frozenset("mr mrs ms miss mx dr prof sr sra srta dona don".split())
 NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'’.-]*(?:['’-][^\W\d_]+)*")
 NOT_NAME_WORDS = frozenset(
     """a an the not just so very also here there fine good great ok okay sorry interested looking calling
@@ -139,29 +143,47 @@ def _strip_trailing(text: str) -> str:
 
 
 def _find_name(text: str) -> str:
+    """The name after "my name is" (first) or "I'm"/"I am": up to three capitalised words, titles left out."""
+    found = []
     for lead in NAME_LEAD_IN.finditer(text):
-        words: list[str] = []
-        rest = lead.group(1)
-        position = 0
-        while len(words) < 3:
-            match = NAME_WORD.match(rest, position)
-            if match is None:
-                break
-            word = match.group(0)
-            if not word[0].isupper() or word.casefold() in NOT_NAME_WORDS:
-                break
+        name = _name_after(text[lead.end(): lead.end() + 80])
+        if name:
+            found.append((lead.group(1).casefold() not in EXPLICIT_LEAD_INS, name))
+    # "Hello! I am interested. My name is Anna Berg": the explicit introduction wins.
+    return min(found, key=lambda item: item[0])[1] if found else ""
+
+
+def _name_after(rest: str) -> str:
+    words: list[str] = []
+    position = 0
+    while len(words) < 3:
+        match = NAME_WORD.match(rest, position)
+        if match is None:
+            break
+        word = match.group(0)
+        if not word[0].isupper() or word.casefold() in NOT_NAME_WORDS:
+            break
+        position = match.end()
+        dotted = rest[position: position + 1] == "."
+        if dotted:
+            position += 1
+        if word.casefold() in HONORIFICS and not words:
+            pass  # "Dr. Jane Doe", "Mr Smith": the title is no part of the name
+        elif dotted and len(word) == 1:
+            words.append(word + ".")  # an initial: "J. R. Smith"
+        else:
             words.append(word)
-            position = match.end()
-            gap = re.match(r"[ \t]+", rest[position:])
-            if gap is None:
-                break
-            position += gap.end()
-        if not words or any(w.casefold() in JOB_TITLE_WORDS for w in words):
-            continue
-        if re.match(r"(?i)of\b", rest[position:]):  # "I'm Marketing of ..." reads as a role
-            continue
-        return " ".join(words)
-    return ""
+            if dotted:
+                break  # the sentence ends here
+        gap = re.match(r"[ \t]+", rest[position:])
+        if gap is None:
+            break
+        position += gap.end()
+    if not words or any(w.casefold() in JOB_TITLE_WORDS for w in words) or all(w.endswith(".") for w in words):
+        return ""
+    if re.match(r"(?i)of\b", rest[position:]):  # "I'm Marketing of ..." reads as a role
+        return ""
+    return " ".join(words)
 
 
 def _label_cues(definition: CustomField) -> list[str]:

@@ -168,3 +168,16 @@ def test_a_blank_search_is_refused_like_any_blank_filter(bot):
     for q in ("", "  "):
         response = bot.get("contacts", {"q": q})
         assert response.status_code == 400 and codes(response) == [("q", "required")]
+
+
+def test_an_agent_that_knows_less_of_a_name_keeps_the_fuller_one(bot):
+    contact_id = bot.post("contacts/upsert", {"name": "Marcus Aurelius Reed", "phone": "+1 561 555 2701"}).json()["contact_id"]
+    for partial in ("Marcus", "marcus reed", "REED"):
+        response = bot.post("contacts/upsert", {"name": partial, "phone": "(561) 555-2701"})
+        assert response.status_code == 200
+        assert Contact.objects.get(pk=contact_id).name == "Marcus Aurelius Reed", partial
+    # A different name is still a change, and a PATCH (an explicit edit) sets what it says.
+    bot.post("contacts/upsert", {"name": "Marcus Reed-Smith", "phone": "(561) 555-2701"})
+    assert Contact.objects.get(pk=contact_id).name == "Marcus Reed-Smith"
+    bot.patch(f"contacts/{contact_id}", {"name": "Marcus"})
+    assert Contact.objects.get(pk=contact_id).name == "Marcus"

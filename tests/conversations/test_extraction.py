@@ -91,6 +91,13 @@ def test_rules_drop_an_invalid_email_with_a_reason(api):
         ("my name is marcus", ""),
         ("This is great", ""),
         ("This is Acme Corp calling", ""),
+        ("I'm not sure. My name is Li Wei.", "Li Wei"),
+        ("Hello! I am interested. My name is Anna Berg", "Anna Berg"),
+        ("I'm Bob. My name is Robert Fox", "Robert Fox"),
+        ("I am Dr. Jane Doe, 561.555.0310", "Jane Doe"),
+        ("I am Mr. Smith", "Smith"),
+        ("Hi I'm J. R. Smith", "J. R. Smith"),
+        ("I'm Dr.", ""),
     ],
 )
 def test_rules_read_a_name_only_from_a_clear_introduction(text, name):
