@@ -508,7 +508,13 @@ def _tasks_source(contact: Contact, limit: int, before: dt.datetime | None) -> l
 
 def _history_source(contact: Contact, limit: int, before: dt.datetime | None) -> list[TimelineItem]:
     entries = _before(HistoryEntry.objects.filter(contact=contact), "created_at", before)
-    entries = entries.exclude(action__in=list(TIMELINE_HISTORY_SHOWN_ELSEWHERE)).order_by("-created_at", "-id")[:limit]
+    shown_elsewhere = TIMELINE_HISTORY_SHOWN_ELSEWHERE - {HistoryEntry.Action.CONVERSATION}
+    entries = entries.exclude(action__in=list(shown_elsewhere))
+    if HistoryEntry.Action.CONVERSATION in TIMELINE_HISTORY_SHOWN_ELSEWHERE:
+        # A conversation still linked here is shown as itself; one moved to another contact is not, so
+        # its "moved to contact #…" entry is what tells this contact's timeline where it went.
+        entries = entries.exclude(action=HistoryEntry.Action.CONVERSATION, conversation__contact_id=contact.pk)
+    entries = entries.order_by("-created_at", "-id")[:limit]
     return [TimelineItem("change", e.created_at, e) for e in entries]
 
 

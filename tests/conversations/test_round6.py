@@ -50,3 +50,12 @@ def test_an_llm_reply_without_the_contact_object_is_read_as_one(api, fake_llm):
     contact = Contact.objects.get()
     assert (contact.name, contact.phone_e164, contact.email_normalized) == ("Priya Shah", "+15615550177", "priya@example.org")
     assert Conversation.objects.get(pk=conversation_id).contact == contact
+
+
+def test_the_old_contacts_timeline_says_where_its_conversation_went(api, client, staff_user):
+    first = ContactFactory(name="First", phone="+15615550102", phone_e164="+15615550102")
+    conversation_id = start(api, external_id="moved-1", contact_id=first.pk).json()["conversation"]["id"]
+    end(api, conversation_id, intake={"contact": {"name": "Other", "phone": "+1 561 555 2302"}, "note": "x"})
+    client.force_login(staff_user)
+    html = client.get(f"/contacts/{first.pk}/").content.decode()
+    assert "moved to contact #" in html
