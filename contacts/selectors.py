@@ -66,6 +66,9 @@ def search_contacts(queryset: QuerySet[Contact], text: str) -> QuerySet[Contact]
     digits = sum(ch.isdigit() for ch in text)
     if digits >= 6:
         e164 = phone_to_e164_or_none(text)
+        if e164 is None and digits >= 11 and not text.lstrip().startswith("+"):
+            # "442079460958": an international number typed without its "+".
+            e164 = phone_to_e164_or_none("+" + text.strip())
         if e164:
             return queryset.filter(phone_e164=e164)
     if "@" in text:
@@ -73,9 +76,12 @@ def search_contacts(queryset: QuerySet[Contact], text: str) -> QuerySet[Contact]
         if email:
             return queryset.filter(email_normalized=email)
     for word in dict.fromkeys(words[:SEARCH_MAX_WORDS]):
-        queryset = queryset.filter(
-            Q(name__icontains=word) | Q(company__icontains=word) | Q(email_normalized__startswith=word.lower())
-        )
+        # O'Reilly and O’Reilly are one name however it was typed or stored.
+        spellings = {word, word.replace("’", "'"), word.replace("'", "’")}
+        match = Q()
+        for spelling in spellings:
+            match |= Q(name__icontains=spelling) | Q(company__icontains=spelling)
+        queryset = queryset.filter(match | Q(email_normalized__startswith=word.lower()))
     return queryset
 
 

@@ -42,6 +42,15 @@ def test_search_by_name_company_and_email(signed_in, people):
     assert names_in(signed_in.get("/contacts/", {"q": "ANA@acme.com"})) == ["Ana Lima"]
 
 
+def test_search_reads_an_international_number_without_its_plus_and_either_apostrophe(signed_in, staff_user):
+    make_contact(staff_user, name="Tim O'Reilly", phone="+44 20 7946 0958")
+    make_contact(staff_user, name="Siobhán O’Brien")
+    for typed in ("442079460958", "00442079460958", "+44 20 7946 0958"):
+        assert names_in(signed_in.get("/contacts/", {"q": typed})) == ["Tim O&#x27;Reilly"], typed
+    assert names_in(signed_in.get("/contacts/", {"q": "O’Reilly"})) == ["Tim O&#x27;Reilly"]
+    assert names_in(signed_in.get("/contacts/", {"q": "o'brien"})) == ["Siobhán O’Brien"]
+
+
 def test_filter_by_tag_and_stage(signed_in, people):
     vip = TagFactory(name="vip")
     lead_stage, qualified, _won = people["stages"]
