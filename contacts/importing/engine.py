@@ -540,11 +540,15 @@ class Engine:
                     outcome.contact_id = target.id
                     continue
                 outcome.diff = _merge(target, row, self.tag_names)
-                if outcome.diff:
+                if outcome.diff and target.is_new:
+                    # Another row for a person this batch creates: merged into that one new contact, which
+                    # counts once, as created; "updated" counts contacts that existed before.
+                    outcome.action = SKIP
+                    outcome.reason = f"duplicate of {target.label()}, merged into the contact it creates"
+                elif outcome.diff:
                     outcome.action = UPDATE
-                    if not target.is_new:
-                        touched[target.id] = target
-                        updated_by.append((outcome, target))
+                    touched[target.id] = target
+                    updated_by.append((outcome, target))
                 else:
                     outcome.action = SKIP
                     outcome.reason = f"duplicate of {target.label()}, nothing new" if target.is_new else "no changes"
