@@ -21,6 +21,7 @@ class Agent(models.Model):
         FILES_WRITE = "files:write", "Upload files"
         CONVERSATIONS_WRITE = "conversations:write", "Write conversations"
         IDENTITY_READ = "identity:read", "Read identity (tax/ID) numbers"
+        ACCESS_CHECK = "access:check", "Only ask access/check (a gated public bot: it can list no one)"
 
     name = models.CharField(max_length=120, unique=True)
     description = models.TextField(blank=True)

@@ -10,9 +10,10 @@ from crm_hub.models import Agent
 class MissingScope(exceptions.PermissionDenied):
     default_code = "missing_scope"
 
-    def __init__(self, scope: str):
+    def __init__(self, scope: str, *alternatives: str):
         self.scope = scope
-        super().__init__(f"This call needs the scope {scope!r}; ask an admin to add it to the agent.", "missing_scope")
+        either = "".join(f" (or {a!r})" for a in alternatives)
+        super().__init__(f"This call needs the scope {scope!r}{either}; ask an admin to add it to the agent.", "missing_scope")
 
 
 class HasAgentScopes(permissions.BasePermission):
@@ -23,8 +24,9 @@ class HasAgentScopes(permissions.BasePermission):
         if agent is None:
             raise exceptions.NotAuthenticated("Send 'Authorization: Bearer <token>' with an agent token.")
         for scope in required_scopes(view, request.method):
-            if not agent.has_scope(scope):
-                raise MissingScope(scope)
+            # "a|b": either one will do (access/check takes its own narrow scope or contacts:read).
+            if not any(agent.has_scope(choice) for choice in scope.split("|")):
+                raise MissingScope(*scope.split("|"))
         return True
 
 

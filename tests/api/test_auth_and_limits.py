@@ -44,7 +44,7 @@ SCOPED_CALLS = [
     ("delete", "contacts/{id}/tags/Lead", "contacts:write"),
     ("put", "contacts/{id}/stage", "contacts:write"),
     ("post", "intake", "contacts:write"),
-    ("post", "access/check", "contacts:read"),
+    ("post", "access/check", "access:check"),
 ]
 
 

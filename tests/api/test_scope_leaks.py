@@ -81,3 +81,16 @@ def test_a_note_names_only_the_callers_own_conversation_about_this_contact(bot, 
         assert response.status_code == 400
         assert response.json()["errors"][0]["field"] == "conversation_id"
     assert bot.post(f"contacts/{here.pk}/notes", {"body": "x", "conversation_id": mine.pk}).status_code == 201
+
+
+def test_a_gate_token_asks_access_check_and_lists_no_one():
+    contact = services.upsert_contact(data={"name": "Member", "email": "member@example.com"},
+                                      actor=Actor.for_system("test"), source=Source.API).contact
+    gate = client_with("access:check")
+    response = gate.post("access/check", {"email": "member@example.com"})
+    assert response.status_code == 200 and response.json()["contact_id"] == contact.pk
+    for path in ("contacts", f"contacts/{contact.pk}", "contacts?email=member@example.com"):
+        denied = gate.get(path)
+        assert denied.status_code == 403 and denied.json()["errors"][0]["scope"] == "contacts:read"
+    nobody = client_with("notes:write").post("access/check", {"email": "member@example.com"})
+    assert nobody.status_code == 403 and nobody.json()["errors"][0]["scope"] == "access:check"
