@@ -376,7 +376,14 @@ class ContactTasksView(AgentView):
     )
     def post(self, request, pk: int):
         contact = self.contact(pk)
-        data = TaskInput.clean(request.data)
+        try:
+            data = TaskInput.clean(request.data)
+        except InputRejected as exc:
+            # The shape check names what it could not read; the service's checks name the rest
+            # (an unknown assignee beside a missing due_at), so one answer lists every bad field.
+            named = {e.field for e in exc.errors}
+            more = services.clean_task_fields(request.data)[1] if isinstance(request.data, dict) else []
+            raise InputRejected([*exc.errors, *(e for e in more if e.field not in named)]) from None
         task = services.create_task(
             contact=contact, title=data["title"], due_at=data["due_at"], assignee=data.get("assignee"),
             priority=data.get("priority") or "normal", description=data.get("description", ""),

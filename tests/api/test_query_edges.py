@@ -181,3 +181,10 @@ def test_an_agent_that_knows_less_of_a_name_keeps_the_fuller_one(bot):
     assert Contact.objects.get(pk=contact_id).name == "Marcus Reed-Smith"
     bot.patch(f"contacts/{contact_id}", {"name": "Marcus"})
     assert Contact.objects.get(pk=contact_id).name == "Marcus"
+
+
+def test_a_task_names_every_bad_field_at_once(bot):
+    contact = Contact.objects.create(name="T", source="api")
+    response = bot.post(f"contacts/{contact.pk}/tasks", {"title": "z", "assignee": "nobody"})
+    assert response.status_code == 400
+    assert sorted(codes(response)) == [("assignee", "invalid_value"), ("due_at", "required")]
