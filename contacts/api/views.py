@@ -245,7 +245,7 @@ class ContactListView(AgentView, generics.ListAPIView):
         responses={200: ContactListItemOutput(many=True), **error_responses(*READ_ERRORS)},
         examples=[OpenApiExample(
             "One page",
-            value={"next": "https://crm.example/api/v1/contacts?cursor=bz0tdXBkYXRlZF9hdCZrPTIwMjYtMDUtMDFUMTQlM0EzMCUzQTAwJTJCMDAlM0EwMCZpPTQy", "previous": None,
+            value={"next": "https://crm.example/api/v1/contacts?cursor=bz0tdXBkYXRlZF9hdCZrPTIwMjYtMDUtMDFUMTQlM0EzMCUzQTAwJTJCMDAlM0EwMCZpPTQy.3f9c2a7d1e5b8c04", "previous": None,
                    "results": [{**CONTACT_EXAMPLE, "tags": ["Lead"]}]},
             response_only=True, status_codes=["200"],
         )],

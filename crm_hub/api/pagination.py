@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 from rest_framework.pagination import CursorPagination
 from rest_framework.utils.urls import replace_query_param
 
@@ -44,7 +45,8 @@ class CheckedCursorPagination(CursorPagination):
     at the end instead of jumping ahead of the cursor and being missed.
 
     A cursor the list did not make (cut short, edited, another order's) answers 400 on
-    ``cursor``; its key must parse as that field's type before it reaches the database.
+    ``cursor``: it is signed (a cut one could still parse and point elsewhere), and its key
+    must parse as that field's type before it reaches the database.
     """
 
     order_query_param = "order"
@@ -94,8 +96,11 @@ class CheckedCursorPagination(CursorPagination):
         raw = request.query_params.get(self.cursor_query_param)
         if raw is None:
             return None
+        body, _dot, signature = raw.rpartition(".")
+        if not body or not constant_time_compare(signature, _signature(body)):
+            raise self._invalid_cursor()  # cut short or edited: it could point anywhere, so none is taken
         try:
-            parts = parse.parse_qs(b64decode(raw.encode("ascii"), validate=False).decode("ascii"), strict_parsing=True)
+            parts = parse.parse_qs(b64decode(body.encode("ascii"), validate=False).decode("ascii"), strict_parsing=True)
             key, pk, backwards = parts["k"][0], int(parts["i"][0]), parts.get("r", ["0"])[0] == "1"
         except (ValueError, KeyError, UnicodeError, binascii.Error):
             raise self._invalid_cursor() from None
@@ -107,8 +112,8 @@ class CheckedCursorPagination(CursorPagination):
         value = getattr(row, self.field)
         text = value.isoformat() if isinstance(value, dt.datetime) else str(value)
         query = parse.urlencode({"o": self.key, "k": text, "i": row.pk, **({"r": "1"} if backwards else {})})
-        url = replace_query_param(self.base_url, self.cursor_query_param, b64encode(query.encode("ascii")).decode("ascii"))
-        return url
+        body = b64encode(query.encode("ascii")).decode("ascii")
+        return replace_query_param(self.base_url, self.cursor_query_param, f"{body}.{_signature(body)}")
 
     def get_next_link(self):
         return self._encode(self.page[-1], backwards=False) if self.has_next and self.page else None
@@ -164,6 +169,10 @@ class CheckedCursorPagination(CursorPagination):
 
     def _position_fits(self, position: str) -> bool:
         return position_fits(self._field(), position)
+
+
+def _signature(body: str) -> str:
+    return salted_hmac("crm_hub.api.cursor", body, algorithm="sha256").hexdigest()[:16]
 
 
 def position_fits(field: models.Field, position: str) -> bool:
