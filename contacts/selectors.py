@@ -31,6 +31,7 @@ from django.db.models.functions import Lower, RowNumber
 from django.db.models.signals import post_delete, post_save
 
 from contacts.models import (
+    ChangeRequest,
     Contact,
     ContactFile,
     ContactStage,
@@ -50,6 +51,14 @@ from contacts.normalize import email_normalize_or_none, phone_to_e164_or_none
 SEARCH_MAX_WORDS = 6
 
 
+def typed_phone(text: str) -> str | None:
+    """The E.164 of a phone typed into a search box, an international one even without its "+" (442079460958)."""
+    e164 = phone_to_e164_or_none(text)
+    if e164 is None and sum(ch.isdigit() for ch in text) >= 11 and not text.lstrip().startswith("+"):
+        e164 = phone_to_e164_or_none("+" + text.strip())
+    return e164
+
+
 def search_contacts(queryset: QuerySet[Contact], text: str) -> QuerySet[Contact]:
     """Filter by one search box: an exact phone (any format) or email, else every word in name/company/email.
 
@@ -65,10 +74,7 @@ def search_contacts(queryset: QuerySet[Contact], text: str) -> QuerySet[Contact]
     text = " ".join(words)
     digits = sum(ch.isdigit() for ch in text)
     if digits >= 6:
-        e164 = phone_to_e164_or_none(text)
-        if e164 is None and digits >= 11 and not text.lstrip().startswith("+"):
-            # "442079460958": an international number typed without its "+".
-            e164 = phone_to_e164_or_none("+" + text.strip())
+        e164 = typed_phone(text)
         if e164:
             return queryset.filter(phone_e164=e164)
     if "@" in text:
@@ -208,20 +214,25 @@ def find_visible_contact(user, text: str) -> Contact | None:
     if "@" in text:
         email = email_normalize_or_none(text)
         return visible.filter(email_normalized=email).first() if email else None
-    e164 = phone_to_e164_or_none(text) if sum(ch.isdigit() for ch in text) >= 6 else None
+    e164 = typed_phone(text) if sum(ch.isdigit() for ch in text) >= 6 else None
     return visible.filter(phone_e164=e164).first() if e164 else None
 
 
-def merge_moves(contact: Contact) -> dict[str, int]:
-    """What merging ``contact`` into another moves over, as the merge page lists it."""
+def merge_moves(other: Contact, keep: Contact) -> dict[str, int]:
+    """What merging ``other`` into ``keep`` moves over, counted as the merge reports it."""
     from conversations.models import Conversation
+    from forms_app.models import Submission
 
     counts = {
-        "notes": Note.objects.filter(contact=contact).count(),
-        "tasks": Task.objects.filter(contact=contact).count(),
-        "files": ContactFile.objects.filter(contact=contact).count(),
-        "conversations": Conversation.objects.filter(contact=contact).count(),
-        "history entries": HistoryEntry.objects.filter(contact=contact).count(),
+        "tags": ContactTag.objects.filter(contact=other).exclude(tag_id__in=ContactTag.objects.filter(contact=keep).values("tag_id")).count(),
+        "pipeline stages": ContactStage.objects.filter(contact=other).exclude(
+            pipeline_id__in=ContactStage.objects.filter(contact=keep).values("pipeline_id")).count(),
+        "notes": Note.objects.filter(contact=other).count(),
+        "tasks": Task.objects.filter(contact=other).count(),
+        "files": ContactFile.objects.filter(contact=other).count(),
+        "change requests": ChangeRequest.objects.filter(contact=other).count(),
+        "conversations": Conversation.objects.filter(contact=other).count(),
+        "form submissions": Submission.objects.filter(contact=other).count(),
     }
     return {name: count for name, count in counts.items() if count}
 

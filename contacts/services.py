@@ -648,10 +648,11 @@ def _upsert_once(
     entries: list[HistoryEntry] = []
     if by_phone is not None and by_email is not None and by_phone.pk != by_email.pk:
         skip.add("email")  # it belongs to the other contact; writing it would merge silently
-        _, flagged = _flag_duplicate(
+        flag, flagged = _flag_duplicate(
             contact=by_phone, other=by_email, source=source, reason="Phone matched this contact, email matched the other."
         )
-        result.possible_duplicates.append(by_email.pk)
+        if flag is not None:
+            result.possible_duplicates.append(by_email.pk)
         if flagged:  # once per open flag: a retried conversation does not add the same line again
             entries.append(
                 _history(
@@ -878,8 +879,14 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _flag_duplicate(*, contact: Contact, other: Contact, source: str, reason: str) -> tuple[PossibleDuplicate, bool]:
-    """Return the open flag for the pair and whether this call raised it."""
+def _flag_duplicate(
+    *, contact: Contact, other: Contact, source: str, reason: str
+) -> tuple[PossibleDuplicate | None, bool]:
+    """Return the open flag for the pair and whether this call raised it; None where staff said "not a duplicate"."""
+    if PossibleDuplicate.objects.filter(
+        Q(contact=contact, other=other) | Q(contact=other, other=contact), status=PossibleDuplicate.Status.DISMISSED
+    ).exists():
+        return None, False  # dismissed: the next chat from this person does not raise it again
     return PossibleDuplicate.objects.get_or_create(
         contact=contact, other=other, status=PossibleDuplicate.Status.OPEN,
         defaults={"reason": reason[:255], "source": source},
@@ -1120,6 +1127,7 @@ def merge_contacts(*, keep: Contact, other: Contact, actor: Actor, source: str) 
     _move_duplicate_flags(keep=keep, other=other)
 
     merged_id, merged_label = other.pk, str(other)
+    merged_record = " · ".join(filter(None, [f"#{other.pk}", other.name, other.phone_display, other.email, other.company]))
     # The other contact goes first: its phone and email keys are unique, and the kept one may take them.
     Contact.objects.filter(pk=other.pk).delete()
     now = timezone.now()
@@ -1132,13 +1140,15 @@ def merge_contacts(*, keep: Contact, other: Contact, actor: Actor, source: str) 
     keep.updated_at = now
     keep.last_activity_at = max(filter(None, [keep.last_activity_at, other.last_activity_at, now]))
     keep.save()
-    changes = {k: v for k, v in filled.items() if k not in ("phone_e164", "phone_extension", "email_normalized")}
+    changes = _jsonable({k: v for k, v in filled.items() if k not in ("phone_e164", "phone_extension", "email_normalized")})
     if tags_taken:
         changes["tags"] = [[], tags_taken]
     moved_text = ", ".join(f"{count} {name}" for name, count in moved.items())
     _history(
         keep, action=HistoryEntry.Action.MERGED, actor=actor, source=source,
-        changes={**changes, "merged_contact": [merged_id, None]},
+        # What the merged contact was, values this one kept its own of included: where both had a phone or
+        # an email, the other's is not stored on the contact, so history is where it can be found again.
+        changes={**changes, "merged_contact": [None, merged_record]},
         summary=f"Merged contact #{merged_id} ({merged_label}) into this one" + (f"; moved {moved_text}" if moved_text else ""),
     ).save()
     emit_event(event="contact.merged", payload=lambda: {

@@ -1070,7 +1070,7 @@ def contact_merge(request, pk: int):
         "asked": asked,
         "problem": problem,
         "rows": _merge_rows(contact, other, definitions) if other else [],
-        "moves": merge_moves(other) if other else {},
+        "moves": merge_moves(other, contact) if other else {},
         "duplicates": open_duplicates_of(contact, request.user),
         "submission_token": new_submission_token(),
     }, status=400 if problem else 200)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import IntegrityError
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
@@ -124,6 +125,11 @@ def api_exception_handler(exc, context):
         # A file over the size limit is a body too large, as one over the request limit is (413).
         too_large = bool(errors) and all(e["code"] in TOO_LARGE_CODES for e in errors)
         return error_response(errors, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE if too_large else status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, IntegrityError) and "foreign key" in str(exc).lower():
+        # The record written to was deleted (merged into another, erased) between the lookup and the
+        # commit: as if it had been gone a moment earlier, a 404, not a 500.
+        return error_response([error_item(None, "not_found", "The contact was merged or deleted meanwhile; look it up again.")],
+                              status.HTTP_404_NOT_FOUND)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

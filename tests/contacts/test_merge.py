@@ -92,7 +92,7 @@ def test_everything_of_the_other_moves_over(staff_actor, pair):
     assert result.moved["notes"] == 1 and result.moved["tasks"] == 1 and result.moved["pipeline stages"] == 1
     assert result.moved["tags"] == 1  # VIP; Lead was on both
     merged = HistoryEntry.objects.filter(contact=keep, action="merged").get()
-    assert merged.changes["merged_contact"] == [other.pk, None]
+    assert merged.changes["merged_contact"] == [None, f"#{other.pk} · M. Silva · maria@example.com · Acme"]
     assert merged.changes["owner"] == [None, "olivia"] and merged.changes["tags"] == [[], ["VIP"]]
     assert f"Merged contact #{other.pk} (M. Silva) into this one" in merged.summary and "1 notes" in merged.summary
     # The other's own history comes along: where each value came from stays answerable.
@@ -188,7 +188,10 @@ def test_the_merge_page_shows_what_moves_and_merges_on_confirm(client, staff_use
     response = client.get(f"/contacts/{keep.pk}/merge/", {"other": "maria@example.com"})
     assert response.status_code == 200
     page = response.content.decode()
-    assert "Acme" in page and 'class="merge-taken"' in page and "1 notes" in page
+    assert "Acme" in page and 'class="merge-taken"' in page and "1 notes" in page and "1 tags" in page
+    assert "history" not in page.split('data-testid="merge-moves"')[1].split("</p>")[0]
+    # An international number typed without its "+" finds the other contact too.
+    assert client.get(f"/contacts/{keep.pk}/merge/", {"other": "15615550192"}).status_code == 400  # that is keep itself
     assert f"/contacts/{other.pk}/merge/?other={keep.pk}" in page  # keep the other one instead
     response = client.post(f"/contacts/{keep.pk}/merge/", {"other": other.pk})
     assert response.status_code == 302 and response["Location"] == f"/contacts/{keep.pk}/"
@@ -281,3 +284,60 @@ def test_admin_merge_needs_the_right_to_delete_contacts(client, pair):
     flag = PossibleDuplicate.objects.get()
     client.post("/admin/contacts/possibleduplicate/", {"action": "merge_into_contact", "_selected_action": [flag.pk]})
     assert Contact.objects.count() == 2
+
+
+def test_a_merged_contacts_own_phone_and_email_stay_findable_in_history(staff_actor):
+    one = make(staff_actor, name="Carl One", phone="+1 305 555 7111", email="carl.one@example.com")
+    two = make(staff_actor, name="Carl Two", phone="+1 305 555 7222", email="carl.two@example.com")
+    services.merge_contacts(keep=one, other=two, actor=staff_actor, source=Source.MANUAL)
+    entry = HistoryEntry.objects.get(contact=one, action="merged")
+    assert "(305) 555-7222" in entry.changes["merged_contact"][1] and "carl.two@example.com" in entry.changes["merged_contact"][1]
+
+
+def test_a_merge_that_takes_a_birthday_is_sent_as_json(staff_actor, django_capture_on_commit_callbacks):
+    import datetime as dt
+
+    keep = make(staff_actor, name="Gus", email="gus1@example.com")
+    other = make(staff_actor, name="Gus", phone="+1 646 555 3587 ext. 77", birthday="1980-01-31")
+    WebhookEndpoint.objects.create(url="https://hooks.example.com/crm", events=["contact.merged"], secret="s")
+    with django_capture_on_commit_callbacks():
+        services.merge_contacts(keep=keep, other=other, actor=staff_actor, source=Source.MANUAL)
+    keep.refresh_from_db()
+    assert keep.birthday == dt.date(1980, 1, 31) and keep.phone_extension == "77"
+    assert WebhookDelivery.objects.get(event="contact.merged").payload["changes"]["birthday"] == [None, "1980-01-31"]
+
+
+def test_a_pair_marked_not_a_duplicate_is_not_flagged_again(staff_actor, pair):
+    keep, other = pair
+    services.dismiss_possible_duplicate(flag=PossibleDuplicate.objects.get(), actor=staff_actor, source=Source.MANUAL)
+    again = services.upsert_contact(data={"phone": "(561) 555-0192", "email": "maria@example.com"}, actor=staff_actor,
+                                    source=Source.API)
+    assert again.possible_duplicates == []
+    assert not PossibleDuplicate.objects.filter(status="open").exists()
+
+
+def test_an_agent_write_that_loses_the_race_with_a_merge_is_a_json_404(pair, monkeypatch):
+    """On PostgreSQL the note's foreign key is checked at commit, after the merge deleted its contact."""
+    from django.db import IntegrityError
+
+    from tests.api.factories import AgentClient, make_agent
+
+    _keep, other = pair
+    _agent, token = make_agent("racer", scopes=["contacts:read", "notes:write"])
+
+    def too_late(**kwargs):
+        raise IntegrityError('insert or update on table "contacts_note" violates foreign key constraint '
+                             '"contacts_note_contact_id_13551131_fk_contacts_contact_id"')
+
+    monkeypatch.setattr(services, "add_note", too_late)
+    response = AgentClient(token).post(f"contacts/{other.pk}/notes", {"body": "hello"})
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["code"] == "not_found"
+
+
+def test_the_merge_page_finds_an_international_number_typed_without_its_plus(client, staff_user, staff_actor):
+    keep = make(staff_actor, name="Here", email="here@example.com")
+    other = make(staff_actor, name="There", phone="+44 20 7946 0958")
+    client.force_login(staff_user)
+    response = client.get(f"/contacts/{keep.pk}/merge/", {"other": "442079460958"})
+    assert response.status_code == 200 and response.context["other"] == other
