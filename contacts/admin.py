@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
@@ -685,6 +686,13 @@ class PossibleDuplicateAdmin(admin.ModelAdmin):
 
     @admin.action(description="Merge: keep “contact”, merge “other” into it", permissions=["merge"])
     def merge_into_contact(self, request, queryset):
+        pairs = queryset.filter(status=PossibleDuplicate.Status.OPEN).select_related("contact", "other")
+        if request.POST.get("confirm") != "yes":
+            # A merge deletes a contact for good: shown first, as Django's own delete action does.
+            return TemplateResponse(request, "admin/contacts/possibleduplicate/merge_confirm.html", {
+                **self.admin_site.each_context(request), "opts": self.model._meta, "pairs": pairs,
+                "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME), "title": "Merge these contacts?",
+            })
         merged = 0
         actor = Actor.for_user(request.user)
         for flag in queryset.filter(status=PossibleDuplicate.Status.OPEN).select_related("contact", "other"):

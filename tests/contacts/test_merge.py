@@ -264,8 +264,13 @@ def test_not_a_duplicate_dismisses_the_flag(client, staff_user, pair):
 def test_admin_merges_flagged_pairs(admin_client, pair):
     keep, other = pair
     flag = PossibleDuplicate.objects.get()
-    response = admin_client.post("/admin/contacts/possibleduplicate/", {
+    asked = admin_client.post("/admin/contacts/possibleduplicate/", {
         "action": "merge_into_contact", "_selected_action": [flag.pk],
+    })
+    assert asked.status_code == 200 and "Yes, merge 1 pair" in asked.content.decode()
+    assert Contact.objects.count() == 2  # nothing merged before the confirmation
+    response = admin_client.post("/admin/contacts/possibleduplicate/", {
+        "action": "merge_into_contact", "_selected_action": [flag.pk], "confirm": "yes",
     }, follow=True)
     assert "Merged 1 pair(s)." in response.content.decode()
     assert list(Contact.objects.values_list("pk", flat=True)) == [keep.pk]
@@ -282,7 +287,8 @@ def test_admin_merge_needs_the_right_to_delete_contacts(client, pair):
         codename__in=["view_possibleduplicate", "change_possibleduplicate", "change_contact"]))
     client.force_login(clerk)
     flag = PossibleDuplicate.objects.get()
-    client.post("/admin/contacts/possibleduplicate/", {"action": "merge_into_contact", "_selected_action": [flag.pk]})
+    client.post("/admin/contacts/possibleduplicate/", {"action": "merge_into_contact", "_selected_action": [flag.pk],
+                                                        "confirm": "yes"})
     assert Contact.objects.count() == 2
 
 
