@@ -202,11 +202,10 @@ class MessageRoleField(serializers.ChoiceField):
 
 
 class RefusesUnknownKeys(serializers.Serializer):
-    """Refuse keys the endpoint does not know (code unknown_field), as the contact endpoints do.
+    """Keys not listed here are refused, not ignored: status 400 with code unknown_field, naming the key's path."""
 
-    Dropped silently, a typo ("extarct": true) ended a conversation for good with nothing
-    written. Raised as DRF's own error so a nested message's path reads messages.3.sent_at.
-    """
+    # Dropped silently, a typo ("extarct": true) ended a conversation for good with nothing
+    # written. Raised as DRF's own error so a nested message's path reads messages.3.sent_at.
 
     def to_internal_value(self, data):
         if isinstance(data, Mapping):
@@ -301,6 +300,7 @@ class EndInputSerializer(RefusesUnknownKeys):
 class ConversationCursorPagination(CheckedCursorPagination):
     ordering = ("-started_at", "-id")
     ordering_choices = ("-started_at", "started_at")
+    example_path = "conversations"
     page_size = 25
     page_size_query_param = "page_size"
     max_page_size = 100

@@ -541,7 +541,9 @@ class IntakeOutput(UpsertOutput):
     note_id = serializers.IntegerField(allow_null=True, help_text="The note written, or null.")
     task_id = serializers.IntegerField(allow_null=True, help_text="The task created, or null.")
     conversation_id = serializers.IntegerField(allow_null=True, help_text="The conversation linked, or null.")
-    completeness = CompletenessOutput(help_text="Which parts of a clean record the contact now has.")
+    completeness = CompletenessOutput(
+        allow_null=True, help_text="Which parts of a clean record the contact now has; null for a token without contacts:read."
+    )
 
 
 class NoteOutput(serializers.ModelSerializer):
@@ -583,12 +585,14 @@ class FileOutput(serializers.Serializer):
 
 
 class TagsOutput(serializers.Serializer):
-    tags = serializers.ListField(child=serializers.CharField(), help_text="All tag names now on the contact.")
+    tags = serializers.ListField(child=serializers.CharField(), allow_null=True,
+                                 help_text="All tag names now on the contact; null for a token without contacts:read.")
     added = serializers.ListField(child=serializers.CharField(), help_text="Tags this call added.")
 
 
 class TagRemovedOutput(serializers.Serializer):
-    tags = serializers.ListField(child=serializers.CharField(), help_text="All tag names now on the contact.")
+    tags = serializers.ListField(child=serializers.CharField(), allow_null=True,
+                                 help_text="All tag names now on the contact; null for a token without contacts:read.")
     removed = serializers.BooleanField(help_text="False when the contact did not have the tag.")
 
 

@@ -51,7 +51,7 @@ from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, phon
 from conversations.api import ConversationClosed
 from conversations.services import ConversationEnded
 from crm_hub.actors import Actor
-from crm_hub.api.errors import flatten_validation_error, validated
+from crm_hub.api.errors import capped_errors, flatten_validation_error, validated
 from crm_hub.api.pagination import CheckedCursorPagination
 from crm_hub.api.permissions import intake_scopes, require_scopes
 from crm_hub.api.schema import IDEMPOTENCY_KEY, READ_ERRORS, WRITE_ERRORS, error_responses
@@ -78,6 +78,10 @@ class AgentView(APIView):
         if found is None:
             raise Http404
         return found
+
+    def tags_if_readable(self, contact: Contact) -> list[str] | None:
+        """All the contact's tags for a token that may read contacts; null for a write-only one."""
+        return _tag_names(contact) if self.request.auth.has_scope("contacts:read") else None
 
     def upsert_body(self, result: services.UpsertResult) -> dict:
         """UpsertOutput's shape (the schema documents it through that serializer)."""
@@ -209,6 +213,7 @@ class ContactBatchUpsertView(AgentView):
                 for error in errors:
                     if not error["field"] or not error["field"].startswith(f"contacts.{index}"):
                         error["field"] = f"contacts.{index}" + (f".{error['field']}" if error["field"] else "")
+                errors = capped_errors(errors, BATCH_ITEM_MAX_ERRORS)
                 results.append({"status": 400, "contact": None, "created": False, "matched_by": None,
                                 "possible_duplicates": [], "pending_changes": [], "errors": errors})
             else:
@@ -218,9 +223,15 @@ class ContactBatchUpsertView(AgentView):
         return Response({"results": results}, status=status.HTTP_200_OK)
 
 
+# A batch answers up to 100 items: ten errors each keep a small request from answering megabytes.
+BATCH_ITEM_MAX_ERRORS = 10
+
+
 class ContactCursorPagination(CheckedCursorPagination):
     ordering = ("-updated_at", "-id")
     ordering_choices = ("-updated_at", "updated_at")
+    sync_filter = "updated_since"
+    example_path = "contacts"
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
@@ -245,8 +256,8 @@ class ContactListView(AgentView, generics.ListAPIView):
         responses={200: ContactListItemOutput(many=True), **error_responses(*READ_ERRORS)},
         examples=[OpenApiExample(
             "One page",
-            value={"next": "https://crm.example/api/v1/contacts?cursor=bz0tdXBkYXRlZF9hdCZrPTIwMjYtMDUtMDFUMTQlM0EzMCUzQTAwJTJCMDAlM0EwMCZpPTQy.3f9c2a7d1e5b8c04", "previous": None,
-                   "results": [{**CONTACT_EXAMPLE, "tags": ["Lead"]}]},
+            # One row: drf-spectacular puts it in a page with the paginator's own example links.
+            value={**CONTACT_EXAMPLE, "tags": ["Lead"]},
             response_only=True, status_codes=["200"],
         )],
     )
@@ -435,7 +446,7 @@ class ContactTagsView(AgentView):
     def post(self, request, pk: int):
         contact = self.contact(pk)
         added = services.add_tags(contact=contact, tags=TagsInput.clean(request.data)["tags"], actor=self.actor(), source=Source.API)
-        return Response({"tags": _tag_names(contact), "added": [t.name for t in added]})
+        return Response({"tags": self.tags_if_readable(contact), "added": [t.name for t in added]})
 
 
 class ContactTagDeleteView(AgentView):
@@ -451,7 +462,7 @@ class ContactTagDeleteView(AgentView):
     def delete(self, request, pk: int, tag: str):
         contact = self.contact(pk)
         removed = services.remove_tag(contact=contact, tag=tag, actor=self.actor(), source=Source.API)
-        return Response({"tags": _tag_names(contact), "removed": removed})
+        return Response({"tags": self.tags_if_readable(contact), "removed": removed})
 
 
 class ContactStageView(AgentView):
@@ -535,7 +546,8 @@ class IntakeView(AgentView):
             note_id=result.note.pk if result.note else None,
             task_id=result.task.pk if result.task else None,
             conversation_id=result.conversation.pk if result.conversation is not None else None,
-            completeness=result.completeness,
+            # Which parts the contact has (tags, a stage...) is a read of the record.
+            completeness=result.completeness if self.request.auth.has_scope("contacts:read") else None,
         )
         return Response(body, status=status.HTTP_201_CREATED if result.upsert.created else status.HTTP_200_OK)
 

@@ -329,7 +329,7 @@ def recover_stale_jobs() -> int:
         if ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.REVERTING).filter(_stale_q(timezone.now())).update(
             heartbeat_at=timezone.now()
         ):
-            finish_revert(job_id=job.pk, user_id=None)
+            finish_revert(job_id=job.pk, user_id=None, resumed=True)
             count += 1
     return count
 
@@ -443,7 +443,8 @@ def revert_import_reporting(*, job: ImportJob, actor: Actor) -> tuple[ImportJob,
     has stopped counts as failed, so it can be reverted too.
     """
     previous = _claim_revert(job)
-    return _finish_revert(job, actor, restore=previous)
+    resumed = previous == ImportJob.Status.REVERTING  # taking over a revert that stopped part-way
+    return _finish_revert(job, actor, restore=None if resumed else previous, resumed=resumed)
 
 
 def start_revert(*, job: ImportJob, actor: Actor) -> tuple[ImportJob, UndoReport | None]:
@@ -462,7 +463,7 @@ def start_revert(*, job: ImportJob, actor: Actor) -> tuple[ImportJob, UndoReport
     return job, None
 
 
-def finish_revert(*, job_id: int, user_id: int | None) -> ImportJob:
+def finish_revert(*, job_id: int, user_id: int | None, resumed: bool = False) -> ImportJob:
     """The worker's part of start_revert (and of a revert whose worker stopped: it resumes)."""
     job = ImportJob.objects.get(pk=job_id)
     if job.status != ImportJob.Status.REVERTING:
@@ -470,7 +471,7 @@ def finish_revert(*, job_id: int, user_id: int | None) -> ImportJob:
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     actor = Actor.for_user(user) if user else Actor.for_system("import revert")
     try:
-        return _finish_revert(job, actor, restore=None)[0]
+        return _finish_revert(job, actor, restore=None, resumed=resumed)[0]
     except InputRejected:
         job.refresh_from_db()
         return job
@@ -492,7 +493,9 @@ def _claim_revert(job: ImportJob) -> str:
     return previous
 
 
-def _finish_revert(job: ImportJob, actor: Actor, *, restore: str | None) -> tuple[ImportJob, UndoReport]:
+def _finish_revert(
+    job: ImportJob, actor: Actor, *, restore: str | None, resumed: bool = False
+) -> tuple[ImportJob, UndoReport]:
     try:
         report = _undo(job, actor, "Reverted", heartbeat=ImportJob.Status.REVERTING)
     except Exception as exc:
@@ -510,6 +513,11 @@ def _finish_revert(job: ImportJob, actor: Actor, *, restore: str | None) -> tupl
             "reverted. Try again; if it stops again, the server log has the details.",
         ) from exc
     job.refresh_from_db()
+    if resumed:
+        # The stopped run's deletions are not in this run's report: count every created contact now gone.
+        report.deleted = ImportChange.objects.filter(job=job, created=True).exclude(
+            contact_id__in=Contact.objects.values("id")
+        ).count()
     job.status, job.reverted_at = ImportJob.Status.REVERTED, timezone.now()
     # A failed import keeps why it failed; the revert's report goes after it.
     job.message = "\n".join(filter(None, [job.message, f"Reverted: {report.describe()}"]))[-2000:]

@@ -109,19 +109,30 @@ def error_body(errors: list[dict]) -> dict:
 MAX_ERRORS = 100
 
 
+def capped_errors(errors: list[dict], limit: int = MAX_ERRORS) -> list[dict]:
+    """The first ``limit`` errors and a note of how many more (50,000 unknown custom keys in a 0.6 MB body
+    answered 9 MB: each error lists what is allowed)."""
+    if len(errors) <= limit:
+        return errors
+    hidden = len(errors) - limit
+    return [*errors[:limit], {"field": None, "code": "too_many_errors",
+                              "message": f"{hidden:,} more errors are not shown; fix these and send again."}]
+
+
 def error_response(errors: list[dict], status_code: int, headers: dict | None = None) -> Response:
-    if len(errors) > MAX_ERRORS:
-        # 50,000 unknown custom keys in a 0.6 MB body answered 9 MB (each error lists what is allowed).
-        hidden = len(errors) - MAX_ERRORS
-        errors = [*errors[:MAX_ERRORS], {"field": None, "code": "too_many_errors",
-                                         "message": f"{hidden:,} more errors are not shown; fix these and send again."}]
-    return Response(error_body(errors), status=status_code, headers=headers)
+    return Response(error_body(capped_errors(errors)), status=status_code, headers=headers)
 
 
 def api_exception_handler(exc, context):
     """Render every API error in the one envelope; 5xx are left to Django."""
     if isinstance(exc, InputRejected):
         errors = exc.as_list()
+        auth = getattr(context.get("request"), "auth", None)
+        if auth is not None and hasattr(auth, "has_scope") and not auth.has_scope("contacts:read"):
+            # "Contact #210 already has this email" answers who holds an address: a read.
+            for error in errors:
+                if error["code"] == "already_exists":
+                    error["message"] = f"Another contact already has this {error['field'] or 'value'}."
         # A file over the size limit is a body too large, as one over the request limit is (413).
         too_large = bool(errors) and all(e["code"] in TOO_LARGE_CODES for e in errors)
         return error_response(errors, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE if too_large else status.HTTP_400_BAD_REQUEST)

@@ -26,6 +26,8 @@ from crm_hub.errors import FieldError, InputRejected
 
 MAX_BIGINT = 2**63 - 1
 INVALID_CURSOR = "Not a cursor of this list: pass back the whole `next` or `previous` link of a page, or leave cursor out."
+# The shape of a real cursor (its signature depends on SECRET_KEY, so this one is refused).
+EXAMPLE_CURSOR = "bz0tdXBkYXRlZF9hdCZrPTIwMjYtMDUtMDFUMTQlM0EzMCUzQTAwJTJCMDAlM0EwMCZpPTQy.3f9c2a7d1e5b8c04"
 # DRF's ?format= override: JSON is the only format, and anything else answers 406 (crm_hub.api.negotiation).
 ALWAYS_KNOWN = ("format",)
 
@@ -51,6 +53,8 @@ class CheckedCursorPagination(CursorPagination):
 
     order_query_param = "order"
     ordering_choices: tuple[str, ...] = ()  # the default (self.ordering[0]) and its reverse
+    sync_filter = ""  # the filter a sync walks with, oldest first (contacts: updated_since)
+    example_path = ""  # for the schema's example links: "contacts"
 
     def paginate_queryset(self, queryset, request, view=None):
         self._cursor_model = queryset.model
@@ -153,13 +157,26 @@ class CheckedCursorPagination(CursorPagination):
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
         if self.ordering_choices:
+            key = self.ordering[0].lstrip("-")
+            sync = (
+                f" Walk a sync that way, with {self.sync_filter}: a record changed during the walk comes again at the "
+                f"end. {self.sync_filter} is when a change was made, and a write commits a moment later (an import "
+                f"batch about a second), so ask from a minute before the last {key} seen and skip what you have."
+            ) if self.sync_filter else ""
             parameters.append({
                 "name": self.order_query_param, "required": False, "in": "query",
-                "description": f"{self.ordering[0]} (the default) or its reverse, oldest first: walk a sync that way, "
-                               "with updated_since, and a record changed during the walk comes again at the end.",
+                "description": f"{self.ordering[0]} (the default: newest first) or {key} (oldest first).{sync}",
                 "schema": {"type": "string", "enum": list(self.ordering_choices)},
             })
         return parameters
+
+    def get_paginated_response_schema(self, schema):
+        # DRF's own example links point at /accounts/ (one with a stray quote): ours look like ours.
+        paginated = super().get_paginated_response_schema(schema)
+        base = f"https://crm.example/api/v1/{self.example_path}?{self.cursor_query_param}="
+        paginated["properties"]["next"]["example"] = base + EXAMPLE_CURSOR
+        paginated["properties"]["previous"]["example"] = None
+        return paginated
 
     def _invalid_cursor(self) -> InputRejected:
         return InputRejected([FieldError(self.cursor_query_param, "invalid_value", INVALID_CURSOR)])

@@ -58,6 +58,8 @@ _EXAMPLES = {
     401: ("Missing or bad token", {"errors": [{"field": "authorization", "code": "not_authenticated", "message": "The token is unknown, revoked, or its agent is inactive."}]}),
     403: ("Missing scope", {"errors": [{"field": None, "code": "missing_scope", "message": "This call needs the scope 'contacts:write'; ask an admin to add it to the agent.", "scope": "contacts:write"}]}),
     404: ("Not found", {"errors": [{"field": None, "code": "not_found", "message": "Not found."}]}),
+    406: ("Not JSON", {"errors": [{"field": "format", "code": "not_acceptable", "message": "Format 'xml' is not available; this API answers in json.", "allowed": ["json"]}]}),
+    411: ("No Content-Length", {"errors": [{"field": None, "code": "length_required", "message": "Send the body with a Content-Length header; chunked transfer encoding is not accepted."}]}),
     409: ("Same key still running", {"errors": [{"field": "Idempotency-Key", "code": "idempotency_key_in_flight", "message": "A request with this Idempotency-Key is still running; retry shortly to get its response."}]}),
     413: ("Body too large", {"errors": [{"field": None, "code": "request_too_large", "message": "The request body is over the limit of 2,097,152 bytes."}]}),
     415: ("Not JSON", {"errors": [{"field": None, "code": "unsupported_media_type", "message": "The body is JSON but was sent as form data; send it with 'Content-Type: application/json'."}]}),
@@ -69,6 +71,8 @@ _DESCRIPTIONS = {
     401: "Missing, unknown or revoked token.",
     403: "The token lacks a scope this call needs.",
     404: "No such contact (or tag, pipeline).",
+    406: "A format other than JSON was asked for (?format= or Accept).",
+    411: "A body sent chunked, without Content-Length.",
     409: "A call with the same Idempotency-Key is still running.",
     413: "The body is over the size limit.",
     415: "The body's Content-Type is not JSON (or form data).",
@@ -91,7 +95,8 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
 
 
 def document_idempotency_key(result, generator, request, public):
-    """Add the Idempotency-Key header, and the 413, 415 and 422 that middleware and parsers answer, to every POST/PUT/PATCH: the middleware honours it on all of them."""
+    """Add the Idempotency-Key header, and the 411, 413, 415 and 422 that middleware and parsers answer, to every
+    POST/PUT/PATCH (the middleware honours the key on all of them), and the 406 of ?format= to every GET."""
     header = {
         "in": "header",
         "name": "Idempotency-Key",
@@ -101,6 +106,15 @@ def document_idempotency_key(result, generator, request, public):
     }
     for item in result.get("paths", {}).values():
         for method, operation in item.items():
+            if method == "get" and "Errors" in result.get("components", {}).get("schemas", {}):
+                title, example = _EXAMPLES[406]
+                operation.setdefault("responses", {}).setdefault("406", {
+                    "description": _DESCRIPTIONS[406],
+                    "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Errors"},
+                        "examples": {title.replace(" ", ""): {"value": example, "summary": title}},
+                    }},
+                })
             if method not in ("post", "put", "patch"):
                 continue
             parameters = operation.setdefault("parameters", [])
@@ -108,7 +122,7 @@ def document_idempotency_key(result, generator, request, public):
                 parameters.append(dict(header))
             # The size limit and the key check are middleware, in front of every write.
             responses = operation.setdefault("responses", {})
-            for status in (413, 415, 422):
+            for status in (411, 413, 415, 422):
                 if str(status) not in responses and "Errors" in result.get("components", {}).get("schemas", {}):
                     title, example = _EXAMPLES[status]
                     responses[str(status)] = {

@@ -296,3 +296,12 @@ def test_an_answer_lists_at_most_100_errors(bot):
     assert len(errors) == 101 and errors[-1]["code"] == "too_many_errors"
     assert "4,900 more errors" in errors[-1]["message"]
     assert len(response.content) < 200_000
+
+
+def test_a_batch_lists_at_most_ten_errors_an_item(bot):
+    items = [{"name": "x", **{f"k{i}": 1 for i in range(150)}} for _ in range(100)]
+    response = bot.post("contacts/batch-upsert", {"contacts": items})
+    assert response.status_code == 200
+    for result in response.json()["results"]:
+        assert len(result["errors"]) == 11 and result["errors"][-1]["code"] == "too_many_errors"
+    assert len(response.content) < 600_000

@@ -228,3 +228,12 @@ def test_a_real_conversation_detail_matches_the_enums(schema, full_bot):
     body = detail.json()
     assert (body["channel"], body["status"], body["messages"][0]["role"]) == ("whatsapp", "open", "visitor")
     assert_valid(schema, response_schema(schema, "/api/v1/conversations/{id}", "get", 200), body)
+
+
+def test_every_write_documents_411_and_every_read_406(schema):
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            if method in ("post", "put", "patch"):
+                assert "411" in operation["responses"], (path, method)
+            if method == "get":
+                assert "406" in operation["responses"], (path, method)

@@ -94,3 +94,24 @@ def test_a_gate_token_asks_access_check_and_lists_no_one():
         assert denied.status_code == 403 and denied.json()["errors"][0]["scope"] == "contacts:read"
     nobody = client_with("notes:write").post("access/check", {"email": "member@example.com"})
     assert nobody.status_code == 403 and nobody.json()["errors"][0]["scope"] == "access:check"
+
+
+def test_a_write_only_token_learns_no_tags_completeness_or_holders():
+    from contacts.models import Tag
+
+    Tag.objects.create(name="customer")
+    Tag.objects.create(name="newsletter")
+    contact = services.upsert_contact(data={"name": "Tagged", "email": "tagged@example.com"}, tags=["customer"],
+                                      actor=Actor.for_system("test"), source=Source.API).contact
+    holder = services.upsert_contact(data={"name": "Holder", "email": "holder@example.com"},
+                                     actor=Actor.for_system("test"), source=Source.API).contact
+    writer = client_with("contacts:write")
+    added = writer.post(f"contacts/{contact.pk}/tags", {"tags": ["newsletter"]}).json()
+    assert added == {"tags": None, "added": ["newsletter"]}
+    removed = writer.delete(f"contacts/{contact.pk}/tags/newsletter").json()
+    assert removed == {"tags": None, "removed": True}
+    intake = writer.post("intake", {"contact": {"email": "tagged@example.com"}}).json()
+    assert intake["completeness"] is None
+    taken = writer.patch(f"contacts/{contact.pk}", {"email": "holder@example.com"})
+    assert taken.status_code == 400 and f"#{holder.pk}" not in taken.content.decode()
+    assert taken.json()["errors"][0]["code"] == "already_exists"

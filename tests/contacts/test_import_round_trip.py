@@ -170,6 +170,7 @@ def test_a_revert_killed_part_way_is_finished_not_left_half_done(staff_actor):
     assert services.recover_stale_jobs() == 1
     job.refresh_from_db()
     assert job.status == ImportJob.Status.REVERTED and Contact.objects.count() == 0
+    assert "4 created contacts deleted" in job.message  # the stopped run's deletion counted too
 
 
 def test_a_revert_in_progress_cannot_be_started_twice_but_a_stalled_one_can_be_finished(staff_actor):
