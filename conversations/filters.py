@@ -13,8 +13,8 @@ class ConversationFilter(RefusesBlankFilterSet):
     refuse_blank = ("contact", "channel", "status", "since")
 
     contact = django_filters.NumberFilter(
-        field_name="contact_id", min_value=1, max_value=MAX_ID, decimal_places=0,
-        help_text="Only conversations linked to this contact id.",
+        method="filter_contact", min_value=1, max_value=MAX_ID, decimal_places=0,
+        help_text="Only conversations linked to this contact id; an id no contact has is 400 invalid_value.",
     )
     channel = django_filters.ChoiceFilter(choices=Conversation.Channel.choices, help_text="Only this channel.")
     status = django_filters.ChoiceFilter(choices=Conversation.Status.choices, help_text="open or ended.")
@@ -30,6 +30,17 @@ class ConversationFilter(RefusesBlankFilterSet):
     class Meta:
         model = Conversation
         fields = ["contact", "channel", "status", "since", "linked", "mine"]
+
+    def filter_contact(self, queryset, name, value):
+        from contacts.models import Contact
+        from crm_hub.errors import FieldError, InputRejected
+
+        if value is None:
+            return queryset
+        if not Contact.objects.filter(pk=int(value)).exists():
+            # As an unknown tag or owner is refused on contacts: an empty list would read as "no conversations".
+            raise InputRejected([FieldError("contact", "invalid_value", f"There is no contact #{int(value)}.")])
+        return queryset.filter(contact_id=int(value))
 
     def filter_mine(self, queryset, name, value):
         agent = getattr(self.request, "auth", None)

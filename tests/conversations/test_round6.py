@@ -69,3 +69,11 @@ def test_a_transcript_full_of_addresses_reads_a_bounded_number_and_counts_the_re
     result = extract_with_rules(texts, definitions=[])
     assert len(result.dropped) == MAX_DROPPED and result.dropped_more == 8000 - 1 - MAX_DROPPED
     assert result.as_record()["dropped_more"] == result.dropped_more
+
+
+def test_listing_the_conversations_of_a_contact_that_does_not_exist_is_refused(api):
+    response = api.get("/api/v1/conversations", {"contact": 999999})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "contact" and "no contact #999999" in response.json()["errors"][0]["message"]
+    contact = ContactFactory(name="Real")
+    assert api.get("/api/v1/conversations", {"contact": contact.pk}).json()["results"] == []
