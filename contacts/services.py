@@ -1060,6 +1060,17 @@ class MergeResult:
     moved: dict[str, int]  # what moved over ("notes": 3), as _MERGE_MOVED_LABELS names it
 
 
+def moved_phrase(moved: Mapping[str, int]) -> str:
+    """ "1 tag, 3 notes": what a merge moves (or would), each name in its number."""
+    return ", ".join(f"{count} {name if count != 1 else _SINGULAR.get(name, name)}" for name, count in moved.items())
+
+
+_SINGULAR = {
+    "tags": "tag", "pipeline stages": "pipeline stage", "notes": "note", "tasks": "task", "files": "file",
+    "change requests": "change request", "conversations": "conversation", "form submissions": "form submission",
+}
+
+
 def _empty(value: Any) -> bool:
     return value is None or value == "" or value == [] or value == {}
 
@@ -1143,7 +1154,7 @@ def merge_contacts(*, keep: Contact, other: Contact, actor: Actor, source: str) 
     changes = _jsonable({k: v for k, v in filled.items() if k not in ("phone_e164", "phone_extension", "email_normalized")})
     if tags_taken:
         changes["tags"] = [[], tags_taken]
-    moved_text = ", ".join(f"{count} {name}" for name, count in moved.items())
+    moved_text = moved_phrase(moved)
     _history(
         keep, action=HistoryEntry.Action.MERGED, actor=actor, source=source,
         # What the merged contact was, values this one kept its own of included: where both had a phone or

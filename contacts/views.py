@@ -108,6 +108,7 @@ from contacts.services import (
     merge_contacts,
     merge_fills,
     move_to_stage,
+    moved_phrase,
     remove_tag,
     reopen_task,
     save_view,
@@ -1070,7 +1071,7 @@ def contact_merge(request, pk: int):
         "asked": asked,
         "problem": problem,
         "rows": _merge_rows(contact, other, definitions) if other else [],
-        "moves": merge_moves(other, contact) if other else {},
+        "moves": moved_phrase(merge_moves(other, contact)) if other else "",
         "duplicates": open_duplicates_of(contact, request.user),
         "submission_token": new_submission_token(),
     }, status=400 if problem else 200)
@@ -1087,7 +1088,7 @@ def _merge_post(request, contact: Contact):
     except InputRejected as exc:
         _flash_errors(request, exc)
         return redirect(reverse("contacts:merge", args=[contact.pk]))
-    moved = ", ".join(f"{count} {name}" for name, count in result.moved.items())
+    moved = moved_phrase(result.moved)
     messages.success(request, f"Merged contact #{result.merged_id} into {result.contact}" + (f": moved {moved}." if moved else "."))
     return redirect(result.contact)
 

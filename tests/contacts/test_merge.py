@@ -94,7 +94,7 @@ def test_everything_of_the_other_moves_over(staff_actor, pair):
     merged = HistoryEntry.objects.filter(contact=keep, action="merged").get()
     assert merged.changes["merged_contact"] == [None, f"#{other.pk} · M. Silva · maria@example.com · Acme"]
     assert merged.changes["owner"] == [None, "olivia"] and merged.changes["tags"] == [[], ["VIP"]]
-    assert f"Merged contact #{other.pk} (M. Silva) into this one" in merged.summary and "1 notes" in merged.summary
+    assert f"Merged contact #{other.pk} (M. Silva) into this one" in merged.summary and "1 note," in merged.summary
     # The other's own history comes along: where each value came from stays answerable.
     assert HistoryEntry.objects.filter(contact=keep).count() >= other_history + 1
 
@@ -188,7 +188,7 @@ def test_the_merge_page_shows_what_moves_and_merges_on_confirm(client, staff_use
     response = client.get(f"/contacts/{keep.pk}/merge/", {"other": "maria@example.com"})
     assert response.status_code == 200
     page = response.content.decode()
-    assert "Acme" in page and 'class="merge-taken"' in page and "1 notes" in page and "1 tags" in page
+    assert "Acme" in page and 'class="merge-taken"' in page and "1 note" in page and "1 tag," in page
     assert "history" not in page.split('data-testid="merge-moves"')[1].split("</p>")[0]
     # An international number typed without its "+" finds the other contact too.
     assert client.get(f"/contacts/{keep.pk}/merge/", {"other": "15615550192"}).status_code == 400  # that is keep itself
