@@ -198,7 +198,10 @@ def _touch_statement(pk: int, when: dt.datetime) -> rawsql.Statement:
         f"UPDATE {rawsql.table(Contact)} SET {rawsql.column(Contact, 'last_activity_at')} = %s, "
         f"{rawsql.column(Contact, 'updated_at')} = %s WHERE {rawsql.column(Contact, 'id')} = %s"
     )
-    return rawsql.Statement(sql=sql, params=[when, when, pk])
+    # Stored as the ORM stores it: on SQLite an aware datetime went in as "...+00:00" text beside the
+    # ORM's bare UTC, and text comparison then put those contacts out of order (a keyset walk looped).
+    stored = connection.ops.adapt_datetimefield_value(when)
+    return rawsql.Statement(sql=sql, params=[stored, stored, pk])
 
 
 _intake_batch: ContextVar[_IntakeBatch | None] = ContextVar("crm_intake_batch", default=None)

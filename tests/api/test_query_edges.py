@@ -188,3 +188,24 @@ def test_a_task_names_every_bad_field_at_once(bot):
     response = bot.post(f"contacts/{contact.pk}/tasks", {"title": "z", "assignee": "nobody"})
     assert response.status_code == 400
     assert sorted(codes(response)) == [("assignee", "invalid_value"), ("due_at", "required")]
+
+
+def test_contacts_touched_by_an_intake_page_in_order_with_the_rest(bot):
+    """On SQLite the intake's raw touch stored '...+00:00' text beside the ORM's bare UTC: out of order."""
+    for i in range(3):
+        bot.post("contacts/upsert", {"name": f"Plain {i}", "email": f"plain{i}@example.com"})
+    bot.post("intake", {"contact": {"name": "Touched", "phone": "+15615550177"}, "note": "Called about pricing"})
+    for i in range(3, 5):
+        bot.post("contacts/upsert", {"name": f"Plain {i}", "email": f"plain{i}@example.com"})
+    seen, url_params = [], {"order": "updated_at", "page_size": 1}
+    for _ in range(10):
+        body = bot.get("contacts", url_params).json()
+        seen += [row["id"] for row in body["results"]]
+        if body["next"] is None:
+            break
+        from urllib.parse import parse_qs, urlsplit
+
+        url_params = {"order": "updated_at", "page_size": 1, "cursor": parse_qs(urlsplit(body["next"]).query)["cursor"][0]}
+    assert len(seen) == 6 and len(set(seen)) == 6
+    stamps = list(Contact.objects.order_by("updated_at", "id").values_list("id", flat=True))
+    assert seen == stamps
