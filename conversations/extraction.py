@@ -22,7 +22,7 @@ import requests
 from django.conf import settings
 
 from contacts.models import CustomField
-from contacts.normalize import InvalidEmail, email_normalize, is_blank
+from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, is_blank, parse_phone
 from contacts.services import clean_contact_input
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
@@ -217,14 +217,25 @@ def _after_label(text: str, definition: CustomField, pattern: re.Pattern) -> lis
 def _phones_at(text: str, region: str) -> list[tuple[str, int]]:
     """(phone, where it starts) for each phone in the text: E.164, with " ext. N" when the visitor gave an
     extension (parsed back the same way on write)."""
-    return [
-        (
-            phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
-            + (f" ext. {m.number.extension}" if m.number.extension else ""),
-            m.start,
-        )
-        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
-    ]
+    found = []
+    taken: list[tuple[int, int]] = []
+    for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+        number = phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
+        found.append((number + (f" ext. {m.number.extension}" if m.number.extension else ""), m.start))
+        taken.append((m.start, m.end))
+    # What the matcher does not read but every write path does (contacts.normalize.parse_phone): a
+    # leading 00 as the international prefix, Mexico's old "+52 1" mobiles. They were lost without a trace.
+    for m in PHONE_LIKE.finditer(text):
+        if any(start < m.end() and m.start() < end for start, end in taken):
+            continue
+        if not m.group(0).startswith(("00", "+", "011")):
+            continue  # a national-looking run the matcher passed over is a date or a reference, not a phone
+        try:
+            phone = parse_phone(m.group(0), region=region)
+        except InvalidPhone:
+            continue
+        found.append((phone.e164 + (f" ext. {phone.extension}" if phone.extension else ""), m.start()))
+    return sorted(found, key=lambda item: item[1])
 
 
 def _phones_in(text: str, region: str) -> list[str]:

@@ -77,3 +77,18 @@ def test_listing_the_conversations_of_a_contact_that_does_not_exist_is_refused(a
     assert response.json()["errors"][0]["field"] == "contact" and "no contact #999999" in response.json()["errors"][0]["message"]
     contact = ContactFactory(name="Real")
     assert api.get("/api/v1/conversations", {"contact": contact.pk}).json()["results"] == []
+
+
+@pytest.mark.parametrize("text, phone", [
+    ("my number is 0044 7400 123457", "+447400123457"),
+    ("0033 6 12 34 56 70", "+33612345670"),
+    ("Direct: 0055 11 96123 4560", "+5511961234560"),
+    ("0049 (0)1512 3456780", "+4915123456780"),
+    ("+52 1 222 123 4560", "+522221234560"),
+    ("011 52 1 222 123 4560", "+522221234560"),
+    ("order 2026-05-01 10:30, ref 123456", None),
+])
+def test_the_extractor_reads_the_phones_every_write_path_reads(text, phone):
+    from conversations.extraction import extract_with_rules
+
+    assert extract_with_rules([text], definitions=[]).contact.get("phone") == phone
