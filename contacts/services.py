@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -438,10 +439,14 @@ def clean_contact_input(
             else:
                 values["birthday"] = parsed
             continue
-        if isinstance(raw, (dict, list, bool)):
+        if isinstance(raw, (dict, list, bool)) or (key in TEXT_ONLY_FIELDS and not isinstance(raw, str)):
             errors.append(FieldError(key, "invalid_value", "Expected text."))
             continue
         text = str(raw).strip()
+        if key in TEXT_ONLY_FIELDS:
+            # One space between words, as a person would type them: "  Ana   Costa " is "Ana Costa",
+            # and a file that repeats the name with other spacing changes nothing.
+            text = " ".join(text.split())
         if text == "" or is_blank(text):  # a lone zero-width space is no name
             values[key] = ""
             continue
@@ -487,6 +492,9 @@ def clean_contact_input(
     return result
 
 
+# Fields no number can be: 123 as a name is a bug in the sender, not a name. Digits stay welcome where
+# people write them (phone, house number, ZIP code), so those take JSON numbers too.
+TEXT_ONLY_FIELDS = frozenset({"name", "email", "company", "position", "city", "state", "country", "district"})
 EARLIEST_BIRTHDAY = dt.date(1900, 1, 1)
 _DATE_SHAPE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")
 
@@ -841,11 +849,43 @@ def _apply_changes(
         _emit_after_flush(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes=_jsonable(event_changes)))
 
 
+_HONORIFICS = frozenset("mr mrs ms miss mx dr prof sr sra srta sir dame".split())
+_GERMAN_SPELLED_OUT = (("ae", "a"), ("oe", "o"), ("ue", "u"))
+
+
+def _name_words(name: Any) -> list[str]:
+    """A name's words as compared: case, accents, apostrophes and "Mr."-style titles aside; "Reed, Marcus" too."""
+    text = unicodedata.normalize("NFKD", str(name or "").casefold())
+    text = "".join(c for c in text if not unicodedata.combining(c)).replace("ß", "ss")
+    words = []
+    for word in re.split(r"[\s,-]+", text):
+        word = word.strip(".").replace("'", "").replace("’", "").replace(".", "")
+        if word and word not in _HONORIFICS:
+            words.append(word)
+    return words
+
+
+def _same_word(new: str, current: str) -> bool:
+    if new == current or (len(new) == 1 and current.startswith(new)):  # "M." for "Marcus"
+        return True
+    for spelled, letter in _GERMAN_SPELLED_OUT:  # "Juergen" for "Jürgen"
+        new = new.replace(spelled, letter)
+    return new == current
+
+
 def _name_part_of(new: Any, current: Any) -> bool:
-    """Whether every word of ``new`` is a word of ``current`` (case aside) and ``current`` says more."""
-    new_words = str(new or "").casefold().split()
-    current_words = str(current or "").casefold().split()
-    return bool(new_words) and len(new_words) < len(current_words) and set(new_words) <= set(current_words)
+    """Whether ``new`` says nothing ``current`` does not: each of its words is one of current's (an initial,
+    a spelling without accents or titles, another order), and current is not the same text."""
+    new_words, current_words = _name_words(new), _name_words(current)
+    if not new_words or not current_words or str(new).strip() == str(current).strip():
+        return False
+    left = list(current_words)
+    for word in new_words:
+        match = next((c for c in left if _same_word(word, c)), None)
+        if match is None:
+            return False  # a word the record lacks: a different or fuller name
+        left.remove(match)
+    return True
 
 
 def _split_pending(contact: Contact, requests: list[ChangeRequest]) -> tuple[list[ChangeRequest], list[ChangeRequest]]:

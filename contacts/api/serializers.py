@@ -15,7 +15,7 @@ from rest_framework.fields import _UnvalidatedField
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from contacts.models import ChangeRequest, Contact, Note, Source, Task
-from contacts.services import STANDARD_FIELDS
+from contacts.services import STANDARD_FIELDS, TEXT_ONLY_FIELDS
 from crm_hub.api.errors import validated
 from crm_hub.errors import FieldError, InputRejected
 
@@ -198,10 +198,18 @@ def _compile_field(f):
     return None
 
 
+class _TextOnlyField(serializers.CharField):
+    """A CharField that refuses a number instead of turning it into text (a name of 123 is a sender's bug)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def _text(name: str) -> serializers.CharField:
-    return serializers.CharField(
-        required=False, allow_blank=True, allow_null=True, trim_whitespace=True, help_text=FIELD_HELP[name]
-    )
+    kind = _TextOnlyField if name in TEXT_ONLY_FIELDS else serializers.CharField
+    return kind(required=False, allow_blank=True, allow_null=True, trim_whitespace=True, help_text=FIELD_HELP[name])
 
 
 class ContactFieldsInput(StrictSerializer):

@@ -39,7 +39,7 @@ from contacts.normalize import (
     email_normalize,
     parse_phone,
 )
-from contacts.services import STANDARD_FIELDS, birthday_problem, birthday_unreadable
+from contacts.services import STANDARD_FIELDS, TEXT_ONLY_FIELDS, birthday_problem, birthday_unreadable
 from crm_hub.actors import Actor
 
 logger = logging.getLogger(__name__)
@@ -134,6 +134,8 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
         # Checked before parsing, as the API does: a longer value is refused by
         # PostgreSQL (failing the whole batch's COPY) and stored past its limit by SQLite.
         limit = MAX_LENGTHS.get(target)
+        if target in TEXT_ONLY_FIELDS and ("  " in text or "\t" in text or "\n" in text or "\r" in text):
+            text = " ".join(text.split())  # one space between words, as the API stores them
         if limit is not None and len(text) > limit:
             errors.append(f"{target}: at most {limit} characters")
             continue
@@ -454,6 +456,7 @@ class Engine:
     job: ImportJob | None = None
     summary: str = "Imported"
     tag_names: dict[int, str] = field(default_factory=dict)
+    dry_run: bool = False
 
     def apply_batch(self, batch: list[Prepared], result: ImportResult) -> list[RowOutcome]:
         """Dedup and write one batch atomically; a concurrent insert of the same key retries the batch.
@@ -569,7 +572,8 @@ class Engine:
                     outcome.action, outcome.reason, outcome.diff = SKIP, "no changes", {}
         self._write(writer, new_targets, list(touched.values()))
         for outcome, target in created_by:
-            outcome.contact_id = target.id  # known only after the insert
+            # Known only after the insert; a dry run's insert is rolled back, so its id will never exist.
+            outcome.contact_id = None if self.dry_run else target.id
         for outcome in outcomes:
             result.count(outcome.action)
         return outcomes
@@ -706,7 +710,7 @@ def run_import(
     result = ImportResult()
     started = time.monotonic()
     tag_names = dict(Tag.objects.values_list("pk", "name"))
-    engine = Engine(mode=mode, actor=actor, job=job, summary=summary, tag_names=tag_names)
+    engine = Engine(mode=mode, actor=actor, job=job, summary=summary, tag_names=tag_names, dry_run=dry_run)
     with _long_lived_objects_frozen(), open_rows(binary, fmt) as (headers, rows):
         targets = mapping_mod.validate_mapping(mapping, headers)
         ctx = CleanContext.load(targets, overflow_hint=getattr(rows, "overflow_hint", None))

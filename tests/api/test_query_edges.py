@@ -209,3 +209,28 @@ def test_contacts_touched_by_an_intake_page_in_order_with_the_rest(bot):
     assert len(seen) == 6 and len(set(seen)) == 6
     stamps = list(Contact.objects.order_by("updated_at", "id").values_list("id", flat=True))
     assert seen == stamps
+
+
+
+@pytest.mark.parametrize("stored, sent", [
+    ("Marcus Aurelius Reed", "M. Reed"), ("Marcus Aurelius Reed", "Marcus R."), ("Marcus Aurelius Reed", "Mr Reed"),
+    ("Marcus Aurelius Reed", "Reed, Marcus"), ("Marcus Aurelius Reed", "Marcus A. Reed"),
+    ("João Pedro da Silva Santos", "Joao Santos"), ("Jürgen Friedrich Müller", "Jurgen Muller"),
+    ("Jürgen Friedrich Müller", "Juergen"), ("Anne-Marie Dubois", "Anne Dubois"), ("Seán O'Brien", "Sean OBrien"),
+])
+def test_an_initial_a_title_or_a_name_without_accents_keeps_the_fuller_name(bot, stored, sent):
+    contact_id = bot.post("contacts/upsert", {"name": stored, "phone": "+1 201 555 1111"}).json()["contact_id"]
+    assert bot.post("contacts/upsert", {"name": sent, "phone": "(201) 555-1111"}).status_code == 200
+    assert Contact.objects.get(pk=contact_id).name == stored
+
+
+def test_runs_of_spaces_in_a_name_are_one_space(bot):
+    contact_id = bot.post("contacts/upsert", {"name": "  Ana   Beatriz  Costa ", "email": "ana.b@example.com"}).json()["contact_id"]
+    assert Contact.objects.get(pk=contact_id).name == "Ana Beatriz Costa"
+
+
+def test_a_number_is_no_name(bot):
+    response = bot.post("contacts/upsert", {"name": 123, "phone": "+1 201 555 9876"})
+    assert response.status_code == 400 and codes(response) == [("name", "invalid_value")]
+    # Numbers still read where a person writes digits: a phone, a house number, a ZIP code.
+    assert bot.post("contacts/upsert", {"phone": 2015559876, "number": 12, "zip_code": 33101}).status_code == 201

@@ -538,3 +538,18 @@ def test_a_row_that_keeps_colliding_with_other_writers_fails_alone(staff_actor, 
     failed = list(csv.reader(io.StringIO(errors.getvalue())))[1:]
     assert [r[:2] for r in failed] == [["P3", "'+1 561 555 0103"]] and failed[0][-1] == RACED  # neutralized
     assert Contact.objects.count() == 7
+
+
+def test_a_name_with_other_spacing_is_the_same_name(staff_actor):
+    ann = existing(staff_actor, name="Charlotte Elizabeth Ward", email="cw@example.com")
+    job = do_import(staff_actor, [["  Charlotte  Elizabeth\tWard ", "", "cw@example.com", "", ""]])
+    assert (job.updated_count, job.skipped_count) == (0, 1)
+    ann.refresh_from_db()
+    assert ann.name == "Charlotte Elizabeth Ward"
+
+
+def test_a_dry_run_names_no_id_for_a_contact_it_would_create(staff_actor):
+    result, outcomes = dry_run(staff_actor, [["Kenji", "", "KENJI.T@EXAMPLE.JP", "", ""],
+                                             ["Kenji T", "", "Kenji.T@Example.JP", "", ""]])
+    assert [(o.action, o.contact_id) for o in outcomes] == [("create", None), ("skip", None)]
+    assert outcomes[1].reason == "duplicate of line 2, merged into the contact it creates"
