@@ -39,7 +39,12 @@ from contacts.normalize import (
     email_normalize,
     parse_phone,
 )
-from contacts.services import STANDARD_FIELDS, TEXT_ONLY_FIELDS, birthday_problem, birthday_unreadable
+from contacts.services import (
+    STANDARD_FIELDS,
+    TEXT_ONLY_FIELDS,
+    birthday_problem,
+    birthday_unreadable,
+)
 from crm_hub.actors import Actor
 
 logger = logging.getLogger(__name__)
