@@ -116,7 +116,8 @@ CONTACT_EXAMPLE = {
     "created_at": "2026-05-01T14:30:00Z", "updated_at": "2026-05-01T14:30:00Z", "last_activity_at": "2026-05-01T14:30:00Z",
 }
 UPSERT_RESPONSE_EXAMPLE = {
-    "contact": CONTACT_EXAMPLE, "created": False, "matched_by": "phone", "possible_duplicates": [],
+    "contact": CONTACT_EXAMPLE, "contact_id": CONTACT_EXAMPLE["id"], "created": False, "matched_by": "phone",
+    "possible_duplicates": [],
     "pending_changes": [
         {"id": 7, "field": "email", "old_value": "marcus@old.example", "new_value": "marcus@example.com",
          "status": "pending", "created_at": "2026-05-01T14:30:00Z"}

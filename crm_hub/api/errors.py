@@ -156,8 +156,12 @@ def api_exception_handler(exc, context):
         item = {"field": "authorization", "code": "not_authenticated", "message": str(exc.detail)}
     elif isinstance(exc, exceptions.UnsupportedMediaType):
         accepted = [p.media_type for p in getattr(context.get("view"), "parser_classes", ())] or ["application/json"]
+        request = context.get("request")
+        sent = getattr(request, "META", {}).get("CONTENT_TYPE", "") if request is not None else ""
+        # Without the header DRF names its fallback, "text/plain", which the client never sent.
+        said = str(exc.detail) if sent else "The request has no Content-Type header."
         item = {"field": None, "code": "unsupported_media_type",
-                "message": f"{exc.detail} Send the body with " + " or ".join(f"'Content-Type: {a}'" for a in accepted) + "."}
+                "message": f"{said} Send the body with " + " or ".join(f"'Content-Type: {a}'" for a in accepted) + "."}
     elif isinstance(exc, FormatNotAvailable):
         item = {"field": "format", "code": "not_acceptable", "message": str(exc.detail), "allowed": exc.available}
     elif isinstance(exc, exceptions.Throttled):

@@ -305,3 +305,10 @@ def test_a_batch_lists_at_most_ten_errors_an_item(bot):
     for result in response.json()["results"]:
         assert len(result["errors"]) == 11 and result["errors"][-1]["code"] == "too_many_errors"
     assert len(response.content) < 600_000
+
+
+def test_a_body_without_content_type_is_told_so(bot):
+    response = bot.client.generic("POST", "/api/v1/contacts/upsert", b'{"name": "x"}', content_type="", **bot.headers)
+    assert response.status_code == 415
+    message = error(response)["message"]
+    assert message.startswith("The request has no Content-Type header.") and "text/plain" not in message

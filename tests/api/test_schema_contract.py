@@ -237,3 +237,10 @@ def test_every_write_documents_411_and_every_read_406(schema):
                 assert "411" in operation["responses"], (path, method)
             if method == "get":
                 assert "406" in operation["responses"], (path, method)
+
+
+def test_write_examples_carry_the_contact_id_every_answer_has(schema):
+    for path in ("/api/v1/contacts/upsert", "/api/v1/intake"):
+        content = schema["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]
+        for example in content["examples"].values():
+            assert "contact_id" in example["value"], (path, example)
