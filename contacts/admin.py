@@ -678,7 +678,9 @@ class PossibleDuplicateAdmin(admin.ModelAdmin):
     list_display = ["contact", "other", "reason", "source", "status", "created_at"]
     list_filter = ["status", "source"]
     raw_id_fields = ["contact", "other"]
-    list_editable = ["status"]
+    # Decided by the actions (merge, not a duplicate), which go through the services and record it in the
+    # contacts' history; an editable status column changed it silently.
+    readonly_fields = ["contact", "other", "reason", "source", "status", "created_at"]
     actions = ["merge_into_contact", "dismiss"]
 
     def has_add_permission(self, request):

@@ -186,6 +186,10 @@ def _without_invisible(text: str, *, keep_joiners: bool = False) -> str:
     )
 
 
+# Titles before a name: no part of it ("Dr. Jane Doe" is Jane Doe), for the extractor and name comparison.
+HONORIFICS = frozenset("mr mrs ms miss mx dr prof sir dame sr sra srta dona don".split())
+
+
 def is_blank(text: str) -> bool:
     """Whether ``text`` shows nothing: only whitespace and invisible format characters (a lone zero-width space)."""
     return not _without_invisible(text).strip()

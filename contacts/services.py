@@ -49,6 +49,7 @@ from contacts.models import (
     Task,
 )
 from contacts.normalize import (
+    HONORIFICS,
     ExtensionTooLong,
     InvalidEmail,
     InvalidPhone,
@@ -199,10 +200,7 @@ def _touch_statement(pk: int, when: dt.datetime) -> rawsql.Statement:
         f"UPDATE {rawsql.table(Contact)} SET {rawsql.column(Contact, 'last_activity_at')} = %s, "
         f"{rawsql.column(Contact, 'updated_at')} = %s WHERE {rawsql.column(Contact, 'id')} = %s"
     )
-    # Stored as the ORM stores it: on SQLite an aware datetime went in as "...+00:00" text beside the
-    # ORM's bare UTC, and text comparison then put those contacts out of order (a keyset walk looped).
-    stored = connection.ops.adapt_datetimefield_value(when)
-    return rawsql.Statement(sql=sql, params=[stored, stored, pk])
+    return rawsql.Statement(sql=sql, params=[when, when, pk])
 
 
 _intake_batch: ContextVar[_IntakeBatch | None] = ContextVar("crm_intake_batch", default=None)
@@ -849,7 +847,6 @@ def _apply_changes(
         _emit_after_flush(event="contact.updated", payload=lambda: payloads.contact_event(contact, changes=_jsonable(event_changes)))
 
 
-_HONORIFICS = frozenset("mr mrs ms miss mx dr prof sr sra srta sir dame".split())
 _GERMAN_SPELLED_OUT = (("ae", "a"), ("oe", "o"), ("ue", "u"))
 
 
@@ -860,7 +857,7 @@ def _name_words(name: Any) -> list[str]:
     words = []
     for word in re.split(r"[\s,-]+", text):
         word = word.strip(".").replace("'", "").replace("’", "").replace(".", "")
-        if word and word not in _HONORIFICS:
+        if word and word not in HONORIFICS:
             words.append(word)
     return words
 

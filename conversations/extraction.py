@@ -22,7 +22,14 @@ import requests
 from django.conf import settings
 
 from contacts.models import CustomField
-from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, is_blank, parse_phone
+from contacts.normalize import (
+    HONORIFICS,
+    InvalidEmail,
+    InvalidPhone,
+    email_normalize,
+    is_blank,
+    parse_phone,
+)
 from contacts.services import clean_contact_input
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
@@ -131,7 +138,6 @@ TRAILING_PUNCTUATION = ".,;:!?)]}'\""
 # swallow the next ("My name is Li Wei") as it would as part of one match.
 NAME_LEAD_IN = re.compile(r"(?i:\b(my name is|my name's|i am|i'm|i’m))\s+")
 EXPLICIT_LEAD_INS = frozenset({"my name is", "my name's"})
-HONORIFICS = frozenset("mr mrs ms miss mx dr prof sr sra srta dona don".split())
 NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'’.-]*(?:['’-][^\W\d_]+)*")
 NOT_NAME_WORDS = frozenset(
     """a an the not just so very also here there fine good great ok okay sorry interested looking calling
@@ -177,11 +183,11 @@ def _name_after(rest: str) -> str:
         dotted = rest[position: position + 1] == "."
         if dotted:
             position += 1
-        if word.casefold() in HONORIFICS and not words:
-            pass  # "Dr. Jane Doe", "Mr Smith": the title is no part of the name
-        elif dotted and len(word) == 1:
+        # A title before the name ("Dr. Jane Doe", "Mr Smith") is no part of it: read past it.
+        is_title = not words and word.casefold() in HONORIFICS
+        if dotted and len(word) == 1 and not is_title:
             words.append(word + ".")  # an initial: "J. R. Smith"
-        else:
+        elif not is_title:
             words.append(word)
             if dotted:
                 break  # the sentence ends here

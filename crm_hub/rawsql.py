@@ -8,6 +8,7 @@ same as through the ORM. Only the per-call cost of building the SQL goes.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import itertools
 import re
@@ -83,6 +84,11 @@ def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple]:
     CRM_PREPARED_STATEMENTS=0. The cursor is
     wrapped like Django's own, so query counting, logging and error translation still apply.
     """
+    if connection.vendor != "postgresql":
+        # Date-times as the ORM stores them: SQLite keeps text, and an aware value went in as
+        # "...+00:00" beside the ORM's bare UTC, so text comparison put those rows out of order
+        # (a contact an intake touched sorted after its own keyset cursor, and a walk looped).
+        params = [connection.ops.adapt_datetimefield_value(p) if isinstance(p, dt.datetime) else p for p in params]
     if connection.vendor != "postgresql" or not settings.CRM_PREPARED_STATEMENTS:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -211,13 +212,12 @@ def _guess_delimiter(sample: str, complete: bool) -> str:
     best, best_score = DELIMITERS[0], (0, 0)
     for delimiter in DELIMITERS:
         rows: list[list[str]] = []
-        try:
+        # An unclosed quote in the sample stops the reading: the rows before it are judged.
+        with contextlib.suppress(csv.Error):
             for row in csv.reader(io.StringIO(sample), delimiter=delimiter):
                 rows.append(row)
                 if len(rows) > SNIFF_ROWS:
                     break
-        except csv.Error:
-            pass  # an unclosed quote in the sample: judge by the rows before it
         if not complete:
             rows = rows[:-1]  # the sample may end mid-row
         if not rows or len(rows[0]) < 2:

@@ -326,11 +326,16 @@ def test_more_than_ten_thousand_rows_always_run_in_the_background(staff_actor, s
 # --- cancel and revert -----------------------------------------------------------------
 
 
+def existing_and_nine_new(actor):
+    """A contact already there, and a job whose ten rows change it and create nine more (for stopped imports)."""
+    old = existing(actor, name="Old", email="old@example.com")
+    rows = [["Changed", "", "old@example.com", "", ""]] + [[f"P{i}", "", f"p{i}@example.com", "", ""] for i in range(9)]
+    return old, services.create_import_job(upload=upload(rows), actor=actor)
+
+
 def test_cancelling_a_running_import_stops_it_and_removes_what_it_wrote(staff_actor, settings):
     settings.CRM_IMPORT_BATCH_SIZE = 2
-    old = existing(staff_actor, name="Old", email="old@example.com")
-    rows = [["Changed", "", "old@example.com", "", ""]] + [[f"P{i}", "", f"p{i}@example.com", "", ""] for i in range(9)]
-    job = services.create_import_job(upload=upload(rows), actor=staff_actor)
+    old, job = existing_and_nine_new(staff_actor)
     seen = []
 
     def cancel_after_first_batch(result, running_job):

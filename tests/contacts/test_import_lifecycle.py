@@ -17,7 +17,7 @@ from contacts.models import Contact, CustomField, HistoryEntry, ImportJob, Sourc
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
 from tests.contacts.factories import CustomFieldFactory, UserFactory
-from tests.contacts.test_import import csv_bytes, existing, upload
+from tests.contacts.test_import import csv_bytes, existing, existing_and_nine_new, upload
 from tests.contacts.test_import_files import stored_files
 
 pytestmark = pytest.mark.django_db
@@ -155,9 +155,7 @@ class WorkerKilled(BaseException):
 def killed_import(actor, settings) -> tuple[ImportJob, Contact]:
     """An import killed in its second batch: batches 1 and 2 written, progress saved for batch 1 only."""
     settings.CRM_IMPORT_BATCH_SIZE = 2
-    old = existing(actor, name="Old", email="old@example.com")
-    rows = [["Changed", "", "old@example.com", "", ""]] + [[f"P{i}", "", f"p{i}@example.com", "", ""] for i in range(9)]
-    job = services.create_import_job(upload=upload(rows), actor=actor)
+    old, job = existing_and_nine_new(actor)
     batches = []
 
     def die_in_second_batch(result, running_job):

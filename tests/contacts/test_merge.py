@@ -347,3 +347,16 @@ def test_the_merge_page_finds_an_international_number_typed_without_its_plus(cli
     client.force_login(staff_user)
     response = client.get(f"/contacts/{keep.pk}/merge/", {"other": "442079460958"})
     assert response.status_code == 200 and response.context["other"] == other
+
+
+def test_admin_decides_a_flag_only_through_its_actions(admin_client, pair):
+    flag = PossibleDuplicate.objects.get()
+    page = admin_client.get("/admin/contacts/possibleduplicate/").content.decode()
+    assert 'name="form-0-status"' not in page
+    admin_client.post(f"/admin/contacts/possibleduplicate/{flag.pk}/change/", {"status": "dismissed"})
+    flag.refresh_from_db()
+    assert flag.status == "open"
+    admin_client.post("/admin/contacts/possibleduplicate/", {"action": "dismiss", "_selected_action": [flag.pk]})
+    flag.refresh_from_db()
+    assert flag.status == "dismissed"
+    assert HistoryEntry.objects.filter(summary__startswith="Marked as not a duplicate").exists()
