@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.urls import reverse
+from django.utils import timezone
 
 from contacts.normalize import format_phone
 
@@ -563,6 +564,22 @@ class PossibleDuplicate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.contact_id} ~ {self.other_id}"
+
+
+class MergedContact(models.Model):
+    """The id a merged-away contact had, and the contact it lives on in.
+
+    Agents and links keep contact ids; after a merge the old id answers "merged into #N" instead of a
+    bare 404. A later merge of the kept contact carries the pointer along (merges move every row that
+    points at the contact), so it never names a contact that is gone.
+    """
+
+    merged_id = models.BigIntegerField(primary_key=True)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="merged_ids")
+    merged_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"#{self.merged_id} → #{self.contact_id}"
 
 
 class ChangeRequest(models.Model):

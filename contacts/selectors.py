@@ -38,6 +38,7 @@ from contacts.models import (
     ContactTag,
     CustomField,
     HistoryEntry,
+    MergedContact,
     Note,
     Pipeline,
     PossibleDuplicate,
@@ -216,6 +217,19 @@ def find_visible_contact(user, text: str) -> Contact | None:
         return visible.filter(email_normalized=email).first() if email else None
     e164 = typed_phone(text) if sum(ch.isdigit() for ch in text) >= 6 else None
     return visible.filter(phone_e164=e164).first() if e164 else None
+
+
+def merged_into(contact_id: int) -> int | None:
+    """The id of the contact that ``contact_id`` was merged into, if it was."""
+    return MergedContact.objects.filter(merged_id=contact_id).values_list("contact_id", flat=True).first()
+
+
+def missing_contact_message(contact_id: int) -> str:
+    """Why there is no contact ``contact_id``: merged into another (named, so a caller can follow it) or none."""
+    into = merged_into(contact_id)
+    if into is not None:
+        return f"Contact #{contact_id} was merged into contact #{into}; use #{into}."
+    return f"There is no contact #{contact_id}."
 
 
 def merge_moves(other: Contact, keep: Contact) -> dict[str, int]:

@@ -38,6 +38,7 @@ from contacts.models import (
     ContactTag,
     CustomField,
     HistoryEntry,
+    MergedContact,
     Note,
     Pipeline,
     PossibleDuplicate,
@@ -1181,6 +1182,7 @@ def merge_contacts(*, keep: Contact, other: Contact, actor: Actor, source: str) 
     merged_record = " · ".join(filter(None, [f"#{other.pk}", other.name, other.phone_display, other.email, other.company]))
     # The other contact goes first: its phone and email keys are unique, and the kept one may take them.
     Contact.objects.filter(pk=other.pk).delete()
+    MergedContact.objects.update_or_create(merged_id=merged_id, defaults={"contact": keep})
     now = timezone.now()
     for name, (_old, value) in filled.items():
         if name == "owner":

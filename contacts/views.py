@@ -87,6 +87,7 @@ from contacts.selectors import (
     keyset_page,
     list_vocabulary,
     merge_moves,
+    merged_into,
     open_duplicates_of,
     sees_only_own_contacts,
     tasks_for,
@@ -964,7 +965,15 @@ PANELS = ("note", "task", "file")
 @require_safe
 @staff_required
 def contact_detail(request, pk: int):
-    return _contact_page(request, pk)
+    try:
+        return _contact_page(request, pk)
+    except Http404:
+        # A link kept from before a merge (a task email, a bookmark) leads to where the contact lives on.
+        into = merged_into(pk)
+        if into is None or not visible_contacts(request.user).filter(pk=into).exists():
+            raise
+        messages.info(request, f"Contact #{pk} was merged into this one.")
+        return redirect("contacts:detail", pk=into)
 
 
 def _contact_page(request, pk: int, *, status: int = 200, panel: str = "note", task_form: TaskForm | None = None,

@@ -33,13 +33,14 @@ class ConversationFilter(RefusesBlankFilterSet):
 
     def filter_contact(self, queryset, name, value):
         from contacts.models import Contact
+        from contacts.selectors import missing_contact_message
         from crm_hub.errors import FieldError, InputRejected
 
         if value is None:
             return queryset
         if not Contact.objects.filter(pk=int(value)).exists():
             # As an unknown tag or owner is refused on contacts: an empty list would read as "no conversations".
-            raise InputRejected([FieldError("contact", "invalid_value", f"There is no contact #{int(value)}.")])
+            raise InputRejected([FieldError("contact", "invalid_value", missing_contact_message(int(value)))])
         return queryset.filter(contact_id=int(value))
 
     def filter_mine(self, queryset, name, value):

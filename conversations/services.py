@@ -15,6 +15,7 @@ from automations import payloads
 from automations.services import run_rules
 from automations.webhooks import emit_event
 from contacts.models import Contact, HistoryEntry, Source
+from contacts.selectors import missing_contact_message
 from contacts.services import record_intake
 from conversations.models import Conversation, Message
 from crm_hub.actors import Actor
@@ -270,7 +271,7 @@ def _find_contact(contact_id: Any) -> Contact:
         raise InputRejected([FieldError("contact_id", "invalid_value", "Expected a contact id.")])
     contact = Contact.objects.filter(pk=int(contact_id)).first()
     if contact is None:
-        raise InputRejected([FieldError("contact_id", "not_found", f"There is no contact #{contact_id}.")])
+        raise InputRejected([FieldError("contact_id", "not_found", missing_contact_message(int(contact_id)))])
     return contact
 
 

@@ -48,10 +48,11 @@ from contacts.api.serializers import (
 from contacts.bulk_upsert import upsert_contacts_batch
 from contacts.models import Contact, Source, Tag
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, phone_to_e164
+from contacts.selectors import merged_into
 from conversations.api import ConversationClosed
 from conversations.services import ConversationEnded
 from crm_hub.actors import Actor
-from crm_hub.api.errors import capped_errors, flatten_validation_error, validated
+from crm_hub.api.errors import ContactMergedAway, capped_errors, flatten_validation_error, validated
 from crm_hub.api.pagination import CheckedCursorPagination
 from crm_hub.api.permissions import intake_scopes, require_scopes
 from crm_hub.api.schema import IDEMPOTENCY_KEY, READ_ERRORS, WRITE_ERRORS, error_responses
@@ -76,7 +77,8 @@ class AgentView(APIView):
             raise Http404
         found = Contact.objects.select_related("owner").filter(pk=pk).first()
         if found is None:
-            raise Http404
+            into = merged_into(pk)
+            raise ContactMergedAway(pk, into) if into is not None else Http404
         return found
 
     def tags_if_readable(self, contact: Contact) -> list[str] | None:

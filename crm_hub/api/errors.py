@@ -11,6 +11,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from contacts.selectors import merged_into
 from crm_hub.api.negotiation import FormatNotAvailable
 from crm_hub.api.permissions import MissingScope
 from crm_hub.errors import FieldError, InputRejected
@@ -35,6 +36,14 @@ CODE_NAMES = {
     "empty": "required",
     "unique": "already_exists",
 }
+
+
+class ContactMergedAway(exceptions.NotFound):
+    """A 404 for a contact id that lives on in another contact: the answer names it (``merged_into``)."""
+
+    def __init__(self, contact_id: int, merged_into: int):
+        super().__init__(f"Contact #{contact_id} was merged into contact #{merged_into}; use #{merged_into}.")
+        self.merged_into = merged_into
 
 
 TOO_LARGE_CODES = frozenset({"file_too_large", "request_too_large"})
@@ -139,8 +148,12 @@ def api_exception_handler(exc, context):
     if isinstance(exc, IntegrityError) and "foreign key" in str(exc).lower():
         # The record written to was deleted (merged into another, erased) between the lookup and the
         # commit: as if it had been gone a moment earlier, a 404, not a 500.
-        return error_response([error_item(None, "not_found", "The contact was merged or deleted meanwhile; look it up again.")],
-                              status.HTTP_404_NOT_FOUND)
+        item = error_item(None, "not_found", "The contact was merged or deleted meanwhile; look it up again.")
+        pk = (context.get("kwargs") or {}).get("pk")
+        into = merged_into(pk) if isinstance(pk, int) else None
+        if into is not None:
+            item.update(message=f"Contact #{pk} was merged into contact #{into} meanwhile; use #{into}.", merged_into=into)
+        return error_response([item], status.HTTP_404_NOT_FOUND)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -164,6 +177,8 @@ def api_exception_handler(exc, context):
                 "message": f"{said} Send the body with " + " or ".join(f"'Content-Type: {a}'" for a in accepted) + "."}
     elif isinstance(exc, FormatNotAvailable):
         item = {"field": "format", "code": "not_acceptable", "message": str(exc.detail), "allowed": exc.available}
+    elif isinstance(exc, ContactMergedAway):
+        item = {"field": None, "code": "not_found", "message": str(exc.detail), "merged_into": exc.merged_into}
     elif isinstance(exc, exceptions.Throttled):
         item = {"field": None, "code": "throttled", "message": f"Too many requests; retry in {exc.wait and int(exc.wait + 0.999)} s."}
     else:

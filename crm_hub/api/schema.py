@@ -44,6 +44,7 @@ _ITEM = inline_serializer(
         "message": serializers.CharField(help_text="What went wrong, for a person."),
         "allowed": serializers.ListField(child=serializers.CharField(), required=False, help_text="Permitted values, when the value comes from a list."),
         "scope": serializers.CharField(required=False, help_text="The missing scope (missing_scope only)."),
+        "merged_into": serializers.IntegerField(required=False, help_text="The contact this id was merged into (not_found on a merged contact only)."),
     },
 )
 ERRORS = inline_serializer(
@@ -70,7 +71,7 @@ _DESCRIPTIONS = {
     400: "Refused input; every bad field is listed and nothing was written.",
     401: "Missing, unknown or revoked token.",
     403: "The token lacks a scope this call needs.",
-    404: "No such contact (or tag, pipeline).",
+    404: "No such contact (or tag, pipeline). A contact merged into another names it in merged_into.",
     406: "A format other than JSON was asked for (?format= or Accept).",
     411: "A body sent chunked, without Content-Length.",
     409: "A call with the same Idempotency-Key is still running.",

@@ -360,3 +360,74 @@ def test_admin_decides_a_flag_only_through_its_actions(admin_client, pair):
     flag.refresh_from_db()
     assert flag.status == "dismissed"
     assert HistoryEntry.objects.filter(summary__startswith="Marked as not a duplicate").exists()
+
+
+def test_a_merged_id_answers_where_the_contact_lives_on(staff_actor, pair):
+    from tests.api.factories import AgentClient, make_agent
+
+    keep, other = pair
+    services.merge_contacts(keep=keep, other=other, actor=staff_actor, source=Source.MANUAL)
+    _agent, token = make_agent("reader", scopes=["contacts:read", "notes:write"])
+    api = AgentClient(token)
+    for response in (api.get(f"contacts/{other.pk}"), api.post(f"contacts/{other.pk}/notes", {"body": "hi"})):
+        assert response.status_code == 404
+        error = response.json()["errors"][0]
+        assert (error["code"], error["merged_into"]) == ("not_found", keep.pk)
+        assert f"merged into contact #{keep.pk}" in error["message"]
+    assert not Note.objects.exists()
+    never = api.get("contacts/987654").json()["errors"][0]
+    assert never["code"] == "not_found" and "merged_into" not in never
+
+
+def test_a_pointer_follows_a_later_merge_of_the_kept_contact(staff_actor, pair):
+    from tests.api.factories import AgentClient, make_agent
+
+    keep, other = pair
+    services.merge_contacts(keep=keep, other=other, actor=staff_actor, source=Source.MANUAL)
+    third = make(staff_actor, name="Maria S.", email="m.silva@example.org")
+    services.merge_contacts(keep=third, other=keep, actor=staff_actor, source=Source.MANUAL)
+    _agent, token = make_agent("reader", scopes=["contacts:read"])
+    for gone in (other.pk, keep.pk):
+        assert AgentClient(token).get(f"contacts/{gone}").json()["errors"][0]["merged_into"] == third.pk
+    # Erasing the contact that lives on leaves no pointer at nothing.
+    Contact.objects.filter(pk=third.pk).delete()
+    assert AgentClient(token).get(f"contacts/{other.pk}").json()["errors"][0].get("merged_into") is None
+
+
+def test_an_old_link_to_a_merged_contact_leads_to_the_kept_one(client, staff_user, staff_actor, pair, settings):
+    keep, other = pair
+    services.merge_contacts(keep=keep, other=other, actor=staff_actor, source=Source.MANUAL)
+    client.force_login(staff_user)
+    response = client.get(f"/contacts/{other.pk}/", follow=True)
+    assert response.redirect_chain == [(f"/contacts/{keep.pk}/", 302)]
+    assert f"Contact #{other.pk} was merged into this one." in response.content.decode()
+    # Not for someone who may not see the contact it lives on.
+    settings.CRM_SALES_SEE_OWN_ONLY = True
+    client.force_login(UserFactory(username="seller", is_staff=True))
+    assert client.get(f"/contacts/{other.pk}/").status_code == 404
+
+
+def test_linking_a_conversation_to_a_merged_id_names_the_kept_contact(staff_actor, pair, agent):
+    from conversations import services as conversation_services
+
+    keep, other = pair
+    services.merge_contacts(keep=keep, other=other, actor=staff_actor, source=Source.MANUAL)
+    with pytest.raises(InputRejected) as refused:
+        conversation_services.start_conversation(actor=Actor.for_agent(agent), contact_id=other.pk)
+    assert refused.value.errors[0].field == "contact_id"
+    assert f"merged into contact #{keep.pk}" in refused.value.errors[0].message
+
+
+def test_merges_made_before_pointers_existed_get_them_from_history(staff_actor, pair):
+    import importlib
+
+    from django.apps import apps
+
+    from contacts.models import MergedContact
+
+    keep, other = pair
+    services.merge_contacts(keep=keep, other=other, actor=staff_actor, source=Source.MANUAL)
+    MergedContact.objects.all().delete()
+    migration = importlib.import_module("contacts.migrations.0018_merged_contact_ids")
+    migration.pointers_from_history(apps, None)
+    assert list(MergedContact.objects.values_list("merged_id", "contact_id")) == [(other.pk, keep.pk)]
