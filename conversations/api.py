@@ -10,7 +10,6 @@ agent's conversation answers 404 to a write.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 
 from django.shortcuts import get_object_or_404
 from django.urls import path
@@ -22,7 +21,6 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import exceptions, generics, serializers, status
-from rest_framework.exceptions import ErrorDetail
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -34,6 +32,7 @@ from conversations.models import Conversation, Message
 from conversations.selectors import conversation_detail, conversation_list
 from crm_hub.actors import Actor
 from crm_hub.api.errors import validated
+from crm_hub.api.inputs import RefusesUnknownKeys
 from crm_hub.api.pagination import CheckedCursorPagination
 from crm_hub.api.permissions import MissingScope, intake_scopes, require_scopes
 from crm_hub.api.schema import ERRORS as SHARED_ERRORS
@@ -199,24 +198,6 @@ class EndResponseSerializer(serializers.Serializer):
 class MessageRoleField(serializers.ChoiceField):
     def to_internal_value(self, data):
         return super().to_internal_value(services.ROLE_ALIASES.get(data, data) if isinstance(data, str) else data)
-
-
-class RefusesUnknownKeys(serializers.Serializer):
-    """Keys not listed here are refused, not ignored: status 400 with code unknown_field, naming the key's path."""
-
-    # Dropped silently, a typo ("extarct": true) ended a conversation for good with nothing
-    # written. Raised as DRF's own error so a nested message's path reads messages.3.sent_at.
-
-    def to_internal_value(self, data):
-        if isinstance(data, Mapping):
-            unknown = [key for key in data if key not in self.fields]
-            if unknown:
-                allowed = ", ".join(sorted(self.fields))
-                raise serializers.ValidationError({
-                    str(key): [ErrorDetail(f"{key!r} is not a field here; the fields are {allowed}.", code="unknown_field")]
-                    for key in unknown
-                })
-        return super().to_internal_value(data)
 
 
 class MessageInputSerializer(RefusesUnknownKeys):

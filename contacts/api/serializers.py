@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
 from django.core.validators import (
     MaxLengthValidator,
@@ -17,7 +16,7 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from contacts.models import ChangeRequest, Contact, Note, Source, Task
 from contacts.services import STANDARD_FIELDS, TEXT_ONLY_FIELDS
 from crm_hub.api.errors import validated
-from crm_hub.errors import FieldError, InputRejected
+from crm_hub.api.inputs import RefusesUnknownKeys
 
 FIELD_HELP = {
     "name": "Full name as the person gave it.",
@@ -38,8 +37,8 @@ FIELD_HELP = {
 }
 
 
-class StrictSerializer(serializers.Serializer):
-    """Refuse keys the endpoint does not know (code ``unknown_field``) instead of dropping them silently.
+class StrictSerializer(RefusesUnknownKeys):
+    """An input whose well-formed bodies skip DRF.
 
     ``clean(data)`` is what views call: a plain well-formed body is checked by a plan compiled
     once per class (DRF builds and deep-copies every field on every call, a visible share of
@@ -63,24 +62,6 @@ class StrictSerializer(serializers.Serializer):
             return plan(data)
         except _NotPlain:
             return None
-
-    def __init__(self, *args, path: str = "", **kwargs):
-        self.path = path
-        super().__init__(*args, **kwargs)
-
-    def to_internal_value(self, data):
-        if isinstance(data, Mapping):
-            allowed = sorted(self.fields)
-            unknown = [key for key in data if key not in self.fields]
-            if unknown:
-                raise InputRejected(
-                    FieldError(self._path(key), "unknown_field", f"{key!r} is not a field here.", allowed)
-                    for key in unknown
-                )
-        return super().to_internal_value(data)
-
-    def _path(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
 
 
 class _NotPlain(Exception):
@@ -346,7 +327,7 @@ class IntakeContactInput(ContactFieldsInput):
 
 
 class IntakeInput(StrictSerializer):
-    contact = IntakeContactInput(path="contact", help_text="The person, as in POST contacts/upsert (no owner).")
+    contact = IntakeContactInput(help_text="The person, as in POST contacts/upsert (no owner).")
     note = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, trim_whitespace=False,
         help_text="The conversation summary, stored as a note.",
@@ -361,13 +342,13 @@ class IntakeInput(StrictSerializer):
     stage = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, help_text="Stage id or name to put the contact in."
     )
-    task = IntakeTaskInput(path="task", required=False, allow_null=True, help_text="The follow-up task.")
+    task = IntakeTaskInput(required=False, allow_null=True, help_text="The follow-up task.")
     custom = serializers.DictField(
         required=False, allow_null=True,
         help_text="Custom field values by key, as contact.custom (errors then name custom.<key>).",
     )
     conversation = IntakeConversationInput(
-        path="conversation", required=False, allow_null=True,
+        required=False, allow_null=True,
         help_text="The conversation and its transcript (needs conversations:write).",
     )
 

@@ -76,24 +76,36 @@ def validated(serializer) -> dict:
     """``serializer.validated_data``, or InputRejected naming every problem.
 
     Where the value must come from a list (a ChoiceField, at any depth) the error carries
-    ``allowed``, as the contract asks; DRF's own message only says the value is not valid.
+    ``allowed``, as the contract asks; DRF's own message only says the value is not valid. An
+    unknown key's error lists the keys allowed beside it.
     """
     try:
         serializer.is_valid(raise_exception=True)
     except exceptions.ValidationError as exc:
         raise InputRejected(
-            FieldError(item["field"], item["code"], item["message"], _choices_at(serializer, item["field"]))
+            FieldError(item["field"], item["code"], item["message"], _allowed_at(serializer, item["field"], item["code"]))
             for item in flatten_validation_error(exc.detail, exc.get_codes())
         ) from None
     return serializer.validated_data
 
 
-def _choices_at(serializer, path: str | None) -> list[str] | None:
-    """The choices of the ChoiceField at ``path`` ("messages.0.role") in ``serializer``, if it is one."""
+def _allowed_at(serializer, path: str | None, code: str) -> list[str] | None:
+    """What may stand at ``path`` ("messages.0.role") in ``serializer``: a ChoiceField's choices, or for an
+    unknown key the keys of the object that holds it."""
     if not path:
         return None
+    if code == "unknown_field":
+        holder = _field_at(serializer, path.rpartition(".")[0])
+        fields = getattr(holder, "fields", None)
+        return sorted(fields) if isinstance(fields, Mapping) else None
+    field = _field_at(serializer, path)
+    return [str(key) for key in field.choices] if isinstance(field, serializers.ChoiceField) else None
+
+
+def _field_at(serializer, path: str):
+    """The field at ``path`` in ``serializer`` (the serializer itself for ""), or None."""
     field = serializer
-    for part in path.split("."):
+    for part in filter(None, path.split(".")):
         if part.isdigit():
             if not isinstance(field, (serializers.ListField, serializers.ListSerializer)):
                 return None
@@ -103,7 +115,7 @@ def _choices_at(serializer, path: str | None) -> list[str] | None:
         if not isinstance(fields, Mapping) or part not in fields:
             return None
         field = fields[part]
-    return [str(key) for key in field.choices] if isinstance(field, serializers.ChoiceField) else None
+    return field
 
 
 def error_item(field: str | None, code: str, message: str) -> dict:

@@ -190,3 +190,14 @@ def test_a_stage_named_with_digits_is_found_by_its_name_before_an_id(bot, taxono
     by_id = bot.post("intake", {"contact": {"name": "Ids", "phone": "+15615550191"}, "pipeline": "Sales", "stage": str(taxonomy["new"].pk)})
     assert by_id.status_code == 201, by_id.content
     assert ContactStage.objects.get(contact__name="Ids").stage == taxonomy["new"]
+
+
+def test_unknown_keys_in_several_parts_are_all_named_with_what_is_allowed(bot, taxonomy):
+    response = bot.post("intake", {"contact": {"name": "X", "nickname": "Y"},
+                                   "task": {"title": "Call", "due_at": "2030-01-01T10:00:00Z", "urgency": "high"}})
+    assert response.status_code == 400
+    errors = {e["field"]: e for e in response.json()["errors"]}
+    assert set(errors) == {"contact.nickname", "task.urgency"}
+    assert "name" in errors["contact.nickname"]["allowed"] and "due_at" in errors["task.urgency"]["allowed"]
+    assert "the fields are" in errors["task.urgency"]["message"] and "title" in errors["task.urgency"]["message"]
+    assert Contact.objects.count() == 0

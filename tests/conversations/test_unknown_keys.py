@@ -49,4 +49,5 @@ def test_unknown_keys_in_start_and_messages_are_named_with_their_path(bot):
     assert response.status_code == 400
     assert codes(response) == [("messages.1.timestamp", "unknown_field")]
     assert "sent_at" in response.json()["errors"][0]["message"]  # says which fields there are
+    assert "sent_at" in response.json()["errors"][0]["allowed"]
     assert Conversation.objects.count() == 1
