@@ -46,6 +46,12 @@ class FormAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # A form people answered is closed, not deleted: its submissions are the record of what they sent.
+        if obj is not None and obj.submissions.exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
     @admin.display(description="Submissions")
     def submission_total(self, obj):
         return obj.submissions.count()
@@ -91,6 +97,9 @@ class SubmissionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the contact's history points at it
 
     @admin.display(description="Contact")
     def contact_link(self, obj):

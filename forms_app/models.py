@@ -48,7 +48,8 @@ class Form(models.Model):
         help_text="Owner given to contacts that have none yet.",
     )
     current_version = models.ForeignKey(
-        "FormVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        # SET_NULL: deleting a form deletes its versions, this one included (PROTECT refused every delete).
+        "FormVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
     )
     views_count = models.PositiveIntegerField(default=0, editable=False)
     created_by = models.ForeignKey(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from forms_app.models import FieldType
+from forms_app.services import answer_max_chars
 
 INPUT_TYPES = {
     FieldType.TEXT: "text",
@@ -44,7 +45,7 @@ def field_rows(
                 "input_type": INPUT_TYPES.get(kind, "text"),
                 "inputmode": "decimal" if kind == FieldType.NUMBER else "",
                 "autocomplete": AUTOCOMPLETE.get(definition.get("maps_to") or "", "off" if kind == FieldType.FILE else ""),
-                "maxlength": limits["long_text"] if kind == FieldType.LONG_TEXT else limits["text"],
+                "maxlength": answer_max_chars(definition, limits),
                 "value": value if isinstance(value, str) else "",
                 "selected": value if isinstance(value, list) else [value],
                 "errors": field_errors,

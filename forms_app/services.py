@@ -31,6 +31,7 @@ from contacts import services as contact_services
 from contacts.custom_fields import BadValue, clean_value
 from contacts.models import Contact, CustomField, HistoryEntry, Source, Stage, Tag
 from contacts.normalize import (
+    ExtensionTooLong,
     InvalidEmail,
     InvalidNumber,
     InvalidPhone,
@@ -150,6 +151,8 @@ def clean_field_definitions(raw: Any) -> list[dict[str, Any]]:
             elif len(choices) > MAX_CHOICES:
                 errors.append(FieldError(f"{path}.choices", "invalid_value", f"At most {MAX_CHOICES} choices."))
         maps_to = str(item.get("maps_to") or "")
+        if kind == FieldType.FILE and not maps_to:
+            maps_to = FILES_TARGET  # the one place an upload is kept
         target_error = _target_error(kind, maps_to, choices=choices, contact_keys=contact_keys, custom=custom)
         if target_error:
             errors.append(FieldError(f"{path}.maps_to", "invalid_value", target_error))
@@ -185,7 +188,7 @@ def _target_error(
     kind: str, maps_to: str, *, choices: list[str], contact_keys: set[str], custom: dict[str, CustomField]
 ) -> str:
     if kind == FieldType.FILE:
-        return "" if maps_to in ("", FILES_TARGET) else "A file field can only go to the contact's files."
+        return "" if maps_to == FILES_TARGET else "A file field's upload is kept in the contact's files; choose Contact files."
     if maps_to == "":
         return ""
     if maps_to == FILES_TARGET:
@@ -196,6 +199,9 @@ def _target_error(
             return "Unknown contact field."
         if kind in (FieldType.MULTIPLE_CHOICE, FieldType.CHECKBOX):
             return "This field type cannot fill a contact field; map it to a custom field or keep it on the submission."
+        if kind == FieldType.NUMBER:
+            # Read as a number, ZIP code 02134 would be stored as 2134 and house number 12A refused.
+            return "A Number field cannot fill a contact field; use a Short text field."
         if key == "email" and kind != FieldType.EMAIL:
             return "Only an Email field can fill the contact's email."
         if key == "phone" and kind != FieldType.PHONE:
@@ -485,7 +491,7 @@ def clean_answers(
             if required:
                 fail("required", "This field is required.")
             continue
-        max_chars = limit["long_text"] if kind == FieldType.LONG_TEXT else limit["text"]
+        max_chars = answer_max_chars(definition, limit)
         if len(text) > max_chars:
             fail("too_long", f"Please keep this under {max_chars:,} characters (you wrote {len(text):,}).")
             continue
@@ -498,6 +504,9 @@ def clean_answers(
         elif kind == FieldType.PHONE:
             try:
                 parse_phone(text)
+            except ExtensionTooLong as exc:
+                fail("invalid_phone", f"This number is fine but {exc}; shorten it.")
+                continue
             except InvalidPhone:
                 fail("invalid_phone", "Enter a valid phone number; add the country code (e.g. +44) for numbers from abroad.")
                 continue
@@ -509,7 +518,13 @@ def clean_answers(
             if not exact.is_finite() or not math.isfinite(float(exact)):
                 fail("invalid_number", "Enter a number, like 42, 5,000 or 1250.50.")
                 continue
-            answers[fid] = int(exact) if exact == exact.to_integral_value() else float(exact)
+            if definition["maps_to"].startswith("contact."):
+                answers[fid] = text  # forms saved before Number was refused there: a ZIP code keeps its 0
+            elif exact == exact.to_integral_value():
+                answers[fid] = int(exact)
+            else:
+                # A float where it holds the number exactly; else the digits, which a decimal field keeps.
+                answers[fid] = float(exact) if Decimal(repr(float(exact))) == exact else format(exact, "f")
             continue
         elif kind == FieldType.DATE:
             try:
@@ -526,6 +541,16 @@ def clean_answers(
             continue
         answers[fid] = text
     return answers, uploads, errors
+
+
+def answer_max_chars(definition: dict[str, Any], limit: dict[str, int]) -> int:
+    """The longest answer a text field takes: the form's limit, or less where its target stores less (a name)."""
+    most = limit["long_text"] if definition["type"] == FieldType.LONG_TEXT else limit["text"]
+    target = definition.get("maps_to") or ""
+    if definition["type"] in (FieldType.TEXT, FieldType.LONG_TEXT) and target.startswith("contact."):
+        field = Contact._meta.get_field(target.removeprefix("contact."))
+        most = min(most, field.max_length or most)
+    return most
 
 
 def _size(num_bytes: int) -> str:
@@ -554,6 +579,26 @@ def _contact_input(definitions: list[dict[str, Any]], answers: dict[str, Any]) -
         elif target.startswith("custom."):
             custom[target.removeprefix("custom.")] = value
     return data, custom, field_for
+
+
+def _unticked_boxes_left_alone(cleaned: contact_services.CleanContactInput, definitions: list[dict[str, Any]]):
+    """For a person already in the CRM, an unticked box is no answer: it does not turn their "yes" into "no".
+
+    A page cannot tell "left unticked" from "no", and anyone who knows a customer's phone can send the
+    public form: read as "no", that withdrew a consent the customer gave. A new contact keeps the "no".
+    """
+    unticked = {
+        d["maps_to"].removeprefix("custom.") for d in definitions
+        if d["type"] == FieldType.CHECKBOX and d["maps_to"].startswith("custom.")
+    } & {key for key, value in cleaned.custom.items() if value is False}
+    if not unticked or not (cleaned.phone_e164 or cleaned.email_normalized):
+        return cleaned
+    by_phone, by_email = contact_services.find_contact_by_keys(
+        phone_e164=cleaned.phone_e164, email_normalized=cleaned.email_normalized
+    )
+    if by_phone is None and by_email is None:
+        return cleaned
+    return replace(cleaned, custom={key: value for key, value in cleaned.custom.items() if key not in unticked})
 
 
 def form_actor(form: Form) -> Actor:
@@ -597,6 +642,7 @@ def submit_form(*, form: Form, data: Any, files: Any = None, ip_hash: str = "") 
         # The form's tags go in with the person, so "contact created" rules that look for a tag
         # see them (added afterwards, a rule for new VIPs missed every VIP the form brought in).
         form_tags = list(form.tags.all())
+        cleaned = _unticked_boxes_left_alone(cleaned, definitions)
         if form_tags:
             cleaned = replace(cleaned, tags=list({t.pk: t for t in [*(cleaned.tags or []), *form_tags]}.values()))
         upsert = contact_services.upsert_contact(data={}, actor=actor, source=Source.FORM, cleaned=cleaned)
@@ -608,7 +654,8 @@ def submit_form(*, form: Form, data: Any, files: Any = None, ip_hash: str = "") 
                 contact=contact, pipeline=form.stage.pipeline, stage=form.stage, actor=actor, source=Source.FORM,
                 forward_only=True,
             )
-        if form.owner is not None and contact.owner_id is None:
+        # A deactivated owner (someone who left) is not handed new leads; the form's page says so.
+        if form.owner is not None and form.owner.is_active and contact.owner_id is None:
             contact_services.assign_owner(contact=contact, owner=form.owner, actor=actor, source=Source.FORM)
         for fid, upload in uploads.items():
             stored = contact_services.add_file(contact=contact, upload=upload, actor=actor, source=Source.FORM)

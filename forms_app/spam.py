@@ -57,12 +57,19 @@ def make_token(form_id: int) -> str:
     return signing.TimestampSigner(salt=TOKEN_SALT).sign(f"{form_id}:{secrets.token_urlsafe(9)}")
 
 
-def token_is_valid(token: str, form_id: int) -> bool:
+TOKEN_EXPIRED = "This page was open for too long. Please check your answers and send the form again."
+TOKEN_REFUSED = "This page could not be checked (it may come from an old copy or another form). Please send the form again."
+
+
+def token_problem(token: str, form_id: int) -> str:
+    """Why a page's token is not accepted (the message for the visitor), or "" when it is."""
     try:
         value = signing.TimestampSigner(salt=TOKEN_SALT).unsign(token or "", max_age=settings.FORMS_TOKEN_MAX_AGE)
+    except signing.SignatureExpired:
+        return TOKEN_EXPIRED
     except signing.BadSignature:
-        return False
-    return value.split(":", 1)[0] == str(form_id)
+        return TOKEN_REFUSED
+    return "" if value.split(":", 1)[0] == str(form_id) else TOKEN_REFUSED
 
 
 def _token_key(token: str) -> str:

@@ -341,8 +341,9 @@ def public_form(request, slug: str):
         return thanks
     values = _values_for_redisplay(fields, request.POST)
     token = request.POST.get("form_token", "")
-    if not spam.token_is_valid(token, form.pk):
-        errors = {"": ["This page was open for too long. Please check your answers and send the form again."]}
+    token_problem = spam.token_problem(token, form.pk)
+    if token_problem:
+        errors = {"": [token_problem]}
         return _render_public(request, form, embed=embed, values=values, errors=errors, status=400)
     if not spam.claim_token(token):
         return thanks  # the same page sent twice: the first POST is the submission

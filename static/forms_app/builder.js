@@ -38,9 +38,9 @@
 
     function allowedTargets(type) {
       return targets.filter(function (t) {
-        if (type === "file") return t.value === "" || t.value === "contact.files";
+        if (type === "file") return t.value === "contact.files";
         if (t.value === "contact.files") return false;
-        if (type === "multiple_choice" || type === "checkbox") return !t.value.startsWith("contact.");
+        if (type === "multiple_choice" || type === "checkbox" || type === "number") return !t.value.startsWith("contact.");
         if (t.value === "contact.email") return type === "email";
         if (t.value === "contact.phone") return type === "phone";
         if (t.value === "contact.birthday") return type === "date";
