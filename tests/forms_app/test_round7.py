@@ -5,7 +5,6 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.sites import site
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client, RequestFactory
 
 from contacts.models import Contact, ContactFile
