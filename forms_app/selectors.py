@@ -112,3 +112,14 @@ def submissions_timeline_source(contact: Contact, limit: int, before=None):
         submissions = submissions.filter(created_at__lt=before)
     submissions = submissions.select_related("form", "version").order_by("-created_at", "-id")[:limit]
     return [TimelineItem("form_submission", s.created_at, s) for s in submissions]
+
+
+def automations_for_form(form: Form) -> list:
+    """The active rules a submission of ``form`` sets off: those for this form and those for every form."""
+    from automations.models import Rule, Trigger
+
+    return list(
+        Rule.objects.filter(active=True, trigger=Trigger.FORM_SUBMITTED)
+        .filter(Q(form_id=form.pk) | Q(form_id__isnull=True))
+        .order_by("position", "id")
+    )

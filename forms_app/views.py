@@ -166,6 +166,8 @@ def form_detail(request, pk: int):
             "embed_url": f"{public_url}?embed=1",
             "recent": selectors.submissions_for_form(form, request.user)[:5],
             "can_build": selectors.user_can_build_forms(request.user),
+            "automations": selectors.automations_for_form(form),
+            "can_add_rules": request.user.has_perm("automations.add_rule"),
         },
     )
 

@@ -113,3 +113,21 @@ def test_a_long_extension_is_told_as_such_and_a_name_field_is_as_long_as_a_name(
         services.submit_form(form=form, data={"fname": "x" * 201})
     assert too_long.value.errors[0].field == "fname" and "200" in too_long.value.errors[0].message
     assert not ContactFile.objects.exists()
+
+
+def test_the_form_page_lists_its_automations_and_offers_to_add_one(admin_client):
+    from tests.automations.factories import RuleFactory
+
+    form = make_form(title="Demo request")
+    other = make_form(title="Other")
+    mine = RuleFactory(name="Call demo leads", trigger="form_submitted", form_id=form.pk)
+    every = RuleFactory(name="Welcome everyone", trigger="form_submitted")
+    RuleFactory(name="For the other form", trigger="form_submitted", form_id=other.pk)
+    RuleFactory(name="Switched off", trigger="form_submitted", form_id=form.pk, active=False)
+    page = admin_client.get(f"/forms/{form.pk}/").content.decode()
+    listed = page.split('data-testid="form-automations"')[1].split("</dd>")[0]
+    assert mine.name in listed and every.name in listed and "(every form)" in listed
+    assert "For the other form" not in listed and "Switched off" not in listed
+    add = re.search(r'href="([^"]+)">Add an automation for this form', listed).group(1).replace("&amp;", "&")
+    form_page = admin_client.get(add).content.decode()
+    assert f'name="form_id" value="{form.pk}"' in form_page
