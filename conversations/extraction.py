@@ -30,7 +30,7 @@ from contacts.normalize import (
     is_blank,
     parse_phone,
 )
-from contacts.services import clean_contact_input
+from contacts.services import TEXT_ONLY_FIELDS, clean_contact_input
 from crm_hub.actors import Actor
 from crm_hub.errors import InputRejected
 from crm_hub.unstorable import unstorable_text
@@ -220,32 +220,45 @@ def _after_label(text: str, definition: CustomField, pattern: re.Pattern) -> lis
     return values
 
 
-def _phones_at(text: str, region: str) -> list[tuple[str, int]]:
+def _phones_at(text: str, region: str) -> tuple[list[tuple[str, int]], list[str]]:
     """(phone, where it starts) for each phone in the text: E.164, with " ext. N" when the visitor gave an
-    extension (parsed back the same way on write)."""
+    extension (parsed back the same way on write); and the runs given as a phone that are none."""
     found = []
     taken: list[tuple[int, int]] = []
     for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
         number = phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
         found.append((number + (f" ext. {m.number.extension}" if m.number.extension else ""), m.start))
         taken.append((m.start, m.end))
+    unreadable = []
     # What the matcher does not read but every write path does (contacts.normalize.parse_phone): a
     # leading 00 as the international prefix, Mexico's old "+52 1" mobiles. They were lost without a trace.
     for m in PHONE_LIKE.finditer(text):
         if any(start < m.end() and m.start() < end for start, end in taken):
             continue
-        if not m.group(0).startswith(("00", "+", "011")):
-            continue  # a national-looking run the matcher passed over is a date or a reference, not a phone
+        international = m.group(0).startswith(("00", "+", "011"))
+        # A national-looking run the matcher passed over is a date or a reference, unless it is said
+        # as a number ("call me 555-0000"): then it is a phone that does not parse, recorded as such.
+        if not international and not (sum(ch.isdigit() for ch in m.group(0)) >= 7 and _GIVEN_AS_PHONE.search(text[: m.start()])):
+            continue
         try:
             phone = parse_phone(m.group(0), region=region)
         except InvalidPhone:
+            unreadable.append(m.group(0))
             continue
-        found.append((phone.e164 + (f" ext. {phone.extension}" if phone.extension else ""), m.start()))
-    return sorted(found, key=lambda item: item[1])
+        if international:
+            found.append((phone.e164 + (f" ext. {phone.extension}" if phone.extension else ""), m.start()))
+    return sorted(found, key=lambda item: item[1]), unreadable
 
 
 def _phones_in(text: str, region: str) -> list[str]:
-    return [phone for phone, _start in _phones_at(text, region)]
+    return [phone for phone, _start in _phones_at(text, region)[0]]
+
+
+# Words that present what follows as a phone number, close before it ("order number 12345678" is none).
+_GIVEN_AS_PHONE = re.compile(
+    r"\b(?:call|phone|mobile|cell|tel|telephone|whatsapp|text|sms|ring|reach|(?:my|our)\s+number)\b\W*(?:\w+\W+){0,3}$",
+    re.IGNORECASE,
+)
 
 
 PHONE_LIKE = re.compile(r"\+?[\d(][\d\s().-]{5,}\d")
@@ -335,15 +348,18 @@ def extract_with_rules(texts: Iterable[str], *, definitions: Sequence[CustomFiel
                 result.drop("email", candidate, "invalid_email: not a valid email address")
                 continue
             emails.append(_Candidate.at(normalized, texts, index, match.start()))
-        for value, start in _phones_at(text, region):
+        read, unreadable = _phones_at(text, region)
+        for value, start in read:
             if value not in claimed_phones and len(phones) < MAX_CANDIDATES:
                 phones.append(_Candidate.at(value, texts, index, start))
+        for raw in unreadable:
+            result.drop("phone", raw, "invalid_phone: not a valid phone number")
         if "name" not in result.contact:
             name = _find_name(text)
             if name:
                 result.contact["name"] = name
     for field_name, candidates in (("email", emails), ("phone", phones)):
-        chosen, reason = _choose(candidates, field_name)
+        chosen, reasons = _choose(candidates, field_name)
         if chosen is None:
             continue
         result.contact[field_name] = chosen
@@ -351,7 +367,12 @@ def extract_with_rules(texts: Iterable[str], *, definitions: Sequence[CustomFiel
         for candidate in candidates:
             if candidate.value != chosen and candidate.value not in listed:
                 listed.add(candidate.value)
-                result.drop(field_name, candidate.value, reason)
+                result.drop(field_name, candidate.value, reasons[candidate.value])
+    name = result.contact.get("name")
+    chosen_words = {str(v).casefold() for value in result.custom.values() for v in (value if isinstance(value, list) else [value])}
+    if name and name.casefold() in chosen_words:
+        # "I am Pro at this" names the plan the visitor is on, not the visitor.
+        result.drop("name", result.contact.pop("name"), "not a name: the word is a choice the visitor mentioned")
     return result
 
 
@@ -440,8 +461,8 @@ def _whose(before: str) -> str:
     return ""
 
 
-def _choose(candidates: list[_Candidate], field_name: str) -> tuple[str | None, str]:
-    """Return the visitor's own value among the candidates, and why the others were left out.
+def _choose(candidates: list[_Candidate], field_name: str) -> tuple[str | None, dict[str, str]]:
+    """Return the visitor's own value among the candidates, and why each other one was left out.
 
     A correction wins over what it corrects (the last one written after "actually", "sorry", ...);
     otherwise the first said as the visitor's own ("reach me at", "my cell", "Direct:") and not
@@ -450,22 +471,26 @@ def _choose(candidates: list[_Candidate], field_name: str) -> tuple[str | None, 
     """
     distinct = {c.value for c in candidates}
     if not distinct:
-        return None, ""
+        return None, {}
     if len(distinct) == 1:
-        return candidates[0].value, ""
+        return candidates[0].value, {}
     ordered = sorted(candidates, key=lambda c: c.order)
     corrections = [c for c in ordered[1:] if c.corrected and not c.someone_elses]
     if corrections:
-        return corrections[-1].value, f"corrected: a later message gave another {field_name}"
-    for rule, reason in (
-        (lambda c: c.own and not c.someone_elses, f"the visitor gave another {field_name} as their own"),
-        (lambda c: not c.someone_elses, f"said as someone else's {field_name}"),
-        (lambda c: True, f"another {field_name} was found first; only one is kept"),
-    ):
-        chosen = next((c for c in ordered if rule(c)), None)
-        if chosen is not None:
-            return chosen.value, reason
-    return None, ""
+        reason = f"corrected: a later message gave another {field_name}"
+        return corrections[-1].value, {c.value: reason for c in candidates}
+    chosen = (next((c for c in ordered if c.own and not c.someone_elses), None)
+              or next((c for c in ordered if not c.someone_elses), None) or ordered[0])
+
+    def why(candidate: _Candidate) -> str:
+        # Each value left out is told by what holds for it, not by the rule that picked the winner.
+        if candidate.someone_elses:
+            return f"said as someone else's {field_name}"
+        if chosen.own:
+            return f"the visitor gave another {field_name} as their own"
+        return f"another {field_name} was found first; only one is kept"
+
+    return chosen.value, {c.value: why(c) for c in candidates}
 
 
 # --- LLM extractor (OpenAI-compatible chat completions) ---------------------------------------
@@ -697,7 +722,11 @@ def validate_found(extraction: Extraction, *, actor: Actor) -> Extraction:
         if found := unstorable_text(key) or unstorable_text(custom[key]):
             extraction.drop(f"custom.{key}", custom.pop(key), f"{found[1]}: the value holds text no database can store")
     for key, value in list(contact.items()):
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        # A number is read as text only where digits are the value (a phone, a ZIP code); as a name,
+        # 123 is refused as an agent's write refuses it.
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or (
+            key in TEXT_ONLY_FIELDS and not isinstance(value, str)
+        ):
             extraction.drop(key, contact.pop(key), "invalid_value: expected text")
         elif not isinstance(value, str):
             contact[key] = str(value)

@@ -25,7 +25,8 @@ def contact_detail(contact: Contact) -> dict:
         definition = definitions.get(key)
         if definition is None:
             continue
-        band = definition.band_label(value) if definition.type in (CustomField.Type.NUMBER, CustomField.Type.DECIMAL) else ""
+        # null, not "", where there is no band: as the conversation endpoints say it.
+        band = (definition.band_label(value) or None) if definition.type in (CustomField.Type.NUMBER, CustomField.Type.DECIMAL) else None
         custom_fields.append(
             {"key": key, "label": definition.label, "type": definition.type, "value": value, "band": band,
              "position": (definition.position, definition.pk)}

@@ -9,11 +9,13 @@ from django.core.validators import (
     MinLengthValidator,
     ProhibitNullCharactersValidator,
 )
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import _UnvalidatedField
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from contacts.models import ChangeRequest, Contact, Note, Source, Task
+from contacts.selectors import list_vocabulary
 from contacts.services import STANDARD_FIELDS, TEXT_ONLY_FIELDS
 from crm_hub.api.errors import validated
 from crm_hub.api.inputs import RefusesUnknownKeys
@@ -381,6 +383,9 @@ class ContactOutput(serializers.ModelSerializer):
 
     owner = OwnerOutput(allow_null=True, help_text="The user who owns the contact, or null.")
     custom = serializers.DictField(help_text="Custom field values keyed by field key.")
+    custom_bands = serializers.SerializerMethodField(
+        help_text='Beside each number custom value that falls in a band, the band\'s label: {"intent_score": "High intent"}.'
+    )
     source = serializers.ChoiceField(
         choices=Source.choices, help_text="How the contact first came in (Chat for intake, API for other agent writes); never changes."
     )
@@ -390,7 +395,7 @@ class ContactOutput(serializers.ModelSerializer):
         fields = [
             "id", "name", "identity", "phone", "phone_e164", "email", "email_normalized", "company", "position",
             "birthday", "zip_code", "country", "state", "city", "district", "street", "number", "complement",
-            "source", "owner", "custom", "created_at", "updated_at", "last_activity_at",
+            "source", "owner", "custom", "custom_bands", "created_at", "updated_at", "last_activity_at",
         ]
         extra_kwargs = {
             "id": {"help_text": "Contact id."},
@@ -407,6 +412,18 @@ class ContactOutput(serializers.ModelSerializer):
         if not self.context.get("identity_visible", False):
             data.pop("identity", None)
         return data
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+    def get_custom_bands(self, contact: Contact) -> dict[str, str]:
+        return custom_bands(contact.custom)
+
+
+def custom_bands(custom: dict | None) -> dict[str, str]:
+    """The band label of each custom value that falls in one (definitions from the cached list vocabulary)."""
+    if not custom:
+        return {}
+    banded = {d.key: d for d in list_vocabulary().custom_fields if d.bands}
+    return {key: label for key, value in custom.items() if key in banded and (label := banded[key].band_label(value))}
 
 
 def _when(value) -> str | None:
@@ -428,6 +445,7 @@ def contact_record(contact: Contact, *, identity_visible: bool) -> dict:
             "id": owner.pk, "username": owner.get_username(), "name": owner.get_full_name(), "email": owner.email,
         },
         "custom": contact.custom or {},
+        "custom_bands": custom_bands(contact.custom),
         "created_at": _when(contact.created_at),
         "updated_at": _when(contact.updated_at),
         "last_activity_at": _when(contact.last_activity_at),
@@ -602,7 +620,7 @@ class CustomFieldValueOutput(serializers.Serializer):
     label = serializers.CharField(help_text="Field label.")
     type = serializers.CharField(help_text="Field type.")
     value = serializers.JSONField(help_text="The value.")
-    band = serializers.CharField(help_text="For number fields with bands: the band the value falls in, else empty.")
+    band = serializers.CharField(allow_null=True, help_text="For number fields with bands: the band the value falls in, else null.")
 
 
 class ConversationOutput(serializers.Serializer):

@@ -63,6 +63,32 @@ class RefusesBlankFilterSet(django_filters.FilterSet):
 
     refuse_blank: tuple[str, ...] = ()
 
+    def is_valid(self) -> bool:
+        """Refuse bad parameters in the API's words: a choice lists what is allowed, a time shows its shape.
+
+        django-filter's own "Select a valid choice" named nothing to pick from, and "Enter a valid
+        date/time" did not say that an unencoded "+" in an offset arrives as a space.
+        """
+        from crm_hub.errors import FieldError, InputRejected
+
+        if super().is_valid():
+            return True
+        errors = []
+        for name, problems in self.form.errors.as_data().items():
+            field = self.form.fields.get(name)
+            sent = str(self.data.get(name, ""))
+            for problem in problems:
+                if problem.code == "invalid_choice" and isinstance(field, forms.ChoiceField):
+                    allowed = [str(value) for value, _label in field.choices if value != ""]
+                    errors.append(FieldError(name, "invalid_value", f"{sent!r} is not one of the allowed values.", allowed))
+                elif isinstance(field, forms.DateTimeField) and problem.code == "invalid":
+                    hint = " (a '+' in the offset must be sent as %2B)" if " " in sent else ""
+                    errors.append(FieldError(name, "invalid_value",
+                                             f"Expected an ISO 8601 date-time such as 2026-05-01T14:30:00Z{hint}."))
+                else:
+                    errors.append(FieldError(name, "invalid_value", " ".join(problem.messages)))
+        raise InputRejected(errors)
+
     def filter_queryset(self, queryset):
         from crm_hub.errors import FieldError, InputRejected
 

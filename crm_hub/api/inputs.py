@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
+from rest_framework.settings import api_settings
 
 
 class RefusesUnknownKeys(serializers.Serializer):
@@ -17,6 +18,11 @@ class RefusesUnknownKeys(serializers.Serializer):
     """
 
     def to_internal_value(self, data):
+        if not isinstance(data, Mapping):
+            # DRF says "Expected a dictionary, but got int": to a caller who sent an id, not which object.
+            raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [ErrorDetail(
+                f"Expected an object with the fields {', '.join(sorted(self.fields))}; got {_json_type(data)}.", code="invalid",
+            )]})
         if isinstance(data, Mapping):
             unknown = [key for key in data if key not in self.fields]
             if unknown:
@@ -27,3 +33,15 @@ class RefusesUnknownKeys(serializers.Serializer):
                     for key in unknown
                 })
         return super().to_internal_value(data)
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "a list" if isinstance(value, list) else type(value).__name__

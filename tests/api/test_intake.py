@@ -201,3 +201,10 @@ def test_unknown_keys_in_several_parts_are_all_named_with_what_is_allowed(bot, t
     assert "name" in errors["contact.nickname"]["allowed"] and "due_at" in errors["task.urgency"]["allowed"]
     assert "the fields are" in errors["task.urgency"]["message"] and "title" in errors["task.urgency"]["message"]
     assert Contact.objects.count() == 0
+
+
+def test_a_part_sent_as_a_number_is_told_what_object_it_should_be(bot, taxonomy):
+    response = bot.post("intake", {"contact": {"name": "X", "email": "x@example.com"}, "conversation": 69})
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert error["field"] == "conversation" and "external_id" in error["message"] and "a number" in error["message"]

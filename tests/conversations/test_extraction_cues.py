@@ -29,10 +29,8 @@ def test_the_visitors_own_value_wins_over_someone_elses_in_the_same_message(api,
     contact = Contact.objects.get()
     assert (contact.email_normalized or None, contact.phone_e164 or None) == (email, phone)
     extraction = Conversation.objects.get(pk=conversation_id).extraction
-    # The other person's value is recorded as left out, not silently lost.
-    assert [d["reason"] for d in extraction["dropped"]] == [
-        f"the visitor gave another {'email' if email else 'phone'} as their own"
-    ]
+    # The other person's value is recorded as left out, not silently lost, and said to be theirs.
+    assert [d["reason"] for d in extraction["dropped"]] == [f"said as someone else's {'email' if email else 'phone'}"]
 
 
 @pytest.mark.parametrize(("text", "email", "phone"), REPROS)

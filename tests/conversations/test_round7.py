@@ -1,0 +1,51 @@
+"""Found from outside (round 7): what extraction keeps, drops and says about it."""
+
+import pytest
+
+from contacts.models import Contact
+from conversations.extraction import extract_with_rules
+from conversations.models import Conversation
+from tests.contacts.factories import CustomFieldFactory
+from tests.conversations.test_extraction import end_extract, transcript
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_llm_number_given_as_a_name_is_dropped_as_an_agent_write_refuses_it(api, fake_llm):
+    fake_llm.reply_json({"contact": {"name": 123, "phone": 5615550166, "email": None}, "custom": {}})
+    conversation_id = transcript(api, "call me on 561 555 0166")
+    answer = end_extract(api, conversation_id)
+    contact = Contact.objects.get()
+    assert (contact.name, contact.phone_e164) == ("", "+15615550166")  # a phone may come as digits
+    dropped = {d["field"]: d for d in Conversation.objects.get(pk=conversation_id).extraction["dropped"]}
+    assert dropped["name"]["value"] == "123" and dropped["name"]["reason"].startswith("invalid_value")
+    assert "name" not in answer["extraction"]["found"]
+
+
+@pytest.mark.parametrize("text", ["reach me at +44 7700 900123", "my number is 07700 900123", "call me 555-0000"])
+def test_a_phone_that_does_not_parse_is_dropped_with_a_reason(api, text):
+    conversation_id = transcript(api, text)
+    end_extract(api, conversation_id, extractor="rules")
+    dropped = Conversation.objects.get(pk=conversation_id).extraction["dropped"]
+    assert [(d["field"], d["reason"]) for d in dropped] == [("phone", "invalid_phone: not a valid phone number")]
+    assert not Contact.objects.exists()
+
+
+@pytest.mark.parametrize("text", ["Invoice 2026-11-22, order number 12345678", "see ticket 555-0000-12 please"])
+def test_numbers_not_given_as_phones_are_not_called_invalid_phones(text):
+    assert extract_with_rules([text], definitions=[]).dropped == []
+
+
+def test_a_second_phone_is_left_out_for_being_second_not_for_being_someone_elses():
+    found = extract_with_rules(["numbers: 561 555 0192, 561 555 0193"], definitions=[])
+    assert found.contact["phone"] == "+15615550192"
+    assert [d["reason"] for d in found.dropped] == ["another phone was found first; only one is kept"]
+
+
+def test_a_plan_the_visitor_names_is_not_taken_as_their_name():
+    plan = CustomFieldFactory(key="product_interest", label="Product", type="single_choice",
+                              choices=["Basic", "Pro"], allow_for_ai=True)
+    found = extract_with_rules(["Hello, I am Pro at this. pat@p.io"], definitions=[plan])
+    assert found.custom == {"product_interest": "Pro"} and "name" not in found.contact
+    assert found.dropped[0]["field"] == "name"
+    assert extract_with_rules(["I am Ana Lima, interested in Pro"], definitions=[plan]).contact["name"] == "Ana Lima"
