@@ -97,7 +97,7 @@ def upsert_contacts_batch(*, items: list[Item | InputRejected], actor: Actor, so
         else:
             for (index, _item), result in zip(fresh, created, strict=True):
                 outcomes[index] = result
-        for index, item in sorted(slow, key=_key_order):
+        for index, item in _people_in_key_order(slow):
             try:
                 outcomes[index] = services.upsert_contact(data={}, cleaned=item, actor=actor, source=source)
             except InputRejected as exc:
@@ -108,6 +108,33 @@ def upsert_contacts_batch(*, items: list[Item | InputRejected], actor: Actor, so
 def _key_order(pair: tuple[int, services.CleanContactInput]) -> tuple[str, str, int]:
     index, item = pair
     return (item.phone_e164 or "\U0010ffff", item.email_normalized or "\U0010ffff", index)
+
+
+def _people_in_key_order(pairs: list[tuple[int, services.CleanContactInput]]) -> list[tuple[int, services.CleanContactInput]]:
+    """The items grouped by the person they write (items sharing a phone or an email, however linked), people
+    in key order as ``_key_order`` has it, and each person's items in input order.
+
+    Key order across people keeps two concurrent batches from waiting on each other in opposite orders;
+    input order within a person is what the caller said last: sorted by key alone, an item that carried
+    an email was applied after a later one without, which then won.
+    """
+    parent: dict[object, object] = {}
+
+    def root(node):
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for index, item in pairs:
+        for key in (("p", item.phone_e164) if item.phone_e164 else None, ("e", item.email_normalized) if item.email_normalized else None):
+            if key is not None:
+                parent[root(("i", index))] = root(key)
+    people: dict[object, list[tuple[int, services.CleanContactInput]]] = {}
+    for pair in pairs:
+        people.setdefault(root(("i", pair[0])), []).append(pair)
+    ordered = sorted(people.values(), key=lambda items: min(_key_order(pair) for pair in items))
+    return [pair for items in ordered for pair in sorted(items, key=lambda pair: pair[0])]
 
 
 def _lock_existing(valid) -> set[tuple[str, str]]:

@@ -17,6 +17,7 @@ from contacts.models import CustomField
 from contacts.normalize import (
     InvalidEmail,
     InvalidPhone,
+    control_character_problem,
     email_normalize,
     number_from_text,
     phone_to_e164,
@@ -77,6 +78,8 @@ def clean_value(definition: CustomField, value: Any) -> Any:
         if isinstance(value, (dict, list)):
             raise BadValue("Expected text.")
         text = str(value).strip()
+        if problem := control_character_problem(text):
+            raise BadValue(problem)
         limit = MAX_TEXT if kind == T.TEXT else MAX_LONG_TEXT
         if len(text) > limit:
             raise BadValue(f"At most {limit} characters.")

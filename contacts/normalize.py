@@ -190,6 +190,19 @@ def _without_invisible(text: str, *, keep_joiners: bool = False) -> str:
 HONORIFICS = frozenset("mr mrs ms miss mx dr prof sir dame sr sra srta dona don".split())
 
 
+# Control characters no one types (BEL, ESC of a terminal colour code, C1 controls) and the two
+# direction overrides used to disguise text ("\u202eexe.pdf"). Tabs and line breaks are whitespace.
+_CONTROL = re.compile("[\x01-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202d\u202e]")
+
+
+def control_character_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as it is (it holds a control character), or None."""
+    found = None if text.isprintable() else _CONTROL.search(text)
+    if found is None:
+        return None
+    return f"Holds the control character U+{ord(found.group(0)):04X}, which shows as nothing or garbles text; remove it."
+
+
 def is_blank(text: str) -> bool:
     """Whether ``text`` shows nothing: only whitespace and invisible format characters (a lone zero-width space)."""
     return not _without_invisible(text).strip()

@@ -54,6 +54,7 @@ from contacts.normalize import (
     ExtensionTooLong,
     InvalidEmail,
     InvalidPhone,
+    control_character_problem,
     email_normalize,
     is_blank,
     parse_phone,
@@ -442,6 +443,9 @@ def clean_contact_input(
             errors.append(FieldError(key, "invalid_value", "Expected text."))
             continue
         text = str(raw).strip()
+        if problem := control_character_problem(text):
+            errors.append(FieldError(key, "invalid_value", problem))
+            continue
         if key in TEXT_ONLY_FIELDS:
             # One space between words, as a person would type them: "  Ana   Costa " is "Ana Costa",
             # and a file that repeats the name with other spacing changes nothing.

@@ -75,6 +75,8 @@ class IdempotencyRecord(models.Model):
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     content_type = models.CharField(max_length=120, blank=True)
     body = models.BinaryField(blank=True, default=b"")
+    # The agent's scopes when the answer was made: a replay must not show what they no longer allow.
+    scopes = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 

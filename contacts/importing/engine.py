@@ -36,6 +36,7 @@ from contacts.normalize import (
     ExtensionTooLong,
     InvalidEmail,
     InvalidPhone,
+    control_character_problem,
     email_normalize,
     parse_phone,
 )
@@ -129,6 +130,10 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
         # PostgreSQL text and jsonb hold neither: one such cell failed the whole batch's COPY.
         if "\x00" in text:
             errors.append(f"{target}: holds a NUL character")
+            continue
+        # isprintable() is C-fast and true for nearly every cell; only the others are searched.
+        if not text.isprintable() and (problem := control_character_problem(text)):
+            errors.append(f"{target}: {problem[0].lower()}{problem[1:]}")
             continue
         if not text.isascii():  # isascii() is O(1); only other text can hold a lone surrogate
             try:

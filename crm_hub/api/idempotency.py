@@ -62,8 +62,9 @@ def should_store(status_code: int) -> bool:
     return 200 <= status_code < 300 or status_code in STORED_CLIENT_ERRORS
 
 
-def _error(status: int, code: str, message: str, headers: dict | None = None) -> JsonResponse:
-    response = JsonResponse({"errors": [{"field": "Idempotency-Key", "code": code, "message": message}]}, status=status)
+def _error(status: int, code: str, message: str, headers: dict | None = None, extra: dict | None = None) -> JsonResponse:
+    item = {"field": "Idempotency-Key", "code": code, "message": message, **(extra or {})}
+    response = JsonResponse({"errors": [item]}, status=status)
     for name, value in (headers or {}).items():
         response[name] = value
     return response
@@ -125,7 +126,7 @@ class IdempotencyMiddleware:
         if answer is not None:
             return answer
         _prepare_before_transaction(request, agent)
-        return self._run(request, record)
+        return self._run(request, record, agent)
 
     def _claim(self, request, agent: Agent, key: str, fingerprint: str):
         """Own the key (return the new row) or return the answer for a duplicate."""
@@ -158,6 +159,15 @@ class IdempotencyMiddleware:
                     "This Idempotency-Key was used with a different request; use a new key for a new request.",
                 )
             if existing.state == IdempotencyRecord.State.DONE:
+                lost = [scope for scope in existing.scopes or [] if not agent.has_scope(scope)]
+                if lost:
+                    # The stored answer was made with a scope the agent has since lost (a contact's
+                    # identity, the write itself): replaying it would hand over what a new call may not.
+                    return None, _error(
+                        403, "missing_scope",
+                        f"This key's stored answer was made with the scope '{lost[0]}', which this agent no longer has; "
+                        "ask an admin to add it back.", extra={"field": None, "scope": lost[0]},
+                    )
                 return None, replay(existing)
             if existing.created_at < now - stale_after:
                 # Its request died without answering (the view's writes rolled back with it): take over.
@@ -176,7 +186,7 @@ class IdempotencyMiddleware:
                 )
             time.sleep(0.05)
 
-    def _run(self, request, record: IdempotencyRecord) -> HttpResponse:
+    def _run(self, request, record: IdempotencyRecord, agent: Agent) -> HttpResponse:
         keep = False
         try:
             # The view's writes and the stored response commit together, or neither does.
@@ -189,6 +199,7 @@ class IdempotencyMiddleware:
                         status_code=response.status_code,
                         content_type=response.get("Content-Type", ""),
                         body=response.content,
+                        scopes=sorted(agent.scopes or []),
                         completed_at=timezone.now(),
                     )
                 else:

@@ -214,9 +214,9 @@ def test_editing_another_field_keeps_multiple_choices_that_are_no_longer_allowed
 
 def test_xlsx_export_removes_characters_a_workbook_cannot_hold(page, staff_user, bot):
     CustomFieldFactory(key="note", type="text")
-    assert bot.post("contacts/upsert", {"phone": "+15615557008", "name": "Ctl\x08Name",
-                                        "custom": {"note": "\x1f=HYPERLINK(1)"}}).status_code == 201
-    Contact.objects.update(owner=staff_user)
+    # Written before control characters were refused at the door: the export still copes with them.
+    assert bot.post("contacts/upsert", {"phone": "+15615557008", "name": "Ctl Name"}).status_code == 201
+    Contact.objects.update(owner=staff_user, name="Ctl\x08Name", custom={"note": "\x1f=HYPERLINK(1)"})
     response = page.get("/contacts/export/", {"format": "xlsx", "cols": ["name", "cf.note"]})
     assert response.status_code == 200
     sheet = load_workbook(io.BytesIO(b"".join(response.streaming_content))).active

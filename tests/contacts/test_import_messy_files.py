@@ -362,3 +362,13 @@ def test_job_title_maps_to_position_and_a_bare_title_beside_it_is_left_alone(sta
 
     # Alone, "Title" still means the job title, as in most CRMs' exports.
     assert start(staff_actor, csv_bytes([["Bob", "CEO"]], headers=["Name", "Title"])).mapping["Title"] == "position"
+
+
+def test_a_cell_with_a_control_character_fails_its_row_with_the_reason(staff_actor):
+    from tests.contacts.test_import import dry_run
+
+    result, outcomes = dry_run(staff_actor, [["Bell\u0007 Man", "+1 561 555 0101", "bell@example.com"],
+                                             ["Fine Person", "+1 561 555 0102", "fine@example.com"]],
+                               headers=["Name", "Phone", "Email"])
+    assert [o.action for o in outcomes] == ["error", "create"]
+    assert outcomes[0].reason.startswith("name:") and "U+0007" in outcomes[0].reason

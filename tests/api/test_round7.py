@@ -1,0 +1,55 @@
+"""Agent API, seventh outside-in round."""
+
+import pytest
+
+from contacts.models import Contact
+
+pytestmark = pytest.mark.django_db
+
+
+def test_batch_items_for_one_person_are_applied_in_input_order(bot, taxonomy):
+    bot.post("contacts/upsert", {"phone": "+1 617 555 7003", "name": "Pat Orig", "email": "pat@orig.com", "company": "Orig"})
+    response = bot.post("contacts/batch-upsert", {"contacts": [
+        {"phone": "+1 617 555 7003", "company": "First"},
+        {"phone": "(617) 555-7003", "email": "pat1@new.com", "company": "Second"},
+        {"phone": "617 555 7003", "email": "pat2@new.com", "company": "Third"},
+        {"name": "Someone Else", "phone": "+1 617 555 7004", "company": "Other"},
+    ]})
+    assert response.status_code == 200, response.json()
+    results = response.json()["results"]
+    assert [r["contact"]["company"] for r in results] == ["First", "Second", "Third", "Other"]
+    assert Contact.objects.get(phone_e164="+16175557003").company == "Third"  # the last word wins
+    assert Contact.objects.count() == 2
+
+
+def test_a_replay_does_not_hand_a_stored_answer_to_an_agent_that_lost_the_scope_it_needed():
+    from crm_hub.models import Agent
+    from tests.api.factories import AgentClient, make_agent
+
+    agent, token = make_agent("idem", scopes=["contacts:read", "contacts:write", "identity:read"])
+    api = AgentClient(token)
+    body = {"phone": "5615550192", "company": "IdemCo", "identity": "123-45-6789"}
+    first = api.post("contacts/upsert", body, key="scope-key-1")
+    assert first.status_code == 201 and first.json()["contact"]["identity"] == "123-45-6789"
+    assert api.post("contacts/upsert", body, key="scope-key-1")["Idempotent-Replayed"] == "true"
+    Agent.objects.filter(pk=agent.pk).update(scopes=["contacts:read", "contacts:write"])
+    replayed = api.post("contacts/upsert", body, key="scope-key-1")
+    assert replayed.status_code == 403
+    error = replayed.json()["errors"][0]
+    assert (error["code"], error["scope"]) == ("missing_scope", "identity:read")
+    assert "123-45-6789" not in replayed.content.decode()
+    Agent.objects.filter(pk=agent.pk).update(scopes=["contacts:read", "contacts:write", "identity:read", "notes:write"])
+    assert api.post("contacts/upsert", body, key="scope-key-1").status_code == 201  # more scopes: the same answer
+
+
+def test_control_characters_are_refused_naming_the_field_and_the_character(bot, taxonomy):
+    response = bot.post("contacts/upsert", {"name": "Bell\u0007 Man\u001b[31m", "email": "ctrl@example.com",
+                                            "street": "Main\u0001St", "company": "\u202eevil"})
+    assert response.status_code == 400
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert set(errors) == {"name", "street", "company"}
+    assert "U+0007" in errors["name"] and "U+0001" in errors["street"] and "U+202E" in errors["company"]
+    assert not Contact.objects.exists()
+    # Tabs and line breaks are whitespace, and right-to-left text is text.
+    fine = bot.post("contacts/upsert", {"name": "Ana\tLima", "street": "Rua 1\nApto 2", "company": "שלום עולם"})
+    assert fine.status_code == 201 and fine.json()["contact"]["name"] == "Ana Lima"
