@@ -774,14 +774,15 @@ class ImportChange(models.Model):
     cascade away when a contact is deleted, and it costs no FK check per row.
     """
 
-    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="changes", db_index=False)  # importchange_job_idx leads with it
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="changes", db_index=False)  # importchange_job_contact_idx leads with it
     contact_id = models.BigIntegerField()
     created = models.BooleanField(help_text="The import created this contact (revert deletes it).")
     before = models.JSONField(default=dict, blank=True, help_text="Values of the fields the import changed, before it.")
     tags_added = models.JSONField(default=list, blank=True, help_text="Ids of tags the import added.")
 
     class Meta:
-        indexes = [models.Index(fields=["job", "created"], name="importchange_job_idx")]
+        # (job, contact): each batch asks which of its contacts an earlier batch wrote; a revert reads by job.
+        indexes = [models.Index(fields=["job", "contact_id"], name="importchange_job_contact_idx")]
 
     def __str__(self) -> str:
         return f"import {self.job_id}, contact {self.contact_id}"

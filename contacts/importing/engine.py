@@ -13,6 +13,7 @@ import datetime as dt
 import gc
 import json
 import logging
+import random
 import re
 import signal
 import time
@@ -30,7 +31,7 @@ from django.utils.dateparse import parse_date
 from contacts.custom_fields import BadValue, clean_value
 from contacts.exporting import FORMULA_TRIGGERS, neutralize_cell
 from contacts.importing import mapping as mapping_mod
-from contacts.importing.writers import INTEGRITY_ERRORS, writer_for
+from contacts.importing.writers import DATABASE_ERRORS, INTEGRITY_ERRORS, is_deadlock, writer_for
 from contacts.models import Contact, CustomField, ImportJob, Source, Tag
 from contacts.normalize import (
     ExtensionTooLong,
@@ -305,11 +306,13 @@ def cleaned_batches(
 class Target:
     """A contact a batch writes to: an existing one (loaded) or one this import creates."""
 
-    __slots__ = ("id", "is_new", "state", "before", "changes", "tags", "tags_added", "first_line")
+    __slots__ = ("id", "is_new", "state", "before", "changes", "tags", "tags_added", "first_line", "job_wrote")
 
     def __init__(self, *, id: int | None, state: dict[str, Any], tags: set[int], first_line: int = 0):
         self.id = id
         self.is_new = id is None
+        # For a contact an earlier batch of this import wrote: "created" or "updated"; else "".
+        self.job_wrote = ""
         self.state = state
         self.before: dict[str, Any] = {}
         self.changes: dict[str, list[Any]] = {}
@@ -476,7 +479,7 @@ class Engine:
         retried on its own, down to the one row that keeps colliding, which fails alone.
         Before, the import failed there, and every later row was never read.
         """
-        for _attempt in range(BATCH_RETRIES):
+        for attempt in range(BATCH_RETRIES):
             try:
                 with transaction.atomic():
                     return self._apply(batch, result)
@@ -484,6 +487,14 @@ class Engine:
                 # Someone else created a contact with one of our keys since the lookup;
                 # the unique index refused our insert, so look again and merge into theirs.
                 logger.info("import batch of %s rows retried after a concurrent insert", len(batch))
+            except DATABASE_ERRORS as exc:
+                # Two imports of overlapping lists insert the same keys in their files' orders and can
+                # wait on each other; PostgreSQL breaks the cycle by failing one batch, which (rolled
+                # back whole) is simply written again, after the other has had a moment to commit.
+                if not is_deadlock(exc):
+                    raise
+                logger.info("import batch of %s rows retried after a deadlock", len(batch))
+                time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
         if len(batch) > 1:
             half = len(batch) // 2
             return self.apply_batch(batch[:half], result) + self.apply_batch(batch[half:], result)
@@ -511,6 +522,11 @@ class Engine:
         if by_id and any(r[7] for r in batch):
             for contact_id, tag_id in writer.fetch_tags(list(by_id)):
                 by_id[contact_id].tags.add(tag_id)
+        if by_id and self.job is not None:
+            # A person repeated further down the file than one batch: the contact an earlier batch wrote
+            # counts once (as created, or as updated), as a repeat inside one batch does.
+            for contact_id, created in writer.fetch_written_by_job(self.job.pk, list(by_id)):
+                by_id[contact_id].job_wrote = "created" if created else by_id[contact_id].job_wrote or "updated"
         new_targets: list[Target] = []
         touched: dict[int, Target] = {}
         outcomes: list[RowOutcome] = []
@@ -558,6 +574,12 @@ class Engine:
                     # counts once, as created; "updated" counts contacts that existed before.
                     outcome.action = SKIP
                     outcome.reason = f"duplicate of {target.label()}, merged into the contact it creates"
+                elif outcome.diff and target.job_wrote:
+                    outcome.action = SKIP
+                    outcome.reason = (f"repeats {target.label()}, which a row above {target.job_wrote}; "
+                                      "merged into it")
+                    touched[target.id] = target
+                    updated_by.append((outcome, target))
                 elif outcome.diff:
                     outcome.action = UPDATE
                     touched[target.id] = target
@@ -602,9 +624,10 @@ class Engine:
         if pairs:
             writer.insert_contact_tags(pairs, now=now)
         if self.job is not None:
+            # A contact this import created is deleted by a revert: a second undo record has nothing to restore.
             writer.insert_changes(
                 self.job.pk,
-                [(t.id, t.is_new, t.before, t.tags_added) for t in all_targets],
+                [(t.id, t.is_new, t.before, t.tags_added) for t in all_targets if t.job_wrote != "created"],
             )
         entries = []
         for target in all_targets:

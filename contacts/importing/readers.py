@@ -188,9 +188,18 @@ def _cell_text(value) -> str:
     return str(value)
 
 
-def _csv_rows(reader) -> Iterator[list[str]]:
+def _csv_rows(reader, delimiter: str) -> Iterator[list[str]]:
+    last_line = 0
+    min_delimiters = 1
     try:
-        yield from reader
+        for row in reader:
+            line = reader.line_num
+            if line - last_line > 1:
+                _refuse_swallowed_rows(row, delimiter, min_delimiters, first_line=last_line + 1, last_line=line)
+            elif last_line == 0:
+                min_delimiters = max(1, len(row) - 1)  # a swallowed row has the header's delimiters
+            last_line = line
+            yield row
     except csv.Error as exc:
         raise UnreadableFile(
             f"Line {reader.line_num}: {exc} (check for an unclosed quote)."
@@ -199,6 +208,29 @@ def _csv_rows(reader) -> Iterator[list[str]]:
         # Only UTF-16 can fail here: UTF-8 was checked whole before reading, cp1252 always decodes.
         # No line number: the text is decoded a block at a time, ahead of the rows read.
         raise UnreadableFile(UTF16_DAMAGED.format(reason=exc.reason)) from None
+
+
+def _refuse_swallowed_rows(row: list[str], delimiter: str, min_delimiters: int, *, first_line: int, last_line: int) -> None:
+    """Refuse a record whose quoted cell holds whole rows of the file: a quote that was opened and never
+    closed where it should have been. Read on, those rows were one cell of this row, lost without a word.
+
+    A cell that only spans lines (an address, a note) has no line that looks like a row.
+    """
+    for cell in row:
+        if "\n" not in cell and "\r" not in cell:
+            continue
+        swallowed = [text for text in cell.splitlines()[1:] if text.count(delimiter) >= min_delimiters]
+        if swallowed:
+            raise UnreadableFile(
+                f"Line {first_line}: a quote opened in this row is not closed until line {last_line}, so "
+                f"{len(swallowed):,} rows after it were read as one cell (check for an unclosed quote, as in "
+                f"\"{_preview(cell)}). Fix it and import the file again; rows already imported are skipped as unchanged."
+            )
+
+
+def _preview(cell: str) -> str:
+    first = cell.splitlines()[0] if cell else ""
+    return first[:40] + ("…" if len(first) > 40 else "")
 
 
 def _guess_delimiter(sample: str, complete: bool) -> str:
@@ -272,7 +304,7 @@ def open_rows(binary: IO[bytes], fmt: str) -> Iterator[tuple[list[str], Iterator
             text.seek(0)
             delimiter = _guess_delimiter(sample, complete=len(sample) < SNIFF_CHARS)
             reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True)
-            rows = _csv_rows(reader)
+            rows = _csv_rows(reader, delimiter)
             headers = next(rows, None)
             if headers is None:
                 raise UnreadableFile("The file is empty.")

@@ -363,7 +363,7 @@ def _finish_cancel(job: ImportJob, result: ImportResult | None = None) -> UndoRe
         ImportJob.objects.filter(pk=job.pk).update(**{f: getattr(job, f) for f in counts})
     # The undo log, not the row counts: a row may have merged into a contact another row created.
     written = dict(
-        ImportChange.objects.filter(job=job).order_by().values("created").annotate(n=Count("id")).values_list("created", "n")
+        ImportChange.objects.filter(job=job).order_by().values("created").annotate(n=Count("contact_id", distinct=True)).values_list("created", "n")
     )
     try:
         report = _undo(

@@ -13,7 +13,7 @@ import json
 import operator
 from typing import Any
 
-from django.db import IntegrityError, connection
+from django.db import DatabaseError, IntegrityError, connection
 from django.db.models import Case, F, Q, Value, When
 
 from contacts.models import Contact, ContactTag, HistoryEntry, ImportChange, Source
@@ -35,6 +35,26 @@ def _integrity_errors() -> tuple[type[Exception], ...]:
 
 
 INTEGRITY_ERRORS = _integrity_errors()
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    try:
+        import psycopg
+    except ImportError:
+        return (DatabaseError,)
+    return (DatabaseError, psycopg.Error)
+
+
+DATABASE_ERRORS = _database_errors()
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL breaking a deadlock (raw psycopg, or wrapped by Django)."""
+    try:
+        from psycopg.errors import DeadlockDetected
+    except ImportError:
+        return False
+    return isinstance(exc, DeadlockDetected) or isinstance(exc.__cause__, DeadlockDetected)
 
 
 # One encoder for every row: json.dumps(..., default=str) builds a new JSONEncoder
@@ -209,6 +229,12 @@ class OrmWriter:
             [ContactTag(contact_id=c, tag_id=t, added_at=now) for c, t in pairs], ignore_conflicts=True
         )
 
+    def fetch_written_by_job(self, job_id: int, contact_ids: list[int]) -> list[tuple[int, bool]]:
+        """(contact id, created) for each of ``contact_ids`` an earlier batch of the job wrote."""
+        return list(
+            ImportChange.objects.filter(job_id=job_id, contact_id__in=contact_ids).order_by().values_list("contact_id", "created")
+        )
+
     def insert_changes(self, job_id: int, records: list[tuple[int, bool, dict, list[int]]]) -> None:
         ImportChange.objects.bulk_create(
             [
@@ -344,6 +370,12 @@ class PostgresWriter(OrmWriter):
             with _copy(cursor, "COPY contacts_contacttag (contact_id, tag_id, added_at) FROM STDIN") as copy:
                 for contact_id, tag_id in pairs:
                     copy.write_row([contact_id, tag_id, now])
+
+    def fetch_written_by_job(self, job_id: int, contact_ids: list[int]) -> list[tuple[int, bool]]:
+        """(contact id, created) for each of ``contact_ids`` an earlier batch of the job wrote."""
+        return list(
+            ImportChange.objects.filter(job_id=job_id, contact_id__in=contact_ids).order_by().values_list("contact_id", "created")
+        )
 
     def insert_changes(self, job_id: int, records: list[tuple[int, bool, dict, list[int]]]) -> None:
         with self.raw.cursor() as cursor:

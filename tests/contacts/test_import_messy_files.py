@@ -372,3 +372,91 @@ def test_a_cell_with_a_control_character_fails_its_row_with_the_reason(staff_act
                                headers=["Name", "Phone", "Email"])
     assert [o.action for o in outcomes] == ["error", "create"]
     assert outcomes[0].reason.startswith("name:") and "U+0007" in outcomes[0].reason
+
+
+def test_a_batch_that_postgresql_fails_to_break_a_deadlock_is_written_again(staff_actor, monkeypatch):
+    from psycopg.errors import DeadlockDetected
+
+    from contacts.importing.engine import Engine
+    from tests.contacts.test_import import do_import
+
+    real_apply, calls = Engine._apply, []
+
+    def deadlocked_once(self, batch, result):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise DeadlockDetected("deadlock detected")
+        return real_apply(self, batch, result)
+
+    monkeypatch.setattr(Engine, "_apply", deadlocked_once)
+    monkeypatch.setattr("contacts.importing.engine.time.sleep", lambda seconds: None)
+    job = do_import(staff_actor, [["Ana Lima", "+1 561 555 0111", "ana@example.com", "", ""],
+                                  ["Bo Chen", "+1 561 555 0112", "bo@example.com", "", ""]])
+    job.refresh_from_db()
+    assert (job.status, job.created_count, job.failed_count) == ("done", 2, 0)
+    assert calls == [2, 2]
+
+
+def _file_with_a_stray_quote(at: int, rows: int = 30) -> bytes:
+    lines = ["Name,Phone,Email,Company"]
+    for n in range(rows):
+        company = '"Acme, Inc' if n == at else "Acme"
+        lines.append(f"Person {n},+1 617 555 {1000 + n},p{n}@example.com,{company}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("at", [10, 28])  # 28: the row before the last swallows the last
+def test_a_stray_quote_that_swallows_rows_is_named_not_lost(staff_actor, at):
+    from contacts.importing.readers import UnreadableFile, open_rows
+
+    with pytest.raises(UnreadableFile) as refused, open_rows(io.BytesIO(_file_with_a_stray_quote(at)), "csv") as (_h, rows):
+        list(rows)
+    assert f"Line {at + 2}: a quote opened in this row" in str(refused.value)
+
+
+def test_a_quoted_cell_over_several_lines_is_still_a_cell(staff_actor):
+    from contacts.importing.readers import open_rows
+
+    data = b'Name,Phone,Street\nAna,+1 617 555 1000,"Rua 1\nApto 2, fundos"\nBo,+1 617 555 1001,Main St\n'
+    with open_rows(io.BytesIO(data), "csv") as (_headers, rows):
+        assert [r[2] for r in rows] == ["Rua 1\nApto 2, fundos", "Main St"]
+
+
+def test_an_import_stopped_by_a_stray_quote_says_where(staff_actor):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from contacts.importing import services as import_services
+
+    upload = SimpleUploadedFile("stray.csv", _file_with_a_stray_quote(1500, rows=3000), content_type="text/csv")
+    job = import_services.create_import_job(upload=upload, actor=staff_actor, mode="create_update")
+    job = import_services.confirm_import(job=job, mapping=job.mapping, mode="create_update", actor=staff_actor,
+                                         inline=True)
+    job.refresh_from_db()
+    assert job.status == "failed" and "Line 1502: a quote opened in this row" in job.message
+
+
+def test_a_person_repeated_in_a_later_batch_counts_once(staff_actor, settings):
+    from contacts.models import ImportChange
+    from tests.contacts.test_import import do_import, existing
+
+    settings.CRM_IMPORT_BATCH_SIZE = 2
+    known = existing(staff_actor, name="Known", phone="+1 561 555 0300", company="Old")
+    rows = [
+        ["New Person", "+1 561 555 0301", "new@example.com", "Acme", ""],
+        ["Known", "+1 561 555 0300", "", "First", ""],
+        ["New Person", "(561) 555-0301", "", "Acme Inc", ""],   # batch 2: repeats a contact batch 1 created
+        ["Known", "561-555-0300", "", "Second", ""],           # batch 2: repeats a contact batch 1 updated
+    ]
+    job = do_import(staff_actor, rows)
+    job.refresh_from_db()
+    assert (job.created_count, job.updated_count, job.skipped_count, job.failed_count) == (1, 1, 2, 0)
+    known.refresh_from_db()
+    assert known.company == "Second"  # the later row still merges in
+    assert Contact.objects.get(phone_e164="+15615550301").company == "Acme Inc"
+    # One undo record for the created contact (a revert deletes it), two for the updated one (restored newest first).
+    assert sorted(ImportChange.objects.filter(job=job).values_list("created", flat=True)) == [False, False, True]
+    from contacts.importing import services as import_services
+
+    import_services.revert_import(job=job, actor=staff_actor)
+    known.refresh_from_db()
+    assert known.company == "Old" and not Contact.objects.filter(phone_e164="+15615550301").exists()
