@@ -156,12 +156,33 @@ def _custom_choices(definition: CustomField) -> list[tuple[str, str]]:
 _FORM_CLASSES: dict[tuple, type] = {}
 
 
+def owner_filter_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an owner filter ("me", "none" or a user's id), or None when it can."""
+    if value in ("", "none", "me"):
+        return None
+    if value.isdigit() and len(value) < 19 and get_user_model().objects.filter(pk=int(value)).exists():
+        return None
+    return f"The owner filter must be me, none or a user; {value[:40]!r} is none of these."
+
+
+class OwnerFilterField(forms.CharField):
+    def validate(self, value):
+        super().validate(value)
+        if problem := owner_filter_problem(value or ""):
+            # Ignored, a mistyped link listed (and exported) every contact as if it were one owner's.
+            raise forms.ValidationError(problem, code="invalid")
+
+
+class OwnerFilter(django_filters.CharFilter):
+    field_class = OwnerFilterField
+
+
 class ContactFilter(django_filters.FilterSet):
     """The contact list's filters. Custom choice and yes/no fields get a filter each (``cf_<key>``)."""
 
     q = django_filters.CharFilter(method="filter_search", label="Search")
     source = django_filters.MultipleChoiceFilter(choices=Source.choices, label="Source")
-    owner = django_filters.CharFilter(method="filter_owner", label="Owner")
+    owner = OwnerFilter(method="filter_owner", label="Owner")
     tag = django_filters.ModelMultipleChoiceFilter(
         queryset=Tag.objects.order_by(Lower("name")), method="filter_tag", label="Tag"
     )

@@ -65,14 +65,27 @@ def clean_rich_text(raw: str) -> str:
         text = _paragraphs(marked_up, str)
     else:
         text = marked_up
+    return _sanitized(text)
+
+
+def _sanitized(html_text: str) -> str:
     return nh3.clean(
-        text,
+        html_text,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     ).strip()
+
+
+def safe_stored_html(stored: str) -> str:
+    """A stored note body, sanitized again for display: it is HTML already, so it is not read as plain text.
+
+    Read as plain text, a body with no tags left ("&lt;/script&gt;", all that remained of a pasted
+    script) was escaped a second time and showed its entity codes.
+    """
+    return _sanitized(stored or "")
 
 
 def rich_text_to_plain(value: str) -> str:

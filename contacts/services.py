@@ -1538,7 +1538,18 @@ def parse_due_at(value: Any, *, field_name: str = "due_at") -> dt.datetime:
         raise InputRejected(
             [FieldError(field_name, "invalid_value", "Date-time out of range; expected a date between the years 1 and 9999.")]
         ) from None
+    latest = timezone.now().year + TASK_DUE_YEARS_AHEAD
+    if not TASK_DUE_EARLIEST_YEAR <= parsed.year <= latest:
+        # Year 1 sat at the top of everyone's Overdue list; 9999 hid a task for good. Both are typos.
+        raise InputRejected([FieldError(
+            field_name, "invalid_value",
+            f"The year {parsed.year} looks mistyped; a task is due between {TASK_DUE_EARLIEST_YEAR} and {latest}.",
+        )])
     return parsed
+
+
+TASK_DUE_EARLIEST_YEAR = 2000
+TASK_DUE_YEARS_AHEAD = 20
 
 
 TASK_TITLE_MAX_CHARACTERS = 200
@@ -2189,9 +2200,10 @@ def save_view(*, owner, name: str, query: str, shared: bool = False) -> SavedVie
     if not name:
         errors.append(FieldError("name", "required", "Give the view a name."))
     elif len(name) > 80:
-        errors.append(FieldError("name", "invalid_value", "At most 80 characters."))
+        errors.append(FieldError("name", "invalid_value", f"A view's name has at most 80 characters (this one has {len(name):,})."))
     if len(query or "") > 4000:
-        errors.append(FieldError("query", "invalid_value", "Too many filters to save."))
+        errors.append(FieldError("query", "invalid_value",
+                                 f"The filters are too long to save ({len(query):,} characters; at most 4,000)."))
     if errors:
         raise InputRejected(errors)
     view = SavedView.objects.select_for_update().filter(owner=owner, name__iexact=name).first()
@@ -2284,7 +2296,10 @@ def bulk_apply(*, contacts: Iterable[Contact], action: str, value: Any, actor: A
         return len(hit)
     stage = Stage.objects.select_related("pipeline").filter(pk=value).first() if str(value or "").isdigit() else None
     if stage is None:
-        raise InputRejected([FieldError("stage", "unknown_stage", "Choose a stage.")])
+        message = f"There is no stage {str(value)[:20]!r} (deleted, or never was); choose one of the list's stages." if value else "Choose a stage."
+        raise InputRejected([FieldError("stage", "unknown_stage", message, [
+            f"{s.pipeline.name} → {s.name}" for s in Stage.objects.select_related("pipeline").order_by("pipeline__position", "position")
+        ])])
     pipeline = stage.pipeline
     current = {
         m.contact_id: m

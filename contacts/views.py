@@ -18,7 +18,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.db.models.functions import Lower
 from django.http import (
     FileResponse,
@@ -46,6 +46,7 @@ from contacts.filters import (
     available_columns,
     chosen_columns,
     filter_is_active,
+    owner_filter_problem,
     parse_sort,
     sort_expression,
 )
@@ -387,6 +388,8 @@ def _filter_problems(form, definitions) -> dict[str, str]:
             problems[name] = f"The “{name.capitalize()}” date filter is not a date (use YYYY-MM-DD)."
         elif name in labels:
             problems[name] = f"The “{labels[name]}” filter has a value that is not one of its choices."
+        elif name == "owner":
+            problems[name] = " ".join(form.errors[name])
         else:
             field_label = form.fields[name].label if name in form.fields else name
             problems[name] = f"The “{field_label}” filter is not valid: {' '.join(form.errors[name])}"
@@ -652,9 +655,12 @@ def _short_when(local: dt.datetime, now: dt.datetime) -> str:
 @staff_required
 def saved_view_create(request):
     form = SaveViewForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Give the view a name.")
-        return redirect(reverse("contacts:list") + "?" + request.POST.get("query", ""))
+    query = request.POST.get("query", "")
+    back = reverse("contacts:list") + ("?" + query if len(query) <= 4000 else "")
+    if not form.is_valid():  # only a NUL character makes optional text invalid
+        for name, problems in form.errors.items():
+            messages.error(request, f"{form.fields[name].label or name.capitalize()}: {' '.join(problems)}")
+        return redirect(back)
     try:
         view = save_view(
             owner=request.user, name=form.cleaned_data["name"], query=form.cleaned_data["query"],
@@ -662,7 +668,7 @@ def saved_view_create(request):
         )
     except InputRejected as exc:
         _flash_errors(request, exc)
-        return redirect(reverse("contacts:list") + "?" + form.cleaned_data["query"])
+        return redirect(back)
     messages.success(request, f"Saved view “{view.name}”.")
     return redirect(reverse("contacts:list") + f"?view={view.pk}")
 
@@ -748,8 +754,17 @@ def contact_bulk(request):
             messages.error(request, "Select at least one contact, or choose “all matching”.")
             return redirect(back)
         targets = visible_contacts(request.user).filter(pk__in=ids)
-        if len(set(ids)) != targets.count():
-            raise Http404("Some of the selected contacts are not visible to you.")
+        found = set(targets.values_list("pk", flat=True))
+        gone = sorted(set(ids) - found)
+        if gone:
+            # Usually merged or deleted by a colleague since the list loaded: said, and nothing half-applied.
+            named = ", ".join(f"#{pk}" for pk in gone[:10]) + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
+            one = len(gone) == 1
+            messages.error(request, f"{'A selected contact' if one else 'Selected contacts'} ({named}) "
+                                    f"{'no longer exists or is' if one else 'no longer exist or are'} not visible to you "
+                                    "(merged or deleted since the list loaded); nothing was changed. "
+                                    "Select again from the reloaded list.")
+            return redirect(back)
     if action in ("export_csv", "export_xlsx"):
         return _export_response(state, targets, "xlsx" if action == "export_xlsx" else "csv")
     value_field, missing = BULK_VALUE_FIELDS[action]
@@ -828,15 +843,22 @@ def _with_key_holders_named(request, exc: InputRejected, holders: dict[str, Cont
     return InputRejected(errors)
 
 
+def _owner_choices(request) -> tuple[list, bool]:
+    """Who a contact may be given to on the create and edit forms, and whether an owner is required."""
+    if _restricted(request.user):
+        return [request.user], True
+    return _staff_users(), False
+
+
 @staff_required
 @once_per_submission
 def contact_create(request):
     definitions = custom_field_definitions()
-    owners = _staff_users()
+    owners, owner_required = _owner_choices(request)
     tags = list(Tag.objects.order_by(Lower("name")))
     existing = None
     if request.method == "POST":
-        form = ContactForm(request.POST, custom_fields=definitions, owners=owners, tags=tags)
+        form = ContactForm(request.POST, custom_fields=definitions, owners=owners, tags=tags, owner_required=owner_required)
         if form.is_valid():
             actor = _actor(request)
             data = {k: v for k, v in form.contact_data().items() if v not in ("", None)}
@@ -863,7 +885,8 @@ def contact_create(request):
                 else:
                     form.add_service_errors(_with_key_holders_named(request, exc, holders))
     else:
-        form = ContactForm(custom_fields=definitions, owners=owners, tags=tags, initial={"owner": str(request.user.pk)})
+        form = ContactForm(custom_fields=definitions, owners=owners, tags=tags, initial={"owner": str(request.user.pk)},
+                           owner_required=owner_required)
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()
     return render(request, "contacts/form.html", {
         "form": form, "existing": existing, "existing_visible": visible_existing, "creating": True,
@@ -886,10 +909,11 @@ def _key_holders(cleaned_data, contact: Contact | None) -> dict[str, Contact]:
 def contact_edit(request, pk: int):
     contact = get_object_or_404(visible_contacts(request.user).select_related("owner"), pk=pk)
     definitions = custom_field_definitions()
-    owners = _staff_users()
+    owners, owner_required = _owner_choices(request)
     existing = None
     if request.method == "POST":
-        form = ContactForm(request.POST, custom_fields=definitions, owners=owners, contact=contact)
+        form = ContactForm(request.POST, custom_fields=definitions, owners=owners, contact=contact,
+                           owner_required=owner_required)
         if form.is_valid():
             try:
                 result = update_contact(
@@ -908,7 +932,7 @@ def contact_edit(request, pk: int):
                 existing = next(iter(holders.values()), None)
                 form.add_service_errors(_with_key_holders_named(request, exc, holders))
     else:
-        form = ContactForm(custom_fields=definitions, owners=owners, contact=contact)
+        form = ContactForm(custom_fields=definitions, owners=owners, contact=contact, owner_required=owner_required)
     visible_existing = existing is not None and visible_contacts(request.user).filter(pk=existing.pk).exists()
     # Asked by HTMX from the contact page: the form alone, edited in place of the details card.
     template = "contacts/_contact_form.html" if _is_htmx(request) else "contacts/form.html"
@@ -1356,19 +1380,44 @@ def _task_groups(request, wanted: str) -> dict:
         assignee = next((u for u in owners if u.pk == int(wanted)), None)
         if assignee is None:
             raise Http404("No such user.")
-    tasks = list(tasks_for(request.user, assignee=assignee, everyone=everyone)[:500])
+    open_tasks = tasks_for(request.user, assignee=assignee, everyone=everyone)
     now = timezone.localtime()
     start_today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     start_tomorrow = start_today + dt.timedelta(days=1)
-    groups = [
-        ("overdue", "Overdue", [t for t in tasks if t.due_at < start_today]),
-        ("today", "Today", [t for t in tasks if start_today <= t.due_at < start_tomorrow]),
-        ("upcoming", "Upcoming", [t for t in tasks if t.due_at >= start_tomorrow]),
+    ranges = [
+        ("overdue", "Overdue", Q(due_at__lt=start_today)),
+        ("today", "Today", Q(due_at__gte=start_today, due_at__lt=start_tomorrow)),
+        ("upcoming", "Upcoming", Q(due_at__gte=start_tomorrow)),
     ]
+    # Counted in the database, listed a page at a time: a cut-off list counted by its length hid
+    # every task past the 500th without a word.
+    counts = open_tasks.aggregate(**{key: Count("id", filter=where) for key, _label, where in ranges})
+    restricted = sees_only_own_contacts(request.user)
+    groups = []
+    for key, label, where in ranges:
+        shown = _pages_param(request, f"{key}_pages") * TASK_GROUP_PAGE
+        tasks = list(open_tasks.filter(where)[:shown])
+        for task in tasks:
+            # Assigned to this user on a contact they may not see: the task is theirs, the person is not.
+            task.contact_hidden = restricted and task.contact.owner_id != request.user.pk
+        more = ""
+        if counts[key] > len(tasks):
+            params = request.GET.copy()
+            params[f"{key}_pages"] = str(shown // TASK_GROUP_PAGE + 1)
+            more = f"?{params.urlencode()}#h-{key}"
+        groups.append((key, label, tasks, counts[key], more))
     return {
         "groups": groups, "is_admin": is_admin, "owners": owners, "assignee": assignee, "everyone": everyone,
-        "wanted": wanted, "now": timezone.now(), "total": len(tasks),
+        "wanted": wanted, "now": timezone.now(), "total": sum(counts.values()),
     }
+
+
+TASK_GROUP_PAGE = 200
+
+
+def _pages_param(request, name: str) -> int:
+    value = request.GET.get(name, "")
+    return min(int(value), 100) if value.isdigit() and 0 < len(value) < 4 and int(value) > 0 else 1
 
 
 @require_POST
@@ -1408,13 +1457,18 @@ def my_tasks(request):
 # --- Pipeline board ---------------------------------------------------------------------------
 
 
-def _board_filters(request):
+def _board_filters(request) -> tuple[str, Tag | None, str]:
+    """(owner, tag, problem): a filter that names no one or no tag is a problem, not "everyone"."""
     owner = request.GET.get("owner", "")
     _guard_owner_param(request, request.GET)
+    problem = owner_filter_problem(owner) or ""
     tag = None
-    if request.GET.get("tag", "").isdigit():
-        tag = Tag.objects.filter(pk=int(request.GET["tag"])).first()
-    return owner, tag
+    wanted_tag = request.GET.get("tag", "")
+    if wanted_tag:
+        tag = Tag.objects.filter(pk=int(wanted_tag)).first() if wanted_tag.isdigit() and len(wanted_tag) < 19 else None
+        if tag is None:
+            problem = problem or "The tag filter refers to a tag that does not exist (any more)."
+    return owner, tag, problem
 
 
 @require_safe
@@ -1425,8 +1479,10 @@ def board(request):
         return render(request, "contacts/board.html", {"pipelines": []})
     wanted = request.GET.get("pipeline", "")
     pipeline = next((p for p in pipelines if str(p.pk) == wanted), pipelines[0])
-    owner, tag = _board_filters(request)
+    owner, tag, problem = _board_filters(request)
     memberships = board_memberships(pipeline, user=request.user, owner=owner, tag=tag)
+    if problem:
+        memberships = memberships.none()
     stages, cards, counts = board_columns(pipeline, memberships)
     columns = [
         {"stage": s, "cards": cards.get(s.pk, []), "count": counts.get(s.pk, 0),
@@ -1435,7 +1491,7 @@ def board(request):
         for s in stages
     ]
     return render(request, "contacts/board.html", {
-        "pipelines": pipelines, "pipeline": pipeline, "columns": columns, "owner": owner, "tag": tag,
+        "pipelines": pipelines, "pipeline": pipeline, "columns": columns, "owner": owner, "tag": tag, "problem": problem,
         "tags": list(Tag.objects.order_by(Lower("name"))), "owners": _staff_users(), "now": timezone.now(),
         "filter_query": _query_without(request.GET, "pipeline"),
     })
@@ -1453,8 +1509,10 @@ def _card_cursor(cards) -> str:
 def board_column(request, stage_id: int):
     """Next cards of one column, loaded when the column is scrolled to its end."""
     stage = get_object_or_404(Stage.objects.select_related("pipeline"), pk=stage_id)
-    owner, tag = _board_filters(request)
+    owner, tag, problem = _board_filters(request)
     memberships = board_memberships(stage.pipeline, user=request.user, owner=owner, tag=tag)
+    if problem:
+        memberships = memberships.none()
     page = board_column_page(memberships, stage, after=request.GET.get("after", ""))
     return render(request, "contacts/_board_cards.html", {
         "cards": page.rows, "stage": stage, "cursor": page.next_cursor or "", "now": timezone.now(),

@@ -64,6 +64,6 @@ def rich_text(value) -> str:
     """Render a note body: sanitized again at display time, so a row written around the services is still safe."""
     from django.utils.safestring import mark_safe
 
-    from contacts.sanitize import clean_rich_text
+    from contacts.sanitize import safe_stored_html
 
-    return mark_safe(clean_rich_text(value or ""))
+    return mark_safe(safe_stored_html(value or ""))
