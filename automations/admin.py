@@ -299,8 +299,18 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     @admin.action(description="Redeliver (same webhook-id)")
     def redeliver(self, request, queryset):
-        count = webhooks.redeliver(deliveries=list(queryset))
-        messages.success(request, f"{count} event(s) queued for redelivery.")
+        deliveries = list(queryset.select_related("endpoint"))
+        count = webhooks.redeliver(deliveries=deliveries)
+        waiting = sorted({d.endpoint.url for d in deliveries if not d.endpoint.active})
+        if waiting:
+            # Only active endpoints are sent to: said, rather than a "queued" that never leaves.
+            held = sum(1 for d in deliveries if not d.endpoint.active)
+            messages.warning(request, f"{held} of the {count} event(s) go to disabled endpoints ({', '.join(waiting)}); "
+                                      "they are sent once the endpoint is enabled again.")
+            if count - held:
+                messages.success(request, f"{count - held} event(s) queued for redelivery.")
+        else:
+            messages.success(request, f"{count} event(s) queued for redelivery.")
 
 
 @admin.register(DeliveryAttempt)

@@ -201,9 +201,14 @@ class Rule(models.Model):
                     "or save the rule inactive."
                 )
         contact_events = {WebhookEventType.CONTACT_UPDATED}
-        if self.trigger == Trigger.CONTACT_CREATED:
-            contact_events.add(WebhookEventType.CONTACT_CREATED)
-        if self.webhook_event and self.webhook_event not in contact_events:
+        if self.webhook_event == WebhookEventType.CONTACT_CREATED:
+            # Every new contact is already sent as contact.created to each endpoint subscribed to it: a rule
+            # sending it again delivered it twice, under two webhook-ids no receiver could match up.
+            errors["webhook_event"] = (
+                "contact.created is already sent for every new contact to each endpoint subscribed to it; a rule "
+                "sending it again would deliver it twice. Leave the event empty, or send contact.updated."
+            )
+        elif self.webhook_event and self.webhook_event not in contact_events:
             # The rule sends the contact; receivers of note.created, task.completed, ... read a note, a task.
             errors["webhook_event"] = (
                 f"A rule sends the contact, which is what {' or '.join(sorted(contact_events))} carries; "
@@ -313,6 +318,9 @@ class WebhookDelivery(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    retry_from = models.DateTimeField(
+        null=True, blank=True, help_text="When an admin last redelivered it: retries run for a day from then."
+    )
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=255, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)

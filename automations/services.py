@@ -199,7 +199,10 @@ def apply_actions(rule: Rule, *, contact: Contact, source: str, trigger: str) ->
         done.append(
             f"task {task.title!r} due {due:%Y-%m-%d %H:%M} for {task.assignee.get_username() if task.assignee else 'nobody'}"
         )
-    if rule.webhook_event:
+    if rule.webhook_event == "contact.created":
+        # Saved before such rules were refused: the contact.created every new contact gets is the one sent.
+        done.append("webhook contact.created not sent again (every subscribed endpoint gets it already)")
+    elif rule.webhook_event:
         endpoints = [rule.webhook_endpoint] if rule.webhook_endpoint_id else None
         payload = payloads.contact_event(contact)
         payload["rule"] = {"id": rule.pk, "name": rule.name, "trigger": trigger}

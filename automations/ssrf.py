@@ -34,8 +34,14 @@ def _allowed() -> tuple[set[str], list[ipaddress.IPv4Network | ipaddress.IPv6Net
 
 
 def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv6 forms that carry an IPv4 address (mapped ::ffff:a.b.c.d, 6to4 2002:abcd:efgh::, Teredo) reach
+        # that address on hosts that route them: each is judged by the address it wraps too.
+        wrapped = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if any(inner is not None and not _is_public(inner) for inner in wrapped):
+            return False
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
     return not (
         address.is_private
         or address.is_loopback

@@ -238,8 +238,9 @@ def emit_event(
 def redeliver(*, deliveries: Iterable[WebhookDelivery]) -> int:
     """Send these events again (same webhook-id), whatever their state; return how many were queued."""
     ids = [d.pk for d in deliveries]
+    now = timezone.now()
     count = WebhookDelivery.objects.filter(pk__in=ids).update(
-        status=WebhookDelivery.Status.PENDING, next_attempt_at=timezone.now(), delivered_at=None
+        status=WebhookDelivery.Status.PENDING, next_attempt_at=now, delivered_at=None, retry_from=now,
     )
     _queue_after_commit(count)
     return count
@@ -376,7 +377,7 @@ def _record(results: list[AttemptResult]) -> None:
         if delivered:
             WebhookDelivery.objects.filter(pk__in=delivered).update(
                 status=WebhookDelivery.Status.DELIVERED, delivered_at=now, attempts=F("attempts") + 1,
-                last_status_code=200, last_error="",
+                last_status_code=200, last_error="", next_attempt_at=None,  # the claim's lease: no send is coming
             )
             # Exact codes for the rare non-200 successes.
             for r in results:
@@ -392,7 +393,9 @@ def _record(results: list[AttemptResult]) -> None:
                 continue
             delivery = r.delivery
             attempts = delivery.attempts + 1
-            give_up = r.status_code == 410 or now - delivery.created_at >= retry_for
+            # The retry window runs from the event, or from an admin's redelivery of it (an old event sent
+            # again after a receiver's outage had one attempt before).
+            give_up = r.status_code == 410 or now - (delivery.retry_from or delivery.created_at) >= retry_for
             WebhookDelivery.objects.filter(pk=delivery.pk).update(
                 attempts=attempts,
                 last_status_code=r.status_code,

@@ -141,7 +141,7 @@ def test_admin_refuses_actions_that_could_only_fail_or_drop_their_event(admin_cl
     # The same rules save once they can work, and an inactive rule may wait for its team.
     TeamMemberFactory(team=empty, user=UserFactory(username="ada"))
     for data in (dict(assign_mode="round_robin", assign_team=empty.pk),
-                 dict(webhook_event="contact.created", webhook_endpoint=endpoint.pk)):
+                 dict(webhook_event="contact.updated")):
         assert admin_client.post(reverse("admin:automations_rule_add"), rule_form_data(**data)).status_code == 302
     waiting = rule_form_data(assign_mode="round_robin", assign_team=TeamFactory(name="New team").pk)
     waiting.pop("active")
@@ -197,8 +197,11 @@ def test_a_rule_sends_only_events_whose_payload_is_the_contact(admin_client):
     response = admin_client.post(reverse("admin:automations_rule_add"), rule_form_data(trigger="tag_added",
                                                                                       webhook_event="contact.created"))
     assert "webhook_event" in response.context["adminform"].form.errors
+    # Every new contact is sent as contact.created already: a rule sending it again doubled it.
+    response = admin_client.post(reverse("admin:automations_rule_add"), rule_form_data(webhook_event="contact.created"))
+    assert "deliver it twice" in response.context["adminform"].form.errors["webhook_event"][0]
     assert admin_client.post(reverse("admin:automations_rule_add"),
-                             rule_form_data(webhook_event="contact.created")).status_code == 302
+                             rule_form_data(webhook_event="contact.updated")).status_code == 302
 
 
 def test_admin_refuses_a_rule_with_no_action_or_a_task_without_a_title(admin_client):

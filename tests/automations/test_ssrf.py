@@ -35,6 +35,10 @@ def no_allow_list(settings):
         "http://127.0.0.1:8171\\@8.8.8.8/",
         "http://user:pass@8.8.8.8@127.0.0.1/",
         "http://8.8.8.8 @127.0.0.1/",
+        # IPv6 forms that wrap a private IPv4 address: 6to4 of 169.254.169.254 and of 10.0.0.1, Teredo.
+        "http://[2002:a9fe:a9fe::]/",
+        "http://[2002:0a00:0001::1]/",
+        "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/",
     ],
 )
 def test_unsafe_urls_are_refused(no_allow_list, url):
