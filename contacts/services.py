@@ -1972,13 +1972,13 @@ def record_intake(
     cleaned.tags = resolved_tags
     # Everything was validated above, so no savepoint: an error from here on fails the caller's transaction too.
     if conversation_spec is not None:
-        conversation_obj, _ = get_or_create_conversation(
+        conversation_obj, conversation_created = get_or_create_conversation(
             agent=actor.agent,
             external_id=str(conversation_spec.get("external_id") or ""),
             channel=conversation_spec.get("channel") or Conversation.Channel.WEB_CHAT,
             metadata=conversation_spec.get("metadata"),
         )
-        add_messages(conversation=conversation_obj, messages=messages)
+        add_messages(conversation=conversation_obj, messages=messages, transcript=not conversation_created)
     upsert = upsert_contact(
         data={}, actor=actor, source=source, cleaned=cleaned, conversation=conversation_obj
     )

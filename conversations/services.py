@@ -160,8 +160,15 @@ def get_or_create_conversation(
         return Conversation.objects.get(agent=agent, external_id=external_id), False
 
 
-def add_messages(*, conversation: Conversation, messages: list[dict]) -> list[Message]:
-    """Append cleaned messages and return those stored; one resent with a known external_id is not stored twice."""
+def add_messages(*, conversation: Conversation, messages: list[dict], transcript: bool = False) -> list[Message]:
+    """Append cleaned messages and return those stored; one resent with a known external_id is not stored twice.
+
+    ``transcript``: the messages are the conversation so far, from its start (an intake's, a repeated
+    create-or-fetch's), so those the conversation already begins with (same role and text, in order)
+    are not stored again. Without ids, a retried intake stored the whole transcript twice.
+    """
+    if transcript and messages:
+        messages = messages[_stored_prefix_length(conversation, messages):]
     if not messages:
         return []
     for _attempt in range(3):
@@ -252,6 +259,19 @@ class EndResult:
     extraction: dict | None = None
 
 
+def _stored_prefix_length(conversation: Conversation, messages: list[dict]) -> int:
+    """How many of ``messages``, from the first, the conversation's stored messages begin with."""
+    stored = list(
+        Message.objects.filter(conversation=conversation).order_by("id").values_list("role", "content")[: len(messages)]
+    )
+    count = 0
+    for (role, content), message in zip(stored, messages, strict=False):
+        if (role, content) != (message["role"], message["content"]):
+            break
+        count += 1
+    return count
+
+
 def _known_external_ids(conversation: Conversation, messages: list[dict]) -> set[str]:
     ids = [m["external_id"] for m in messages if m["external_id"]]
     if not ids:
@@ -322,7 +342,7 @@ def start_conversation(
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if cleaned and conversation.status == Conversation.Status.ENDED and _has_new_messages(conversation, cleaned):
             raise ConversationEnded(conversation)
-        added = add_messages(conversation=conversation, messages=cleaned)
+        added = add_messages(conversation=conversation, messages=cleaned, transcript=not created)
         # contact_id links a conversation that has no contact yet. A fetch (agents repeat this call on
         # every turn) never moves one: after an intake wrote to another contact, a repeated
         # contact_id would have pulled the conversation back, away from the note and task it produced.

@@ -154,8 +154,9 @@ def api_exception_handler(exc, context):
             for error in errors:
                 if error["code"] == "already_exists":
                     error["message"] = f"Another contact already has this {error['field'] or 'value'}."
-        # A file over the size limit is a body too large, as one over the request limit is (413).
-        too_large = bool(errors) and all(e["code"] in TOO_LARGE_CODES for e in errors)
+        # A file over the size limit is a body too large, as one over the request limit is (413), whatever
+        # else is wrong with it: its type is not worth fixing before its size.
+        too_large = any(e["code"] in TOO_LARGE_CODES for e in errors)
         return error_response(errors, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE if too_large else status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, IntegrityError) and "foreign key" in str(exc).lower():
         # The record written to was deleted (merged into another, erased) between the lookup and the

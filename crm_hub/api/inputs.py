@@ -23,16 +23,22 @@ class RefusesUnknownKeys(serializers.Serializer):
             raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [ErrorDetail(
                 f"Expected an object with the fields {', '.join(sorted(self.fields))}; got {_json_type(data)}.", code="invalid",
             )]})
-        if isinstance(data, Mapping):
-            unknown = [key for key in data if key not in self.fields]
-            if unknown:
-                # The list is in the message too: an LLM agent reads the words, not always ``allowed``.
-                fields = ", ".join(sorted(self.fields))
-                raise serializers.ValidationError({
-                    str(key): [ErrorDetail(f"{key!r} is not a field here; the fields are {fields}.", code="unknown_field")]
-                    for key in unknown
-                })
-        return super().to_internal_value(data)
+        unknown = [key for key in data if key not in self.fields]
+        if not unknown:
+            return super().to_internal_value(data)
+        # The list is in the message too: an LLM agent reads the words, not always ``allowed``.
+        fields = ", ".join(sorted(self.fields))
+        errors = {
+            str(key): [ErrorDetail(f"{key!r} is not a field here; the fields are {fields}.", code="unknown_field")]
+            for key in unknown
+        }
+        try:
+            # The known fields are still checked, so one answer names every problem the shapes show.
+            super().to_internal_value({key: value for key, value in data.items() if key in self.fields})
+        except serializers.ValidationError as exc:
+            if isinstance(exc.detail, Mapping):
+                errors = {**exc.detail, **errors}
+        raise serializers.ValidationError(errors)
 
 
 def _json_type(value) -> str:

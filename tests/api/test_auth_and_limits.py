@@ -123,10 +123,10 @@ def test_upload_over_the_file_limit_but_under_the_body_limit_is_413_too(bot, set
     assert response.status_code == 413
     assert response.json()["errors"] == [{"field": "file", "code": "file_too_large",
                                           "message": "The file is 1,509 bytes; the limit is 1,000 bytes."}]
-    # Too large and of the wrong kind: 400, naming both.
+    # Too large and of the wrong kind: still 413 (an oversized upload always is), naming both.
     fake = SimpleUploadedFile("fake.pdf", b"x" * 1500, content_type="application/pdf")
     response = bot.client.post(f"/api/v1/contacts/{contact.pk}/files", {"file": fake}, **bot.headers)
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert [e["code"] for e in response.json()["errors"]] == ["file_too_large", "unsupported_file_type"]
 
 

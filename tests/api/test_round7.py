@@ -53,3 +53,26 @@ def test_control_characters_are_refused_naming_the_field_and_the_character(bot, 
     # Tabs and line breaks are whitespace, and right-to-left text is text.
     fine = bot.post("contacts/upsert", {"name": "Ana\tLima", "street": "Rua 1\nApto 2", "company": "שלום עולם"})
     assert fine.status_code == 201 and fine.json()["contact"]["name"] == "Ana Lima"
+
+
+def test_an_unknown_key_does_not_hide_the_other_fields_bad_shapes(bot, taxonomy):
+    response = bot.post("intake", {"contact": {"name": "X"}, "bogus": 1,
+                                   "task": {"title": "Call", "due_at": "2030-01-01T10:00:00Z", "priority": "urgent"}})
+    assert response.status_code == 400
+    fields = {(e["field"], e["code"]) for e in response.json()["errors"]}
+    assert {("bogus", "unknown_field"), ("task.priority", "invalid_value")} <= fields
+
+
+def test_a_repeated_intake_does_not_store_its_transcript_twice(bot, taxonomy):
+    from conversations.models import Message
+
+    body = {"contact": {"phone": "+1 786 557 0001", "name": "Conv Person"}, "note": "sum",
+            "conversation": {"external_id": "wa-123", "channel": "whatsapp",
+                             "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}}
+    assert bot.post("intake", body).status_code in (200, 201)
+    assert bot.post("intake", body).status_code in (200, 201)
+    assert list(Message.objects.order_by("id").values_list("content", flat=True)) == ["hi", "hello"]
+    # A longer transcript later adds only what is new, repeats included.
+    body["conversation"]["messages"] += [{"role": "user", "content": "hi"}]
+    bot.post("intake", body)
+    assert list(Message.objects.order_by("id").values_list("content", flat=True)) == ["hi", "hello", "hi"]

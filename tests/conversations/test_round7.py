@@ -49,3 +49,14 @@ def test_a_plan_the_visitor_names_is_not_taken_as_their_name():
     assert found.custom == {"product_interest": "Pro"} and "name" not in found.contact
     assert found.dropped[0]["field"] == "name"
     assert extract_with_rules(["I am Ana Lima, interested in Pro"], definitions=[plan]).contact["name"] == "Ana Lima"
+
+
+def test_a_repeated_create_or_fetch_with_its_first_messages_stores_them_once(api):
+    from conversations.models import Message
+    from tests.conversations.test_api import start
+
+    first = [{"role": "visitor", "content": "hi"}, {"role": "agent", "content": "hello"}]
+    start(api, external_id="turns", messages=first)
+    start(api, external_id="turns", messages=first)
+    start(api, external_id="turns", messages=[*first, {"role": "visitor", "content": "price?"}])
+    assert list(Message.objects.order_by("id").values_list("content", flat=True)) == ["hi", "hello", "price?"]
