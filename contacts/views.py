@@ -57,6 +57,7 @@ from contacts.forms import (
     StaffAuthenticationForm,
     TaskForm,
 )
+from contacts.importing.services import recent_imports_of
 from contacts.models import (
     Contact,
     ContactFile,
@@ -553,6 +554,9 @@ def contact_list(request):
         "bulk_limit": BULK_ACTION_LIMIT,
         "bulk_actions": BULK_ACTION_CHOICES,
         "is_admin": user_is_crm_admin(request.user),
+        # Imports run in the background: their progress pages are reached from here, not only from admin.
+        "recent_imports": recent_imports_of(request.user),
+        "can_import": user_is_crm_admin(request.user),
     }
     return render(request, "contacts/list.html", context)
 

@@ -14,6 +14,8 @@ from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
@@ -183,7 +185,7 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
         if not job.error_file:
             raise Http404
         name = f"{job.file_name.rsplit('.', 1)[0]}-errors.csv"
-        return FileResponse(job.error_file.open("rb"), as_attachment=True, filename=name, content_type="text/csv")
+        return FileResponse(job.error_file.open("rb"), as_attachment=True, filename=name, content_type="text/csv; charset=utf-8")
 
     def import_file_view(self, request, job_id: int):
         # The uploaded file, for the same reason and the same staff.
@@ -277,7 +279,8 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="Finished at")
     def finished(self, obj):
-        return obj.finished_at or "-"
+        # Formatted as admin shows the other dates (the raw value printed microseconds and +00:00).
+        return date_format(timezone.localtime(obj.finished_at), "DATETIME_FORMAT") if obj.finished_at else "-"
 
     @admin.display(description="Progress")
     def progress_link(self, obj):

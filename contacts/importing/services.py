@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import logging
 import os
@@ -813,6 +814,25 @@ def _jsonable(value):
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     return value
+
+
+ACTIVE_STATUSES = (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING, ImportJob.Status.CANCELLING, ImportJob.Status.REVERTING)
+
+
+def visible_import_jobs(user):
+    """The imports ``user`` may follow: their own, or all for those who may view import jobs."""
+    jobs = ImportJob.objects.exclude(status=ImportJob.Status.DRAFT)
+    return jobs if user.has_perm("contacts.view_importjob") else jobs.filter(created_by=user)
+
+
+def recent_imports_of(user, *, limit: int = 3) -> list[ImportJob]:
+    """``user``'s imports running now or finished in the last day, newest first (the contact list shows them)."""
+    since = timezone.now() - dt.timedelta(days=1)
+    return list(
+        ImportJob.objects.filter(created_by=user)
+        .filter(Q(status__in=ACTIVE_STATUSES) | Q(finished_at__gte=since))
+        .order_by("-created_at")[:limit]
+    )
 
 
 def progress(job: ImportJob) -> dict:

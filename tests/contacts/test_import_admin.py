@@ -88,7 +88,7 @@ def test_web_ui_progress_page_shows_rows_rate_and_time_left(client, staff_user):
 
     job = ImportJob.objects.create(
         file_name="big.csv", file="imports/big.csv", status="running", rows_total=1000, rows_done=250,
-        started_at=timezone.now() - dt.timedelta(seconds=10),
+        started_at=timezone.now() - dt.timedelta(seconds=10), created_by=staff_user,
     )
     client.force_login(staff_user)
     response = client.get(reverse("importing:progress", args=[job.pk]))
@@ -99,10 +99,36 @@ def test_web_ui_progress_page_shows_rows_rate_and_time_left(client, staff_user):
 
 
 def test_progress_json_for_the_web_ui(client, staff_user):
-    job = ImportJob.objects.create(file_name="a.csv", file="imports/a.csv", status="running", rows_total=100, rows_done=25)
+    job = ImportJob.objects.create(file_name="a.csv", file="imports/a.csv", status="running", rows_total=100, rows_done=25,
+                                   created_by=staff_user)
     client.force_login(staff_user)
     data = client.get(reverse("importing:progress_json", args=[job.pk])).json()
     assert (data["percent"], data["finished"], data["status"]) == (25.0, False, "running")
+
+
+def test_an_import_is_followed_by_who_started_it_or_who_may_view_imports(client, staff_user):
+    from django.contrib.auth.models import Permission
+
+    from tests.contacts.factories import UserFactory
+
+    job = ImportJob.objects.create(file_name="theirs.csv", file="imports/t.csv", status="running", rows_total=10,
+                                   created_by=UserFactory(username="uploader", is_staff=True))
+    client.force_login(staff_user)
+    assert client.get(reverse("importing:progress", args=[job.pk])).status_code == 404
+    assert client.get(reverse("importing:progress_json", args=[job.pk])).status_code == 404
+    staff_user.user_permissions.add(Permission.objects.get(codename="view_importjob"))
+    assert client.get(reverse("importing:progress", args=[job.pk])).status_code == 200
+    client.logout()
+    response = client.get(reverse("importing:progress", args=[job.pk]))
+    assert response.status_code == 302 and "/admin/" not in response["Location"]  # the web UI's own sign-in
+
+
+def test_the_contact_list_leads_to_the_users_running_import(client, staff_user):
+    job = ImportJob.objects.create(file_name="mine.csv", file="imports/m.csv", status="running", rows_total=10,
+                                   rows_done=4, created_by=staff_user)
+    client.force_login(staff_user)
+    page = client.get("/contacts/").content.decode()
+    assert 'data-testid="recent-imports"' in page and reverse("importing:progress", args=[job.pk]) in page
 
 
 def test_import_contacts_command_dry_run_then_import(tmp_path, capsys):
@@ -143,3 +169,26 @@ def test_the_import_history_cannot_be_edited_or_deleted(admin_client, staff_acto
     assert ImportJob.objects.get(pk=job.pk).finished_at == finished
     assert admin_client.post(f"/admin/contacts/importjob/{job.pk}/delete/", {"post": "yes"}).status_code == 403
     assert ImportJob.objects.filter(pk=job.pk).exists()
+
+
+def test_the_command_names_the_allowed_targets_of_an_unknown_one(tmp_path):
+    from django.core.management.base import CommandError
+
+    path = tmp_path / "people.csv"
+    path.write_bytes(csv_bytes([["Ann", "+44 20 7946 0958"]], headers=["Who", "Mobile"]))
+    with pytest.raises(CommandError) as refused:
+        call_command("import_contacts", str(path), "--mapping", json.dumps({"Mobile": "telephone"}), "--dry-run")
+    assert "Unknown target 'telephone'" in str(refused.value) and "Allowed:" in str(refused.value)
+    assert "phone" in str(refused.value).split("Allowed:")[1]
+
+
+def test_the_map_step_names_a_column_or_mode_it_cannot_take(admin_client_logged_in):
+    client = admin_client_logged_in
+    body = csv_bytes([["Ann", "(561) 555-0192"]], headers=["Name", "Phone"])
+    client.post(reverse("admin:contacts_contact_import_upload"), {"file": SimpleUploadedFile("l.csv", body), "mode": "create_update"})
+    job = ImportJob.objects.get()
+    map_url = reverse("admin:contacts_contact_import_map", args=[job.pk])
+    html = client.post(map_url, {"mode": "bogus", "col_0": "custom.nope", "col_1": "phone", "_preview": "1"}).content.decode()
+    assert 'id="id_col_0_error"' in html and "Column “Name”" in html
+    assert 'id="id_mode_error"' in html and "Mode:" in html
+    assert Contact.objects.count() == 0

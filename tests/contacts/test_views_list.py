@@ -156,12 +156,12 @@ def test_list_renders_with_fixed_number_of_queries(signed_in, staff_user, django
     add(0)
     url = "/contacts/?cols=name&cols=tags&cols=stage&cols=owner&cols=cf.plan"
     # Cold cache: the vocabulary (tags, stages, custom fields, staff users) costs four queries once.
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(11):
         assert signed_in.get(url).status_code == 200
     for i in range(1, 30):
         add(i)
-    # Session, user, admin group, saved views, the page, tag and stage ids of its rows.
-    with django_assert_num_queries(6):
+    # Session, user, admin group, saved views, the user's recent imports, the page, tag and stage ids of its rows.
+    with django_assert_num_queries(7):
         response = signed_in.get(url)
     assert len(names_in(response)) == 30
     html = response.content.decode()
@@ -171,7 +171,7 @@ def test_list_renders_with_fixed_number_of_queries(signed_in, staff_user, django
 def test_list_without_tag_and_stage_columns_skips_their_query(signed_in, staff_user, django_assert_num_queries):
     make_contact(staff_user, name="Solo", tags=[])
     signed_in.get("/contacts/")
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(6):
         assert names_in(signed_in.get("/contacts/?cols=name&cols=email")) == ["Solo"]
 
 

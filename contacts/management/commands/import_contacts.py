@@ -68,7 +68,9 @@ class Command(BaseCommand):
         except InputRejected as exc:
             # Refused before it started (a bad mapping or mode): the draft is of no use to anyone.
             self._discard(job)
-            raise CommandError("; ".join(f"{e.field}: {e.message}" for e in exc.errors)) from None
+            raise CommandError("; ".join(
+                f"{e.field}: {e.message}" + (f" Allowed: {', '.join(e.allowed)}." if e.allowed else "") for e in exc.errors
+            )) from None
         except UnreadableFile as exc:  # found by the dry run's full read
             raise CommandError(str(exc)) from None
         self._end_bar()
