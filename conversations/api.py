@@ -183,7 +183,10 @@ class EndResponseSerializer(serializers.Serializer):
         help_text="The contact written by the intake; null if none, or if the token lacks contacts:read.",
     )
     created = serializers.BooleanField(allow_null=True, help_text="Whether the intake created the contact; null without intake.")
-    matched_by = serializers.CharField(allow_null=True, help_text="phone, email or null.")
+    matched_by = serializers.CharField(
+        allow_null=True,
+        help_text="phone, email, conversation (no phone or email given: the contact the conversation is linked to) or null.",
+    )
     possible_duplicates = serializers.ListField(child=serializers.IntegerField(), help_text="Contact ids flagged for review.")
     pending_changes = PendingChangeSerializer(many=True, help_text="Protected-field changes awaiting staff approval.")
     note_id = serializers.IntegerField(allow_null=True, help_text="The note written, linked to this conversation.")
@@ -480,7 +483,7 @@ class ConversationEndView(APIView):
             # left out without identity:read.
             "contact": upsert.contact if upsert and request.auth.has_scope(READ) else None,
             "created": upsert.created if upsert else None,
-            "matched_by": upsert.matched_by if upsert else None,
+            "matched_by": "conversation" if result.reached_by_link else (upsert.matched_by if upsert else None),
             "possible_duplicates": upsert.possible_duplicates if upsert else [],
             "pending_changes": upsert.pending_changes if upsert else [],
             "note_id": intake.note.pk if intake and intake.note else None,

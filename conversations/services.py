@@ -257,6 +257,8 @@ class EndResult:
     conversation: Conversation
     intake: Any = None  # contacts.services.IntakeResult when a contact was written
     extraction: dict | None = None
+    # The intake named no phone or email of its own and went to the contact the conversation is linked to.
+    reached_by_link: bool = False
 
 
 def _stored_prefix_length(conversation: Conversation, messages: list[dict]) -> int:
@@ -551,7 +553,9 @@ def end_conversation(
         raise ConversationEnded(conversation)
     intake_kwargs = None
     extraction_record = None
+    named = None  # the contact part the intake or extraction gave, before aiming it at the linked contact
     if intake is not None:
+        named = intake.get("contact") if isinstance(intake.get("contact"), Mapping) else {}
         intake_kwargs = _aim_intake(conversation, dict(intake))
         if summary and not intake_kwargs.get("note"):
             intake_kwargs["note"] = summary
@@ -559,6 +563,7 @@ def end_conversation(
         found = extracted if extracted is not None else prepare_extraction(
             conversation=conversation, actor=actor, summary=summary, extract=True, extractor=extractor
         )
+        named = dict(found.contact)
         intake_kwargs = _intake_from_extraction(conversation, found, note=summary)
         extraction_record = found.as_record()
 
@@ -592,7 +597,12 @@ def end_conversation(
                 context={"conversation_id": locked.pk},
             )
         emit_event(event="conversation.ended", payload=lambda: payloads.conversation_ended_event(locked))
-    return EndResult(conversation=locked, intake=intake_result, extraction=extraction_record)
+    reached_by_link = bool(
+        conversation.contact_id and named is not None and not (named.get("phone") or named.get("email"))
+        and intake_result is not None and getattr(intake_result, "upsert", None) is not None
+        and intake_result.upsert.contact.pk == conversation.contact_id
+    )
+    return EndResult(conversation=locked, intake=intake_result, extraction=extraction_record, reached_by_link=reached_by_link)
 
 
 def _ended_entry(conversation: Conversation, *, actor: Actor, source: str) -> HistoryEntry:

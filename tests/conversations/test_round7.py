@@ -60,3 +60,16 @@ def test_a_repeated_create_or_fetch_with_its_first_messages_stores_them_once(api
     start(api, external_id="turns", messages=first)
     start(api, external_id="turns", messages=[*first, {"role": "visitor", "content": "price?"}])
     assert list(Message.objects.order_by("id").values_list("content", flat=True)) == ["hi", "hello", "price?"]
+
+
+def test_an_intake_sent_to_the_linked_contact_says_it_was_matched_by_the_conversation(api):
+    from tests.contacts.factories import ContactFactory
+    from tests.conversations.test_api import end, start
+
+    known = ContactFactory(name="Linked", phone="+15615550230", phone_e164="+15615550230")
+    conversation_id = start(api, external_id="linked-1", contact_id=known.pk).json()["conversation"]["id"]
+    answer = end(api, conversation_id, intake={"note": "to linked"}).json()
+    assert answer["contact"]["id"] == known.pk and answer["matched_by"] == "conversation"
+    other_id = start(api, external_id="linked-2", contact_id=known.pk).json()["conversation"]["id"]
+    by_phone = end(api, other_id, intake={"contact": {"phone": "(561) 555-0230"}, "note": "x"}).json()
+    assert by_phone["matched_by"] == "phone"
