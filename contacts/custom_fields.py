@@ -72,14 +72,16 @@ def clean_value(definition: CustomField, value: Any) -> Any:
     if any(isinstance(item, str) and ("\x00" in item or (not item.isascii() and _SURROGATE.search(item))) for item in strings):
         # As for the standard fields: PostgreSQL's jsonb cannot hold NUL, nor text lone surrogates.
         raise BadValue("Null characters and lone surrogates are not allowed.")
+    for item in strings:
+        # Every type, not text alone: a URL or a choice holding ESC is as garbled in an export.
+        if isinstance(item, str) and (problem := control_character_problem(item)):
+            raise BadValue(problem)
     kind = definition.type
     T = CustomField.Type
     if kind in (T.TEXT, T.LONG_TEXT):
         if isinstance(value, (dict, list)):
             raise BadValue("Expected text.")
         text = str(value).strip()
-        if problem := control_character_problem(text):
-            raise BadValue(problem)
         limit = MAX_TEXT if kind == T.TEXT else MAX_LONG_TEXT
         if len(text) > limit:
             raise BadValue(f"At most {limit} characters.")

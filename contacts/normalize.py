@@ -190,9 +190,10 @@ def _without_invisible(text: str, *, keep_joiners: bool = False) -> str:
 HONORIFICS = frozenset("mr mrs ms miss mx dr prof sir dame sr sra srta dona don".split())
 
 
-# Control characters no one types (BEL, ESC of a terminal colour code, C1 controls) and the two
-# direction overrides used to disguise text ("\u202eexe.pdf"). Tabs and line breaks are whitespace.
-_CONTROL = re.compile("[\x01-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202d\u202e]")
+# Control characters no one types (BEL, ESC of a terminal colour code, C1 controls) and the explicit
+# direction embeddings, overrides and isolates used to disguise text ("\u202eexe.pdf", Trojan Source).
+# Tabs and line breaks are whitespace; the plain marks (U+200E, U+200F) stay.
+_CONTROL = re.compile("[\x01-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def control_character_problem(text: str) -> str | None:

@@ -1806,6 +1806,17 @@ def _prefixed(errors: list[FieldError], exc: InputRejected, prefix: str) -> None
     errors.extend(exc.prefixed(prefix).errors)
 
 
+def _aim_at_linked_contact(cleaned: CleanContactInput, contact_id: int) -> None:
+    """Give ``cleaned`` the linked contact's key (phone, else email), so the upsert finds that contact."""
+    linked = Contact.objects.filter(pk=contact_id).values("phone_e164", "phone_extension", "email_normalized").first()
+    if linked is None:
+        return
+    if linked["phone_e164"]:
+        cleaned.phone_e164, cleaned.phone_extension = linked["phone_e164"], linked["phone_extension"]
+    elif linked["email_normalized"]:
+        cleaned.email_normalized = linked["email_normalized"]
+
+
 def _one_intake_transaction(func):
     """Run an intake in one transaction from its first read, with an _IntakeBatch.
 
@@ -1978,6 +1989,15 @@ def record_intake(
             channel=conversation_spec.get("channel") or Conversation.Channel.WEB_CHAT,
             metadata=conversation_spec.get("metadata"),
         )
+        # Locked before the contact, in the order conversations/{id}/end takes them (the other order
+        # deadlocked the two); it also lines up retries of one intake, so each sees the transcript stored.
+        conversation_obj = Conversation.objects.select_for_update().get(pk=conversation_obj.pk)
+        if conversation_obj.status == Conversation.Status.ENDED:
+            return ConversationEnded(conversation_obj)
+        if conversation_obj.contact_id and not (cleaned.phone_e164 or cleaned.email_normalized):
+            # Nothing in the intake names anyone else: it is about the caller the conversation is linked to,
+            # as conversations/{id}/end has it (this made a keyless second contact and moved the conversation).
+            _aim_at_linked_contact(cleaned, conversation_obj.contact_id)
         add_messages(conversation=conversation_obj, messages=messages, transcript=not conversation_created)
     upsert = upsert_contact(
         data={}, actor=actor, source=source, cleaned=cleaned, conversation=conversation_obj

@@ -3,7 +3,12 @@
 import django_filters
 
 from conversations.models import Conversation
-from crm_hub.api.filters import RefusesBlankFilterSet, StrictBooleanFilter, UtcIsoDateTimeFilter
+from crm_hub.api.filters import (
+    CaseInsensitiveChoiceFilter,
+    RefusesBlankFilterSet,
+    StrictBooleanFilter,
+    UtcIsoDateTimeFilter,
+)
 
 # Ids beyond a 64-bit integer cannot exist; SQLite would raise OverflowError on them.
 MAX_ID = 2**63 - 1
@@ -16,8 +21,8 @@ class ConversationFilter(RefusesBlankFilterSet):
         method="filter_contact", min_value=1, max_value=MAX_ID, decimal_places=0,
         help_text="Only conversations linked to this contact id; an id no contact has is 400 invalid_value.",
     )
-    channel = django_filters.ChoiceFilter(choices=Conversation.Channel.choices, help_text="Only this channel.")
-    status = django_filters.ChoiceFilter(choices=Conversation.Status.choices, help_text="open or ended.")
+    channel = CaseInsensitiveChoiceFilter(choices=Conversation.Channel.choices, help_text="Only this channel.")
+    status = CaseInsensitiveChoiceFilter(choices=Conversation.Status.choices, help_text="open or ended.")
     since = UtcIsoDateTimeFilter(
         field_name="started_at", lookup_expr="gte", help_text="Only conversations started at or after this ISO 8601 time."
     )

@@ -111,7 +111,9 @@ def clean_messages(messages: Iterable[Mapping[str, Any]] | None, *, prefix: str 
         elif error := _text_error(f"{path}.content", content):
             errors.append(error)
         try:
-            sent_at = _parse_time(item.get("sent_at"), field_name=f"{path}.sent_at")
+            # Left unset until the message is stored (add_messages): stamped here, before the call waited
+            # for the conversation's lock, a concurrent call's later messages sorted before earlier ones.
+            sent_at = _parse_time(item["sent_at"], field_name=f"{path}.sent_at") if item.get("sent_at") not in (None, "") else None
         except InputRejected as exc:
             errors.extend(exc.errors)
             sent_at = None
@@ -171,6 +173,8 @@ def add_messages(*, conversation: Conversation, messages: list[dict], transcript
         messages = messages[_stored_prefix_length(conversation, messages):]
     if not messages:
         return []
+    now = timezone.now()
+    messages = [m if m["sent_at"] is not None else {**m, "sent_at": now} for m in messages]
     for _attempt in range(3):
         known = _known_external_ids(conversation, messages)
         fresh, seen = [], set()

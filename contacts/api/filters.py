@@ -11,7 +11,11 @@ from contacts.models import Contact, ContactStage, ContactTag, Source, Stage
 from contacts.normalize import email_normalize_or_none, phone_to_e164_or_none
 from contacts.selectors import search_contacts
 from contacts.services import invalid_email_error, invalid_phone_error, resolve_tags
-from crm_hub.api.filters import RefusesBlankFilterSet, UtcIsoDateTimeFilter
+from crm_hub.api.filters import (
+    CaseInsensitiveChoiceFilter,
+    RefusesBlankFilterSet,
+    UtcIsoDateTimeFilter,
+)
 from crm_hub.errors import FieldError, InputRejected
 
 
@@ -24,7 +28,7 @@ class ContactApiFilter(RefusesBlankFilterSet):
     tag = django_filters.CharFilter(method="filter_tag", help_text="Tag name (case-insensitive); an unknown tag answers 400 unknown_tag with the allowed names.")
     stage = django_filters.CharFilter(method="filter_stage", help_text="Stage id or name (case-insensitive), in any pipeline; an unknown stage answers 400 unknown_stage.")
     owner = django_filters.CharFilter(method="filter_owner", help_text="Owner's user id, username or email; no such user: 400 invalid_value.")
-    source = django_filters.ChoiceFilter(choices=Source.choices, help_text="How the contact came in: chat, form, manual, import or api.")
+    source = CaseInsensitiveChoiceFilter(choices=Source.choices, help_text="How the contact came in: chat, form, manual, import or api.")
     updated_since = UtcIsoDateTimeFilter(
         field_name="updated_at", lookup_expr="gte", help_text="Only contacts changed at or after this ISO 8601 time."
     )

@@ -52,7 +52,13 @@ from contacts.selectors import merged_into
 from conversations.api import ConversationClosed
 from conversations.services import ConversationEnded
 from crm_hub.actors import Actor
-from crm_hub.api.errors import ContactMergedAway, capped_errors, flatten_validation_error, validated
+from crm_hub.api.errors import (
+    ContactMergedAway,
+    allowed_at,
+    capped_errors,
+    flatten_validation_error,
+    validated,
+)
 from crm_hub.api.pagination import CheckedCursorPagination
 from crm_hub.api.permissions import intake_scopes, require_scopes
 from crm_hub.api.schema import IDEMPOTENCY_KEY, READ_ERRORS, WRITE_ERRORS, error_responses
@@ -197,13 +203,12 @@ class ContactBatchUpsertView(AgentView):
         item = ContactFieldsInput()
         for index, raw in enumerate(batch["contacts"]):
             path = f"contacts.{index}"
-            item.path = path
             try:
                 plain = ContactFieldsInput.plain(raw)
                 items.append(split_contact_input(plain if plain is not None else item.run_validation(raw)))
             except ValidationError as exc:
                 items.append(InputRejected(
-                    FieldError(e["field"], e["code"], e["message"])
+                    FieldError(e["field"], e["code"], e["message"], allowed_at(item, e["field"].removeprefix(path + "."), e["code"]))
                     for e in flatten_validation_error(exc.detail, exc.get_codes(), path)
                 ))
             except InputRejected as exc:

@@ -83,13 +83,13 @@ def validated(serializer) -> dict:
         serializer.is_valid(raise_exception=True)
     except exceptions.ValidationError as exc:
         raise InputRejected(
-            FieldError(item["field"], item["code"], item["message"], _allowed_at(serializer, item["field"], item["code"]))
+            FieldError(item["field"], item["code"], item["message"], allowed_at(serializer, item["field"], item["code"]))
             for item in flatten_validation_error(exc.detail, exc.get_codes())
         ) from None
     return serializer.validated_data
 
 
-def _allowed_at(serializer, path: str | None, code: str) -> list[str] | None:
+def allowed_at(serializer, path: str | None, code: str) -> list[str] | None:
     """What may stand at ``path`` ("messages.0.role") in ``serializer``: a ChoiceField's choices, or for an
     unknown key the keys of the object that holds it."""
     if not path:

@@ -54,6 +54,21 @@ class StrictBooleanFilter(django_filters.BooleanFilter):
         super().__init__(*args, **kwargs)
 
 
+class CaseInsensitiveChoiceField(django_filters.fields.ChoiceField):
+    """Takes a choice in any case ("API", "Chat"), as tags, stages and owners are matched."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        for choice, _label in self.choices:
+            if isinstance(choice, str) and value and choice.casefold() == value.casefold():
+                return choice
+        return value
+
+
+class CaseInsensitiveChoiceFilter(django_filters.ChoiceFilter):
+    field_class = CaseInsensitiveChoiceField
+
+
 class RefusesBlankFilterSet(django_filters.FilterSet):
     """A FilterSet whose ``refuse_blank`` parameters answer 400 when sent empty instead of being ignored.
 
@@ -81,6 +96,8 @@ class RefusesBlankFilterSet(django_filters.FilterSet):
                 if problem.code == "invalid_choice" and isinstance(field, forms.ChoiceField):
                     allowed = [str(value) for value, _label in field.choices if value != ""]
                     errors.append(FieldError(name, "invalid_value", f"{sent!r} is not one of the allowed values.", allowed))
+                elif isinstance(field, StrictBooleanField):
+                    errors.append(FieldError(name, "invalid_value", f"{sent!r}: expected true or false.", ["true", "false"]))
                 elif isinstance(field, forms.DateTimeField) and problem.code == "invalid":
                     hint = " (a '+' in the offset must be sent as %2B)" if " " in sent else ""
                     errors.append(FieldError(name, "invalid_value",

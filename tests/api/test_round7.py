@@ -76,3 +76,41 @@ def test_a_repeated_intake_does_not_store_its_transcript_twice(bot, taxonomy):
     body["conversation"]["messages"] += [{"role": "user", "content": "hi"}]
     bot.post("intake", body)
     assert list(Message.objects.order_by("id").values_list("content", flat=True)) == ["hi", "hello", "hi"]
+
+
+def test_an_intake_for_a_linked_conversation_naming_no_key_goes_to_the_linked_contact(bot, taxonomy):
+    from conversations.models import Conversation
+
+    known = bot.post("contacts/upsert", {"name": "Conv Linked", "phone": "+1 561 555 0395"}).json()["contact"]["id"]
+    conversation_id = bot.post("conversations", {"external_id": "linked-e", "contact_id": known}).json()["conversation"]["id"]
+    response = bot.post("intake", {"contact": {"name": "Conv Linked", "company": "NewCo"}, "note": "summary",
+                                   "conversation": {"external_id": "linked-e"}})
+    assert response.status_code == 200, response.json()
+    assert response.json()["contact"]["id"] == known
+    assert Contact.objects.count() == 1 and Contact.objects.get().company == "NewCo"
+    assert Conversation.objects.get(pk=conversation_id).contact_id == known
+
+
+@pytest.mark.parametrize("value", ["https://x.com/a\u001bb", "a\u202ab", "a\u2066b\u2069"])
+def test_control_and_direction_characters_are_refused_in_custom_values_of_any_type(bot, value):
+    from contacts.models import CustomField
+
+    CustomField.objects.create(key="site", label="Site", type=CustomField.Type.URL, allow_for_ai=True)
+    CustomField.objects.create(key="nickname", label="Nickname", type=CustomField.Type.TEXT, allow_for_ai=True)
+    for key in ("site", "nickname"):
+        response = bot.post("contacts/upsert", {"email": "x@example.com", "custom": {key: value}})
+        assert response.status_code == 400 and response.json()["errors"][0]["field"] == f"custom.{key}"
+    assert bot.post("contacts/upsert", {"name": value.replace("https://x.com/", ""), "email": "y@example.com"}).status_code == 400
+
+
+def test_a_batch_items_unknown_key_lists_what_is_allowed(bot, taxonomy):
+    result = bot.post("contacts/batch-upsert", {"contacts": [{"phone": "4155550101", "foo": 1}]}).json()["results"][0]
+    error = result["errors"][0]
+    assert (error["field"], error["code"]) == ("contacts.0.foo", "unknown_field") and "phone" in error["allowed"]
+
+
+def test_filters_take_a_source_in_any_case_and_list_true_false(bot, taxonomy):
+    bot.post("contacts/upsert", {"name": "Api Person", "email": "api@example.com"})
+    assert [c["name"] for c in bot.get("contacts", {"source": "API"}).json()["results"]] == ["Api Person"]
+    refused = bot.get("conversations", {"linked": "maybe"}).json()["errors"][0]
+    assert refused["allowed"] == ["true", "false"]

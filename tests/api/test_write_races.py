@@ -101,3 +101,32 @@ def test_twenty_concurrent_calls_adding_one_tag_record_it_once():
     assert sorted(results, key=lambda r: len(r[1]))[-1][1] == ["VIP"]
     assert sum(bool(added) for _, added in results) == 1
     assert HistoryEntry.objects.filter(contact=contact, action="tag_added").count() == 1
+
+
+def test_an_intake_and_an_end_of_one_conversation_at_once_do_not_deadlock():
+    """end locks the conversation, then the contact; an intake naming the conversation now does the same."""
+    from conversations.models import Conversation, Message
+
+    _agent, token = make_agent("ender", scopes=["contacts:read", "contacts:write", "notes:write", "conversations:write"])
+    for round_number in range(4):
+        external_id, phone = f"race-{round_number}", f"+1561555{round_number:04d}"
+        api = AgentClient(token)
+        started = api.post("conversations", {"external_id": external_id,
+                                             "messages": [{"role": "visitor", "content": "hi"}]})
+        conversation_id = started.json()["conversation"]["id"]
+
+        def call(index, conversation_id=conversation_id, external_id=external_id, phone=phone):
+            client = AgentClient(token)
+            if index % 2:
+                return client.post(f"conversations/{conversation_id}/end",
+                                   {"summary": "s", "intake": {"contact": {"phone": phone, "name": "End Race"}}}).status_code
+            return client.post("intake", {"contact": {"phone": phone, "name": "End Race"}, "note": "x",
+                                          "conversation": {"external_id": external_id,
+                                                           "messages": [{"role": "visitor", "content": "hi"}]}}).status_code
+
+        results, errors = run_in_threads(4, call)
+        assert errors == []
+        assert all(code in (200, 201, 409) for code in results), results
+        assert Contact.objects.filter(phone_e164=phone).count() == 1
+        assert Conversation.objects.get(pk=conversation_id).status == "ended"
+        assert Message.objects.filter(conversation_id=conversation_id).count() == 1
