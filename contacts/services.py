@@ -2221,6 +2221,8 @@ def save_view(*, owner, name: str, query: str, shared: bool = False) -> SavedVie
         errors.append(FieldError("name", "required", "Give the view a name."))
     elif len(name) > 80:
         errors.append(FieldError("name", "invalid_value", f"A view's name has at most 80 characters (this one has {len(name):,})."))
+    elif problem := control_character_problem(name):
+        errors.append(FieldError("name", "invalid_value", f"The view's name: {problem[0].lower()}{problem[1:]}"))
     if len(query or "") > 4000:
         errors.append(FieldError("query", "invalid_value",
                                  f"The filters are too long to save ({len(query):,} characters; at most 4,000)."))

@@ -665,6 +665,11 @@ def saved_view_create(request):
         for name, problems in form.errors.items():
             messages.error(request, f"{form.fields[name].label or name.capitalize()}: {' '.join(problems)}")
         return redirect(back)
+    if len(query) <= 4000 and (problems := _list_state(request, QueryDict(query)).problems):
+        # Saved, such a view only ever opened onto "a filter cannot be applied".
+        for message in problems.values():
+            messages.error(request, f"Not saved: {message}")
+        return redirect(back)
     try:
         view = save_view(
             owner=request.user, name=form.cleaned_data["name"], query=form.cleaned_data["query"],
@@ -712,7 +717,15 @@ def _refuse_broken_filters(request, state: ListState) -> None:
 @staff_required
 def contact_export(request):
     """Export every contact matching the list's filters, with its chosen columns."""
-    state = _list_state(request, request.GET)
+    params = request.GET
+    if "view" in params:
+        # A saved view's filters, as the list applies them (ignored, ?view= exported every contact).
+        wanted = params["view"]
+        view = _visible_views(request.user).filter(pk=int(wanted)).first() if wanted.isdigit() and len(wanted) < 19 else None
+        if view is None:
+            raise Http404("No such saved view.")
+        params = _over_saved_view(view, params)
+    state = _list_state(request, params)
     if state.problems:
         # An export of "nothing" would look like an answer; send the user to the list, which says what is wrong.
         return redirect(reverse("contacts:list") + "?" + _query_without(request.GET, "format"))
@@ -1343,6 +1356,9 @@ def _to_contact(request, contact: Contact):
     return redirect(url)
 
 
+STAGE_GONE = "That stage no longer exists (deleted since the page loaded); nothing was changed. Reload the page to see the stages."
+
+
 @require_POST
 @staff_required
 def contact_stage(request, pk: int):
@@ -1357,7 +1373,10 @@ def contact_stage(request, pk: int):
     stage_id = _posted_id(request, "stage")
     if stage_id is None:
         return _bad_id("stage")
-    stage = get_object_or_404(Stage.objects.select_related("pipeline"), pk=stage_id)
+    stage = Stage.objects.select_related("pipeline").filter(pk=stage_id).first()
+    if stage is None:
+        messages.error(request, STAGE_GONE)
+        return _to_contact(request, contact)
     move_to_stage(contact=contact, pipeline=stage.pipeline, stage=stage, actor=_actor(request), source=Source.MANUAL)
     messages.success(request, f"Moved to {stage.pipeline.name}: {stage.name}.")
     return _to_contact(request, contact)
@@ -1432,6 +1451,8 @@ def task_toggle(request, pk: int):
         task = complete_task(task=task, actor=_actor(request), source=Source.MANUAL)
     else:
         task = reopen_task(task=task, actor=_actor(request), source=Source.MANUAL)
+    # Assigned to this user on a contact they may not see: the row says so, as My tasks does.
+    task.contact_hidden = not visible_contacts(request.user).filter(pk=task.contact_id).exists()
     if _is_htmx(request):
         # The row's form keeps pointing back at the page it is on, not at this POST-only URL.
         next_url = _back(request, "")
@@ -1448,8 +1469,7 @@ def task_toggle(request, pk: int):
         return render(request, "contacts/_task_toggled.html", context)
     messages.success(request, f"Task “{task.title}” {'done' if task.status == Task.Status.DONE else 'reopened'}.")
     # A task assigned to a user who may not see its contact is theirs to do, but its contact page is a 404 to them.
-    visible = visible_contacts(request.user).filter(pk=task.contact_id).exists()
-    return redirect(_back(request, task.contact.get_absolute_url() if visible else reverse("contacts:tasks")))
+    return redirect(_back(request, reverse("contacts:tasks") if task.contact_hidden else task.contact.get_absolute_url()))
 
 
 @require_safe
@@ -1544,7 +1564,9 @@ def board_move(request):
     if contact_id is None or stage_id is None:
         return _bad_id("contact" if contact_id is None else "stage")
     contact = _visible_contact(request, contact_id)
-    stage = get_object_or_404(Stage.objects.select_related("pipeline"), pk=stage_id)
+    stage = Stage.objects.select_related("pipeline").filter(pk=stage_id).first()
+    if stage is None:
+        return HttpResponse(STAGE_GONE, status=404, content_type="text/plain")
     result = move_to_stage(contact=contact, pipeline=stage.pipeline, stage=stage, actor=_actor(request), source=Source.MANUAL)
     membership = result.membership
     membership.contact = contact

@@ -5,6 +5,9 @@ validates mappings and versions the fields; admin never saves a form directly.
 """
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
+from django.contrib.admin.utils import unquote
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -30,6 +33,9 @@ class VersionInline(admin.TabularInline):
         return False
 
 
+_ANSWERED = "{names}: people answered it, so it is kept with its submissions; close it instead (Close selected forms)."
+
+
 @admin.register(Form)
 class FormAdmin(admin.ModelAdmin):
     list_display = ["title", "slug", "status", "views_count", "submission_total", "updated_at", "builder_link"]
@@ -46,11 +52,29 @@ class FormAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    def has_delete_permission(self, request, obj=None):
-        # A form people answered is closed, not deleted: its submissions are the record of what they sent.
-        if obj is not None and obj.submissions.exists():
-            return False
-        return super().has_delete_permission(request, obj)
+    # A form people answered is closed, not deleted: its submissions are the record of what they sent.
+    def delete_view(self, request, object_id, extra_context=None):
+        form = self.get_object(request, unquote(object_id))
+        if form is not None and form.submissions.exists():
+            self.message_user(request, _ANSWERED.format(names=f"“{form}”"), messages.ERROR)
+            return redirect(reverse("admin:forms_app_form_change", args=[form.pk]))
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            # Same name: Django's confirmation page posts back to "delete_selected".
+            actions["delete_selected"] = (FormAdmin.delete_unanswered, "delete_selected", "Delete selected forms nobody answered")
+        return actions
+
+    def delete_unanswered(self, request, queryset):
+        answered = list(queryset.filter(submissions__isnull=False).distinct())
+        if answered:
+            self.message_user(request, _ANSWERED.format(names=", ".join(f"“{f}”" for f in answered)), messages.ERROR)
+        rest = queryset.exclude(pk__in=[f.pk for f in answered])
+        if rest.exists():
+            return delete_selected(self, request, rest)
+        return None
 
     @admin.display(description="Submissions")
     def submission_total(self, obj):

@@ -344,6 +344,10 @@ def save_form(
         definitions = []
     if publish and not definitions and not errors:
         errors.append(FieldError("fields", "required", "Add at least one field before publishing."))
+    elif not definitions and not errors and form is not None and form.status == Form.Status.OPEN:
+        # A live form with no fields takes nothing: every visitor was told to give a name, with nowhere to.
+        errors.append(FieldError("fields", "required", "This form is open: it needs at least one field. "
+                                                      "Close it first to empty it."))
     if errors:
         raise InputRejected(errors)
     if form is None:

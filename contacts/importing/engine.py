@@ -306,13 +306,15 @@ def cleaned_batches(
 class Target:
     """A contact a batch writes to: an existing one (loaded) or one this import creates."""
 
-    __slots__ = ("id", "is_new", "state", "before", "changes", "tags", "tags_added", "first_line", "job_wrote")
+    __slots__ = ("id", "is_new", "state", "before", "changes", "tags", "tags_added", "first_line", "job_wrote",
+                 "job_record")
 
     def __init__(self, *, id: int | None, state: dict[str, Any], tags: set[int], first_line: int = 0):
         self.id = id
         self.is_new = id is None
         # For a contact an earlier batch of this import wrote: "created" or "updated"; else "".
         self.job_wrote = ""
+        self.job_record = None  # that batch's undo record, when it updated the contact
         self.state = state
         self.before: dict[str, Any] = {}
         self.changes: dict[str, list[Any]] = {}
@@ -525,8 +527,12 @@ class Engine:
         if by_id and self.job is not None:
             # A person repeated further down the file than one batch: the contact an earlier batch wrote
             # counts once (as created, or as updated), as a repeat inside one batch does.
-            for contact_id, created in writer.fetch_written_by_job(self.job.pk, list(by_id)):
-                by_id[contact_id].job_wrote = "created" if created else by_id[contact_id].job_wrote or "updated"
+            for record in writer.fetch_written_by_job(self.job.pk, list(by_id)):
+                target = by_id[record.contact_id]
+                if record.created:
+                    target.job_wrote = "created"
+                elif target.job_wrote != "created":
+                    target.job_wrote, target.job_record = "updated", record
         new_targets: list[Target] = []
         touched: dict[int, Target] = {}
         outcomes: list[RowOutcome] = []
@@ -624,11 +630,20 @@ class Engine:
         if pairs:
             writer.insert_contact_tags(pairs, now=now)
         if self.job is not None:
-            # A contact this import created is deleted by a revert: a second undo record has nothing to restore.
+            # One undo record a contact: a contact this import created is deleted by a revert (nothing more to
+            # restore); one it updated in an earlier batch has that record widened, the first values kept.
             writer.insert_changes(
-                self.job.pk,
-                [(t.id, t.is_new, t.before, t.tags_added) for t in all_targets if t.job_wrote != "created"],
+                self.job.pk, [(t.id, t.is_new, t.before, t.tags_added) for t in all_targets if not t.job_wrote],
             )
+            widened = []
+            for target in all_targets:
+                record = target.job_record
+                if record is not None:
+                    record.before = {**target.before, **(record.before or {})}
+                    record.tags_added = [*(record.tags_added or []), *(t for t in target.tags_added if t not in (record.tags_added or []))]
+                    widened.append(record)
+            if widened:
+                writer.merge_changes(widened)
         entries = []
         for target in all_targets:
             if target.is_new:

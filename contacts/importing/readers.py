@@ -214,16 +214,18 @@ def _refuse_swallowed_rows(row: list[str], delimiter: str, min_delimiters: int, 
     """Refuse a record whose quoted cell holds whole rows of the file: a quote that was opened and never
     closed where it should have been. Read on, those rows were one cell of this row, lost without a word.
 
-    A cell that only spans lines (an address, a note) has no line that looks like a row.
+    A cell that only spans lines (an address, a note) may hold a line with commas ("Springfield, IL,
+    62704, USA"), so one such line is not enough: it takes three, or one in a cell that runs on to the
+    end of the file (its last line break read into the cell: nothing closed the quote).
     """
     for cell in row:
         if "\n" not in cell and "\r" not in cell:
             continue
         swallowed = [text for text in cell.splitlines()[1:] if text.count(delimiter) >= min_delimiters]
-        if swallowed:
+        if len(swallowed) >= 3 or (swallowed and cell.endswith(("\n", "\r"))):
             raise UnreadableFile(
                 f"Line {first_line}: a quote opened in this row is not closed until line {last_line}, so "
-                f"{len(swallowed):,} rows after it were read as one cell (check for an unclosed quote, as in "
+                f"{len(swallowed):,} row{'s' if len(swallowed) != 1 else ''} after it {'were' if len(swallowed) != 1 else 'was'} read as one cell (check for an unclosed quote, as in "
                 f"\"{_preview(cell)}). Fix it and import the file again; rows already imported are skipped as unchanged."
             )
 

@@ -214,7 +214,9 @@ def run_job(*, job_id: int, on_progress=None) -> ImportJob:
             logger.exception("import %s failed", job.pk)
             # Not over a revert that began after the job was failed as stale (this worker was only slow).
             ImportJob.objects.filter(pk=job.pk).exclude(status=ImportJob.Status.REVERTED).update(
-                status=ImportJob.Status.FAILED, finished_at=timezone.now(), message=f"{type(exc).__name__}: {exc}"[:2000]
+                status=ImportJob.Status.FAILED, finished_at=timezone.now(),
+                # A file we could not read says so in its own words; anything else names the error's kind for staff.
+                message=(str(exc) if isinstance(exc, UnreadableFile) else f"{type(exc).__name__}: {exc}")[:2000]
             )
             job.refresh_from_db()
             return job

@@ -229,11 +229,12 @@ class OrmWriter:
             [ContactTag(contact_id=c, tag_id=t, added_at=now) for c, t in pairs], ignore_conflicts=True
         )
 
-    def fetch_written_by_job(self, job_id: int, contact_ids: list[int]) -> list[tuple[int, bool]]:
-        """(contact id, created) for each of ``contact_ids`` an earlier batch of the job wrote."""
-        return list(
-            ImportChange.objects.filter(job_id=job_id, contact_id__in=contact_ids).order_by().values_list("contact_id", "created")
-        )
+    def fetch_written_by_job(self, job_id: int, contact_ids: list[int]) -> list[ImportChange]:
+        """The undo records an earlier batch of the job wrote for any of ``contact_ids``."""
+        return list(ImportChange.objects.filter(job_id=job_id, contact_id__in=contact_ids).order_by("id"))
+
+    def merge_changes(self, records: list[ImportChange]) -> None:
+        ImportChange.objects.bulk_update(records, ["before", "tags_added"])
 
     def insert_changes(self, job_id: int, records: list[tuple[int, bool, dict, list[int]]]) -> None:
         ImportChange.objects.bulk_create(
@@ -371,11 +372,12 @@ class PostgresWriter(OrmWriter):
                 for contact_id, tag_id in pairs:
                     copy.write_row([contact_id, tag_id, now])
 
-    def fetch_written_by_job(self, job_id: int, contact_ids: list[int]) -> list[tuple[int, bool]]:
-        """(contact id, created) for each of ``contact_ids`` an earlier batch of the job wrote."""
-        return list(
-            ImportChange.objects.filter(job_id=job_id, contact_id__in=contact_ids).order_by().values_list("contact_id", "created")
-        )
+    def fetch_written_by_job(self, job_id: int, contact_ids: list[int]) -> list[ImportChange]:
+        """The undo records an earlier batch of the job wrote for any of ``contact_ids``."""
+        return list(ImportChange.objects.filter(job_id=job_id, contact_id__in=contact_ids).order_by("id"))
+
+    def merge_changes(self, records: list[ImportChange]) -> None:
+        ImportChange.objects.bulk_update(records, ["before", "tags_added"])
 
     def insert_changes(self, job_id: int, records: list[tuple[int, bool, dict, list[int]]]) -> None:
         with self.raw.cursor() as cursor:

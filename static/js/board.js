@@ -29,7 +29,11 @@
           body: body,
           credentials: "same-origin",
         }).then(function (response) {
-          if (!response.ok) throw new Error("HTTP " + response.status);
+          if (!response.ok) {
+            // A plain-text answer says why (a stage deleted meanwhile); anything else is the generic message.
+            var plain = (response.headers.get("Content-Type") || "").indexOf("text/plain") === 0;
+            return (plain ? response.text() : Promise.resolve("")).then(function (why) { throw new Error(why); });
+          }
           return response.text();
         }).then(function (html) {
           var holder = document.createElement("div");
@@ -39,11 +43,11 @@
           card.replaceWith(fresh);
           bump(event.from.dataset.stage, -1);
           bump(event.to.dataset.stage, +1);
-        }).catch(function () {
+        }).catch(function (error) {
           // Put the card back where it was and say so.
           event.from.insertBefore(card, event.from.children[event.oldIndex] || null);
           card.removeAttribute("aria-busy");
-          window.alert("The card could not be moved. Reload the page and try again.");
+          window.alert((error && error.message) || "The card could not be moved. Reload the page and try again.");
         });
       },
     });

@@ -453,10 +453,25 @@ def test_a_person_repeated_in_a_later_batch_counts_once(staff_actor, settings):
     known.refresh_from_db()
     assert known.company == "Second"  # the later row still merges in
     assert Contact.objects.get(phone_e164="+15615550301").company == "Acme Inc"
-    # One undo record for the created contact (a revert deletes it), two for the updated one (restored newest first).
-    assert sorted(ImportChange.objects.filter(job=job).values_list("created", flat=True)) == [False, False, True]
+    # One undo record a contact: the updated one's keeps the value before the import.
+    assert sorted(ImportChange.objects.filter(job=job).values_list("created", flat=True)) == [False, True]
+    assert ImportChange.objects.get(job=job, created=False).before == {"company": "Old"}
     from contacts.importing import services as import_services
 
-    import_services.revert_import(job=job, actor=staff_actor)
+    job, report = import_services.revert_import_reporting(job=job, actor=staff_actor)
+    assert (report.deleted, report.restored) == (1, 1)
     known.refresh_from_db()
     assert known.company == "Old" and not Contact.objects.filter(phone_e164="+15615550301").exists()
+
+
+@pytest.mark.parametrize("data", [
+    b'Name,Phone,Email,Address\nAddr Real,+1 561 555 7120,ar@example.com,"1 Main St\nSpringfield, IL, 62704, USA"\n'
+    b"Next,+1 561 555 7121,nx@example.com,2 Side St\n",
+    b'Name,Phone,Street\n"Multi\nline, name, x",+1 561 555 7122,Main\n',
+])
+def test_a_quoted_cell_whose_second_line_has_commas_is_still_a_cell(data):
+    from contacts.importing.readers import open_rows
+
+    with open_rows(io.BytesIO(data), "csv") as (_headers, rows):
+        cells = list(rows)
+    assert len(cells) in (1, 2) and any("\n" in cell for row in cells for cell in row)

@@ -210,8 +210,9 @@ def test_stage_change_with_a_non_numeric_stage_is_400_naming_the_field(signed_in
     for value in ("abc", "1.5", "²"):
         response = signed_in.post(f"/contacts/{contact.pk}/stage/", {"stage": value})
         assert response.status_code == 400 and response.content.decode().startswith("stage:")
-    # A number that names no stage (even one too big for the column) is still "not found".
-    assert signed_in.post(f"/contacts/{contact.pk}/stage/", {"stage": "9" * 21}).status_code == 404
+    # A number that names no stage (even one too big for the column): said on the contact page, nothing moved.
+    gone = signed_in.post(f"/contacts/{contact.pk}/stage/", {"stage": "9" * 21}, follow=True)
+    assert "no longer exists" in gone.content.decode()
     assert not contact.stage_memberships.exists()
 
 

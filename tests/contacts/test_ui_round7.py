@@ -132,3 +132,54 @@ def test_a_note_whose_markup_was_removed_shows_the_text_once_escaped(client):
     client.force_login(admin)
     text = client.get(f"/contacts/{contact.pk}/").content.decode()
     assert "&amp;lt;" not in text and "<script>" not in text
+
+
+def test_marking_a_task_on_a_hidden_contact_done_does_not_reveal_the_contact(client, settings):
+    settings.CRM_SALES_SEE_OWN_ONLY = True
+    admin, alice, _bob = team()
+    hidden = make_contact(admin, name="Chloe Hidden", owner=admin)
+    task = services.create_task(contact=hidden, title="Call Chloe", due_at=timezone.now() + dt.timedelta(days=1),
+                                assignee=alice.pk, actor=Actor.for_user(admin), source=Source.MANUAL)
+    client.force_login(alice)
+    for done in ("1", "0"):
+        row = client.post(f"/tasks/{task.pk}/toggle/", {"done": done, "show_contact": "1", "next": "/tasks/"},
+                          HTTP_HX_REQUEST="true").content.decode()
+        assert "Call Chloe" in row and "Chloe Hidden" not in row and f"/contacts/{hidden.pk}/" not in row
+
+
+def test_moving_to_a_stage_deleted_meanwhile_says_so(client):
+    admin, _alice, _bob = team()
+    sales_pipeline()
+    contact = make_contact(admin, name="Mover")
+    client.force_login(admin)
+    page = client.post(f"/contacts/{contact.pk}/stage/", {"stage": "999"}, follow=True)
+    assert any("no longer exists" in m for m in flashed(page))
+    moved = client.post("/pipeline/move/", {"contact": str(contact.pk), "stage": "999"})
+    assert moved.status_code == 404 and "no longer exists" in moved.content.decode()
+
+
+@pytest.mark.parametrize(("data", "said"), [
+    ({"name": "Bad stage", "query": "stage=999"}, "Not saved"),
+    ({"name": "Bad owner", "query": "owner=bogus"}, "Not saved"),
+    ({"name": "Ctl\u0007bell", "query": "q=a"}, "U+0007"),
+])
+def test_a_view_that_could_never_apply_is_not_saved(client, data, said):
+    admin, _alice, _bob = team()
+    client.force_login(admin)
+    response = client.post("/contacts/views/", data, follow=True)
+    assert any(said in m for m in flashed(response)) and not SavedView.objects.exists()
+
+
+def test_an_export_of_a_saved_view_exports_that_view(client):
+    import csv
+    import io
+
+    admin, alice, _bob = team()
+    make_contact(admin, name="Ana", owner=alice)
+    make_contact(admin, name="Bo")
+    client.force_login(admin)
+    view = services.save_view(owner=admin, name="Alice's", query=f"owner={alice.pk}")
+    export = client.get("/contacts/export/", {"view": str(view.pk), "format": "csv", "cols": ["name"]})
+    rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))
+    assert [r[0] for r in rows[1:]] == ["Ana"]
+    assert client.get("/contacts/export/", {"view": "99999", "format": "csv"}).status_code == 404

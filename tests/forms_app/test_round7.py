@@ -62,7 +62,13 @@ def test_an_empty_draft_form_can_be_deleted_in_admin_but_not_one_people_answered
     assert response.status_code == 302 and not Form.objects.filter(pk=draft.pk).exists()
     answered = make_form(title="Used")
     services.submit_form(form=answered, data={"fname": "Ana", "femail": "ana@example.com"})
-    assert admin_client.post(f"/admin/forms_app/form/{answered.pk}/delete/", {"post": "yes"}).status_code == 403
+    refused = admin_client.post(f"/admin/forms_app/form/{answered.pk}/delete/", {"post": "yes"}, follow=True)
+    assert "people answered it" in refused.content.decode()
+    other_draft = make_form(title="Another draft", publish=False)
+    bulk = admin_client.post("/admin/forms_app/form/", {"action": "delete_selected", "post": "yes",
+                                                         "_selected_action": [answered.pk, other_draft.pk]}, follow=True)
+    assert "people answered it" in bulk.content.decode()
+    assert not Form.objects.filter(pk=other_draft.pk).exists()
     assert Form.objects.filter(pk=answered.pk).exists() and Submission.objects.count() == 1
     request = RequestFactory().get("/")
     request.user = UserFactory(username="root", is_superuser=True, is_staff=True)
@@ -131,3 +137,13 @@ def test_the_form_page_lists_its_automations_and_offers_to_add_one(admin_client)
     add = re.search(r'href="([^"]+)">Add an automation for this form', listed).group(1).replace("&amp;", "&")
     form_page = admin_client.get(add).content.decode()
     assert f'name="form_id" value="{form.pk}"' in form_page
+
+
+def test_an_open_form_cannot_be_saved_with_no_fields():
+    form = make_form()
+    with pytest.raises(InputRejected) as refused:
+        services.save_form(form=form, settings_in=services.FormSettings(title=form.title), fields=[],
+                           actor=services.form_actor(form))
+    assert refused.value.errors[0].field == "fields" and "open" in refused.value.errors[0].message
+    form.refresh_from_db()
+    assert len(form.current_version.fields) == len(CONTACT_FIELDS)
