@@ -1399,8 +1399,9 @@ def _task_groups(request, wanted: str) -> dict:
     wanted = wanted if is_admin else ""
     assignee = request.user
     everyone = wanted == "all"
-    if wanted.isdigit():
-        assignee = next((u for u in owners if u.pk == int(wanted)), None)
+    if wanted and not everyone:
+        # Any other value names a user, or no one: a 404, never "me" shown as if asked for.
+        assignee = next((u for u in owners if str(u.pk) == wanted), None)
         if assignee is None:
             raise Http404("No such user.")
     open_tasks = tasks_for(request.user, assignee=assignee, everyone=everyone)
@@ -1502,7 +1503,11 @@ def board(request):
     if not pipelines:
         return render(request, "contacts/board.html", {"pipelines": []})
     wanted = request.GET.get("pipeline", "")
-    pipeline = next((p for p in pipelines if str(p.pk) == wanted), pipelines[0])
+    pipeline = next((p for p in pipelines if str(p.pk) == wanted), None)
+    if pipeline is None:
+        if wanted:
+            messages.warning(request, f"There is no pipeline {wanted[:20]!r} (deleted, or never was); showing {pipelines[0].name}.")
+        pipeline = pipelines[0]
     owner, tag, problem = _board_filters(request)
     memberships = board_memberships(pipeline, user=request.user, owner=owner, tag=tag)
     if problem:

@@ -183,3 +183,12 @@ def test_an_export_of_a_saved_view_exports_that_view(client):
     rows = list(csv.reader(io.StringIO(b"".join(export.streaming_content).decode("utf-8-sig"))))
     assert [r[0] for r in rows[1:]] == ["Ana"]
     assert client.get("/contacts/export/", {"view": "99999", "format": "csv"}).status_code == 404
+
+
+def test_a_pipeline_or_assignee_that_names_nothing_is_not_shown_as_something_else(client):
+    admin, _alice, _bob = team()
+    pipeline, _stages = sales_pipeline()
+    client.force_login(admin)
+    board = client.get("/pipeline/", {"pipeline": "999"})
+    assert any("There is no pipeline '999'" in m for m in flashed(board)) and pipeline.name in board.content.decode()
+    assert client.get("/tasks/", {"assignee": "bogus"}).status_code == 404
