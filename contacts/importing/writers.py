@@ -25,27 +25,17 @@ WRITE_FIELDS = (*STANDARD_FIELDS, "phone_e164", "phone_extension", "email_normal
 TEXT_FIELDS = tuple(f for f in WRITE_FIELDS if f != "birthday")
 
 
-def _integrity_errors() -> tuple[type[Exception], ...]:
+def _with_psycopg(django_error: type[Exception], psycopg_name: str) -> tuple[type[Exception], ...]:
     # Raw psycopg cursors raise psycopg's own exceptions, not Django's wrappers.
     try:
         import psycopg
     except ImportError:
-        return (IntegrityError,)
-    return (IntegrityError, psycopg.IntegrityError)
+        return (django_error,)
+    return (django_error, getattr(psycopg, psycopg_name))
 
 
-INTEGRITY_ERRORS = _integrity_errors()
-
-
-def _database_errors() -> tuple[type[Exception], ...]:
-    try:
-        import psycopg
-    except ImportError:
-        return (DatabaseError,)
-    return (DatabaseError, psycopg.Error)
-
-
-DATABASE_ERRORS = _database_errors()
+INTEGRITY_ERRORS = _with_psycopg(IntegrityError, "IntegrityError")
+DATABASE_ERRORS = _with_psycopg(DatabaseError, "Error")
 
 
 def is_deadlock(exc: BaseException) -> bool:
