@@ -199,6 +199,10 @@ class EndResponseSerializer(serializers.Serializer):
 
 
 class MessageRoleField(serializers.ChoiceField):
+    @property
+    def allowed_values(self) -> list[str]:
+        return [*(str(key) for key in self.choices), *services.ROLE_ALIASES]
+
     def to_internal_value(self, data):
         return super().to_internal_value(services.ROLE_ALIASES.get(data, data) if isinstance(data, str) else data)
 

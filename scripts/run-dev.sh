@@ -16,7 +16,7 @@ WORKER_PID=$!
 ANNOUNCE_PID=""
 
 stop() {
-  trap - EXIT INT TERM
+  trap - EXIT INT TERM HUP
   kill "$ANNOUNCE_PID" 2>/dev/null || true
   echo
   echo "Stopping the web server and the Celery worker..."
@@ -29,7 +29,8 @@ stop() {
   kill -KILL "$WORKER_PID" 2>/dev/null || true
   wait "$WORKER_PID" 2>/dev/null || true
 }
-trap stop EXIT INT TERM
+# TERM and HUP too: started without a terminal (nohup, a script), Ctrl-C is not how it is stopped.
+trap stop EXIT INT TERM HUP
 
 sleep 1
 if ! kill -0 "$WORKER_PID" 2>/dev/null; then

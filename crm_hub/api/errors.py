@@ -99,7 +99,10 @@ def allowed_at(serializer, path: str | None, code: str) -> list[str] | None:
         fields = getattr(holder, "fields", None)
         return sorted(fields) if isinstance(fields, Mapping) else None
     field = _field_at(serializer, path)
-    return [str(key) for key in field.choices] if isinstance(field, serializers.ChoiceField) else None
+    if not isinstance(field, serializers.ChoiceField):
+        return None
+    # A field that also takes other spellings (a message's "user" for visitor) lists them too.
+    return list(getattr(field, "allowed_values", None) or [str(key) for key in field.choices])
 
 
 def _field_at(serializer, path: str):

@@ -73,3 +73,14 @@ def test_an_intake_sent_to_the_linked_contact_says_it_was_matched_by_the_convers
     other_id = start(api, external_id="linked-2", contact_id=known.pk).json()["conversation"]["id"]
     by_phone = end(api, other_id, intake={"contact": {"phone": "(561) 555-0230"}, "note": "x"}).json()
     assert by_phone["matched_by"] == "phone"
+
+
+def test_a_wrong_role_lists_the_spellings_that_are_taken(api):
+    from tests.conversations.test_api import start
+
+    conversation_id = start(api, external_id="roles").json()["conversation"]["id"]
+    response = api.post(f"/api/v1/conversations/{conversation_id}/messages",
+                        {"messages": [{"role": "bot", "content": "hi"}]}, format="json")
+    assert response.status_code == 400
+    allowed = response.json()["errors"][0]["allowed"]
+    assert {"visitor", "agent", "user", "assistant"} <= set(allowed)

@@ -46,13 +46,21 @@ def test_settings_refuse_to_start_without_secret_key_when_debug_is_off(tmp_path)
     assert "SECRET_KEY is not set" in result.stderr
 
 
+def _own_session_with_ctrl_c():
+    # A suite started in the background (nohup, a CI runner, `make test &`) inherits SIGINT ignored, and so
+    # would make run: Python then installs no Ctrl-C handler and bash cannot trap it. A terminal gives
+    # make run the default action, as this does.
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_make_run_serves_admin_with_printed_login_and_a_worker_and_ctrl_c_stops_both(tmp_path):
     port = free_port()
     env = clean_env(tmp_path, PORT=str(port))
     proc = subprocess.Popen(
         ["make", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        preexec_fn=_own_session_with_ctrl_c,
     )
     output: list[str] = []
     try:
