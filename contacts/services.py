@@ -1849,12 +1849,14 @@ def record_intake(
     stage: Any = None,
     task: Mapping[str, Any] | None = None,
     conversation: Mapping[str, Any] | Any = None,
-) -> IntakeResult | InputRejected:
+    validate_only: bool = False,
+) -> IntakeResult | InputRejected | None:
     """Write a conversation's outcome (contact, note, tags, stage, task, transcript) all or nothing.
 
     Everything is validated before the first write; errors name their place in
     the payload (``contact.phone``, ``task.due_at``, ``stage``). A refusal is returned
-    here and raised by the decorator once the transaction block is left.
+    here and raised by the decorator once the transaction block is left. ``validate_only`` stops after
+    the checks, writing nothing (None when there is nothing to refuse).
     """
     from conversations.models import Conversation
     from conversations.services import (
@@ -1972,6 +1974,8 @@ def record_intake(
                 errors.append(FieldError("conversation.channel", "invalid_value", f"Unknown channel {channel!r}.", list(Conversation.Channel.values)))
     if errors:
         return InputRejected(errors)
+    if validate_only:
+        return None
     external_id = str(conversation_spec.get("external_id") or "").strip() if conversation_spec else ""
     if external_id and actor.agent is not None:
         ended = Conversation.objects.filter(

@@ -114,3 +114,16 @@ def test_filters_take_a_source_in_any_case_and_list_true_false(bot, taxonomy):
     assert [c["name"] for c in bot.get("contacts", {"source": "API"}).json()["results"]] == ["Api Person"]
     refused = bot.get("conversations", {"linked": "maybe"}).json()["errors"][0]
     assert refused["allowed"] == ["true", "false"]
+
+
+def test_an_unknown_key_is_named_with_every_bad_value_of_the_rest(bot, taxonomy):
+    response = bot.post("contacts/upsert", {"name": "X", "phone": "123", "custom": {"nope": 1}, "bar": 2})
+    fields = {(e["field"], e["code"]) for e in response.json()["errors"]}
+    assert {("bar", "unknown_field"), ("phone", "invalid_phone"), ("custom.nope", "unknown_field")} <= fields
+    intake = bot.post("intake", {"contact": {"name": "Y", "phone": "555", "fax": "1"}, "tags": ["nope"]})
+    fields = {(e["field"], e["code"]) for e in intake.json()["errors"]}
+    assert {("contact.fax", "unknown_field"), ("contact.phone", "invalid_phone"), ("tags", "unknown_tag")} <= fields
+    assert Contact.objects.count() == 0
+    # A body with only an unknown key still says just that.
+    only = bot.post("contacts/upsert", {"name": "Fine", "bar": 2}).json()["errors"]
+    assert [(e["field"], e["code"]) for e in only] == [("bar", "unknown_field")] and Contact.objects.count() == 0

@@ -85,7 +85,7 @@ def test_chat_completion_roles_are_taken_and_a_bad_role_lists_the_allowed_ones(a
     assert refused.status_code == 400
     error = refused.json()["errors"][0]
     assert (error["field"], error["code"]) == ("messages.0.role", "invalid_value")
-    assert error["allowed"] == ["visitor", "agent", "staff", "system", "tool"]
+    assert error["allowed"] == ["visitor", "agent", "staff", "system", "tool", "user", "assistant"]
     assert not Conversation.objects.filter(external_id="chat-roles-2").exists()
 
 
