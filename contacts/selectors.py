@@ -188,6 +188,13 @@ def visible_contacts(user) -> QuerySet[Contact]:
     return queryset
 
 
+def can_see_contact(user, contact: Contact) -> bool:
+    """What ``visible_contacts`` decides, for a contact already loaded (no query)."""
+    if user is None or not user.is_authenticated or not user.is_staff:
+        return False
+    return not sees_only_own_contacts(user) or contact.owner_id == user.pk
+
+
 def open_duplicates_of(contact: Contact, user) -> list[tuple[PossibleDuplicate, Contact]]:
     """The open possible-duplicate flags naming ``contact``, each with the other contact, if ``user`` may see it."""
     flags = list(

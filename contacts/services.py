@@ -1604,7 +1604,8 @@ def create_task(
     description: str = "",
     conversation=None,
 ) -> Task:
-    """Create a follow-up task on the contact; the assignee defaults to the contact's owner."""
+    """Create a follow-up task on the contact; the assignee defaults to the contact's active owner, else the
+    staff user writing it (agents and rules have none: the task is then unassigned)."""
     _check_source(source)
     fields, errors = clean_task_fields(
         {"title": title, "due_at": due_at, "assignee": assignee, "priority": priority, "description": description}
@@ -1612,9 +1613,10 @@ def create_task(
     if errors:
         raise InputRejected(errors)
     title, due, priority, description = fields["title"], fields["due_at"], fields["priority"], fields["description"]
-    # The owner only while they can work it: a task for a deactivated owner is seen by nobody.
+    # The owner only while they can work it: a task for a deactivated owner is seen by nobody. Without
+    # one, a person who writes a task on a contact nobody owns is the one who will do it.
     owner = contact.owner if contact.owner is not None and contact.owner.is_active else None
-    user = fields["assignee"] if fields["assignee"] is not None else owner
+    user = fields["assignee"] if fields["assignee"] is not None else owner or actor.user
     task = Task(
         contact=contact, title=title, description=description or "", due_at=due, assignee=user, priority=priority,
         source=source, created_by=actor.user, agent=actor.agent, actor_label=actor.label[:160],

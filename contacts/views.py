@@ -80,6 +80,7 @@ from contacts.selectors import (
     board_column_page,
     board_columns,
     board_memberships,
+    can_see_contact,
     contact_timeline,
     custom_field_definitions,
     encode_cursor,
@@ -556,7 +557,6 @@ def contact_list(request):
         "is_admin": user_is_crm_admin(request.user),
         # Imports run in the background: their progress pages are reached from here, not only from admin.
         "recent_imports": recent_imports_of(request.user),
-        "can_import": user_is_crm_admin(request.user),
     }
     return render(request, "contacts/list.html", context)
 
@@ -1318,12 +1318,9 @@ def contact_add_task(request, pk: int):
     form = TaskForm(request.POST, owners=_staff_users(), auto_id="task-%s")
     if form.is_valid():
         try:
-            # "Contact owner" on a contact nobody owns (or owned by someone inactive) would make a task in
-            # nobody's list: it goes to whoever wrote it.
-            owner = contact.owner if contact.owner and contact.owner.is_active else None
             create_task(
                 contact=contact, title=form.cleaned_data["title"], due_at=form.cleaned_data["due_at"],
-                assignee=form.cleaned_data["assignee"] or owner or request.user, priority=form.cleaned_data["priority"],
+                assignee=form.cleaned_data["assignee"] or None, priority=form.cleaned_data["priority"],
                 actor=_actor(request), source=Source.MANUAL,
             )
         except InputRejected as exc:
@@ -1416,14 +1413,13 @@ def _task_groups(request, wanted: str) -> dict:
     # Counted in the database, listed a page at a time: a cut-off list counted by its length hid
     # every task past the 500th without a word.
     counts = open_tasks.aggregate(**{key: Count("id", filter=where) for key, _label, where in ranges})
-    restricted = sees_only_own_contacts(request.user)
     groups = []
     for key, label, where in ranges:
         shown = _pages_param(request, f"{key}_pages") * TASK_GROUP_PAGE
         tasks = list(open_tasks.filter(where)[:shown])
         for task in tasks:
             # Assigned to this user on a contact they may not see: the task is theirs, the person is not.
-            task.contact_hidden = restricted and task.contact.owner_id != request.user.pk
+            task.contact_hidden = not can_see_contact(request.user, task.contact)
         more = ""
         if counts[key] > len(tasks):
             params = request.GET.copy()
@@ -1453,7 +1449,7 @@ def task_toggle(request, pk: int):
     else:
         task = reopen_task(task=task, actor=_actor(request), source=Source.MANUAL)
     # Assigned to this user on a contact they may not see: the row says so, as My tasks does.
-    task.contact_hidden = not visible_contacts(request.user).filter(pk=task.contact_id).exists()
+    task.contact_hidden = not can_see_contact(request.user, task.contact)
     if _is_htmx(request):
         # The row's form keeps pointing back at the page it is on, not at this POST-only URL.
         next_url = _back(request, "")
