@@ -231,6 +231,13 @@ def merged_into(contact_id: int) -> int | None:
     return MergedContact.objects.filter(merged_id=contact_id).values_list("contact_id", flat=True).first()
 
 
+def contact_keys(contact_id: int | None) -> dict | None:
+    """A contact's name and dedup keys (phone_e164, phone_extension, email_normalized), or None."""
+    if not contact_id:
+        return None
+    return Contact.objects.filter(pk=contact_id).values("name", "phone_e164", "phone_extension", "email_normalized").first()
+
+
 def missing_contact_message(contact_id: int) -> str:
     """Why there is no contact ``contact_id``: merged into another (named, so a caller can follow it) or none."""
     into = merged_into(contact_id)

@@ -60,6 +60,7 @@ from contacts.normalize import (
     parse_phone,
 )
 from contacts.sanitize import clean_rich_text, rich_text_to_plain
+from contacts.selectors import contact_keys
 from contacts.uploads import UploadTypeRefused, verified_upload_type
 from crm_hub import rawsql
 from crm_hub.actors import Actor
@@ -1810,7 +1811,7 @@ def _prefixed(errors: list[FieldError], exc: InputRejected, prefix: str) -> None
 
 def _aim_at_linked_contact(cleaned: CleanContactInput, contact_id: int) -> None:
     """Give ``cleaned`` the linked contact's key (phone, else email), so the upsert finds that contact."""
-    linked = Contact.objects.filter(pk=contact_id).values("phone_e164", "phone_extension", "email_normalized").first()
+    linked = contact_keys(contact_id)
     if linked is None:
         return
     if linked["phone_e164"]:

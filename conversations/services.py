@@ -15,7 +15,7 @@ from automations import payloads
 from automations.services import run_rules
 from automations.webhooks import emit_event
 from contacts.models import Contact, HistoryEntry, Source
-from contacts.selectors import missing_contact_message
+from contacts.selectors import contact_keys, missing_contact_message
 from contacts.services import record_intake
 from conversations.models import Conversation, Message
 from crm_hub.actors import Actor
@@ -441,10 +441,7 @@ def _linked_contact(conversation: Conversation) -> tuple[dict | None, dict]:
     An intake finds its contact by phone, then email; a conversation linked at start whose intake
     names nobody else (no phone, no email) is about that contact, so it gets that contact's key.
     """
-    linked = (
-        Contact.objects.filter(pk=conversation.contact_id)
-        .values("name", "phone_e164", "phone_extension", "email_normalized").first()
-    ) if conversation.contact_id else None
+    linked = contact_keys(conversation.contact_id)
     if not linked:
         return None, {}
     if linked["phone_e164"]:
