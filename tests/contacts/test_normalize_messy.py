@@ -214,3 +214,63 @@ def test_a_long_extension_reads_the_same_whatever_its_marker(spelling, digits):
 
     assert parse_phone(f"+1 202 555 0305{spelling}{digits}") == parse_phone(f"+1 202 555 0305 ext. {digits}")
     assert parse_phone(f"+1 202 555 0305{spelling}{digits}").extension == digits
+
+
+# Addresses whose verdict depends on each part of Django's check: the user part, the domain, the
+# length limit, the allow-listed "localhost", an IP literal. The key's domain verdict is remembered
+# between calls, so each is asked twice, and after another address on the same domain.
+EMAIL_VERDICTS = [
+    ("ana@example.com", True),
+    ("ana.b+tag@example.com", True),
+    ("ana..b@example.com", False),
+    (".ana@example.com", False),
+    ('"ana"@example.com', True),
+    ('"ana b"@example.com', False),
+    ("ana@localhost", True),
+    ("ana@[192.168.0.1]", True),
+    ("ana@[300.1.1.1]", False),
+    ("ana@example", False),
+    ("ana@-example.com", False),
+    ("ana@exa_mple.com", False),
+    ("ana@example..com", False),
+    ("@example.com", False),
+    ("ana@", False),
+    ("ana@b@example.com", False),
+    ("a" * 64 + "@" + "b" * 63 + ".com", True),
+    ("a" * 260 + "@" + "b" * 63 + ".com", False),  # over 320 characters with the domain
+    ("ana@" + ".".join(["b" * 60] * 5) + ".com", True),
+]
+
+
+@pytest.mark.parametrize(("address", "valid"), EMAIL_VERDICTS)
+def test_email_normalize_accepts_exactly_what_djangos_validator_accepts(address, valid):
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    from contacts.normalize import InvalidEmail, email_normalize
+
+    try:
+        validate_email(address)
+        django_valid = True
+    except ValidationError:
+        django_valid = False
+    assert django_valid is valid  # the table itself is right
+    for _ in range(2):
+        try:
+            email_normalize(address)
+            ours = True
+        except InvalidEmail:
+            ours = False
+        assert ours is valid, address
+    domain = address.rpartition("@")[2]
+    if domain:
+        try:
+            email_normalize(f"x.y@{domain}")
+        except InvalidEmail:
+            pass
+        try:
+            email_normalize(address)
+            ours = True
+        except InvalidEmail:
+            ours = False
+        assert ours is valid, address
