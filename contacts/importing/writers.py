@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import operator
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connection
@@ -61,6 +63,33 @@ def _copy(cursor, sql: str):
     from psycopg.copy import QueuedLibpqWriter  # only PostgresWriter calls this
 
     return cursor.copy(sql, writer=QueuedLibpqWriter(cursor))
+
+
+def _joined(keys: Iterable[Any], separator: str) -> str:
+    """Keys as one string for ``string_to_array``: a batch binds thousands of them per query.
+
+    Bound as a list, each key was quoted and escaped on its own in Python (the
+    cursors bind client-side); one string is escaped once, in C. Phones (E.164)
+    and email keys cannot hold a newline (control characters are refused), ids
+    no comma.
+    """
+    return separator.join(map(str, keys))
+
+
+def _loaded(value: Any) -> Any:
+    # A raw psycopg cursor on Django's connection hands jsonb back as text.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """An undo record as the PostgreSQL writer reads it (the ORM writer hands ImportChange itself)."""
+
+    id: int
+    contact_id: int
+    created: bool
+    before: dict[str, Any]
+    tags_added: list[int]
 
 
 def _birthday(value: str) -> dt.date | None:
@@ -276,8 +305,8 @@ class PostgresWriter(OrmWriter):
         sql = (
             f"SELECT {', '.join(FETCH_FIELDS)} FROM contacts_contact "
             # Repeating the partial indexes' condition lets PostgreSQL use them.
-            "WHERE (phone_e164 = ANY(%s) AND NOT (phone_e164 = '')) "
-            "OR (email_normalized = ANY(%s) AND NOT (email_normalized = ''))"
+            "WHERE (phone_e164 = ANY(string_to_array(%s, E'\\n')) AND NOT (phone_e164 = '')) "
+            "OR (email_normalized = ANY(string_to_array(%s, E'\\n')) AND NOT (email_normalized = ''))"
         )
         with self.raw.cursor() as cursor:
             # A batch looks up thousands of keys at once. Past a few hundred thousand
@@ -286,7 +315,7 @@ class PostgresWriter(OrmWriter):
             # contacts and growing, against ~10 ms for the probes. So no scan, for
             # this statement only (the batch's UPDATE must scan its temp table).
             cursor.execute("SET LOCAL enable_seqscan TO OFF")
-            cursor.execute(sql, [list(phones), list(emails)])
+            cursor.execute(sql, [_joined(phones, "\n"), _joined(emails, "\n")])
             rows = cursor.fetchall()
             cursor.execute("SET LOCAL enable_seqscan TO DEFAULT")
             # The tuples themselves (immutable, custom still JSON text): the few updated rows are decoded later.
@@ -299,7 +328,10 @@ class PostgresWriter(OrmWriter):
 
     def fetch_tags(self, contact_ids: list[int]) -> list[tuple[int, int]]:
         with self.raw.cursor() as cursor:
-            cursor.execute("SELECT contact_id, tag_id FROM contacts_contacttag WHERE contact_id = ANY(%s)", [contact_ids])
+            cursor.execute(
+                "SELECT contact_id, tag_id FROM contacts_contacttag WHERE contact_id = ANY(string_to_array(%s, ',')::bigint[])",
+                [_joined(contact_ids, ",")],
+            )
             return cursor.fetchall()
 
     def _row(self, s: dict[str, Any]) -> list[Any]:
@@ -351,8 +383,8 @@ class PostgresWriter(OrmWriter):
                 "(CASE WHEN jsonb_typeof(c.custom) = 'object' THEN c.custom ELSE '{}'::jsonb END "
                 "|| COALESCE(u.custom_set, '{}'::jsonb)) - COALESCE(u.custom_drop, '{}'::text[]) END, "
                 "updated_at = %s, last_activity_at = %s "
-                "FROM import_contact_patch AS u WHERE c.id = u.id AND c.id = ANY(%s)",
-                [now, now, ids],
+                "FROM import_contact_patch AS u WHERE c.id = u.id AND c.id = ANY(string_to_array(%s, ',')::bigint[])",
+                [now, now, _joined(ids, ",")],
             )
 
     def insert_contact_tags(self, pairs: list[tuple[int, int]], *, now: dt.datetime) -> None:
@@ -362,12 +394,26 @@ class PostgresWriter(OrmWriter):
                 for contact_id, tag_id in pairs:
                     copy.write_row([contact_id, tag_id, now])
 
-    def fetch_written_by_job(self, job_id: int, contact_ids: list[int]) -> list[ImportChange]:
+    def fetch_written_by_job(self, job_id: int, contact_ids: list[int]) -> list[JobRecord]:
         """The undo records an earlier batch of the job wrote for any of ``contact_ids``."""
-        return list(ImportChange.objects.filter(job_id=job_id, contact_id__in=contact_ids).order_by("id"))
+        with self.raw.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, contact_id, created, before, tags_added FROM contacts_importchange "
+                "WHERE job_id = %s AND contact_id = ANY(string_to_array(%s, ',')::bigint[]) ORDER BY id",
+                [job_id, _joined(contact_ids, ",")],
+            )
+            return [
+                JobRecord(id=i, contact_id=c, created=created, before=_loaded(before), tags_added=_loaded(tags))
+                for i, c, created, before, tags in cursor.fetchall()
+            ]
 
-    def merge_changes(self, records: list[ImportChange]) -> None:
-        ImportChange.objects.bulk_update(records, ["before", "tags_added"])
+    def merge_changes(self, records: list[JobRecord]) -> None:
+        with self.raw.cursor() as cursor:
+            cursor.execute(
+                "UPDATE contacts_importchange AS c SET before = u.before::jsonb, tags_added = u.tags_added::jsonb "
+                "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS u(id, before, tags_added) WHERE c.id = u.id",
+                [[r.id for r in records], [_dumps(r.before) for r in records], [_dumps(r.tags_added) for r in records]],
+            )
 
     def insert_changes(self, job_id: int, records: list[tuple[int, bool, dict, list[int]]]) -> None:
         with self.raw.cursor() as cursor:
