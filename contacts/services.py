@@ -1902,7 +1902,12 @@ def record_intake(
         _prefixed(errors, exc, "contact")
     resolved_tags: list[Tag] = []
     stage_pair = None
-    quick = _intake_prefetch(batch, cleaned, tag_names, pipeline, stage, with_custom_fields=bool(custom_values))
+    # An intake naming a conversation by its fields locks that conversation first, then the contact (the
+    # order conversations/{id}/end takes them): its first read then must not lock the contact already.
+    quick = _intake_prefetch(
+        batch, cleaned, tag_names, pipeline, stage, with_custom_fields=bool(custom_values),
+        lock_contacts=not (isinstance(conversation, Mapping) and conversation),
+    )
     if quick is not None:
         resolved_tags, stage_pair, definitions = quick
     if custom_values:
@@ -2145,13 +2150,15 @@ class _TaxonomyQuery:
 
 def _intake_prefetch(
     batch: _IntakeBatch, cleaned: CleanContactInput | None, tag_names: list, pipeline: Any, stage: Any, *,
-    with_custom_fields: bool,
+    with_custom_fields: bool, lock_contacts: bool = True,
 ) -> tuple[list[Tag], tuple[Pipeline, Stage] | None, dict[str, CustomField]] | None:
     """_resolve_taxonomy, and on PostgreSQL in the same statement the contacts holding the intake's
-    phone or email, locked, with their tags and stages: what the upsert and the stage move read next."""
+    phone or email, locked, with their tags and stages: what the upsert and the stage move read next.
+
+    Without ``lock_contacts`` only the taxonomy is read; the upsert then finds and locks the contact itself."""
     phone_e164 = cleaned.phone_e164 if cleaned is not None else ""
     email_normalized = cleaned.email_normalized if cleaned is not None else ""
-    if connection.vendor != "postgresql" or not (phone_e164 or email_normalized):
+    if connection.vendor != "postgresql" or not (phone_e164 or email_normalized) or not lock_contacts:
         return _resolve_taxonomy(tag_names, pipeline, stage, with_custom_fields=with_custom_fields)
     query = _TaxonomyQuery.build(tag_names, pipeline, stage, with_custom_fields=with_custom_fields)
     locked_sql = _contacts_by_keys_sql(bool(phone_e164), bool(email_normalized), True)

@@ -360,9 +360,8 @@ def extract_with_rules(texts: Iterable[str], *, definitions: Sequence[CustomFiel
                 result.contact["name"] = name
     for field_name, candidates in (("email", emails), ("phone", phones)):
         chosen, reasons = _choose(candidates, field_name)
-        if chosen is None:
-            continue
-        result.contact[field_name] = chosen
+        if chosen is not None:
+            result.contact[field_name] = chosen
         listed = {d["value"] for d in result.dropped}
         for candidate in candidates:
             if candidate.value != chosen and candidate.value not in listed:
@@ -391,19 +390,22 @@ _QUOTED_LINE = re.compile(r"^\s*>.*$\n?", re.MULTILINE)
 # both addresses "colleague", when each belongs to its own clause.
 # "my"/"our"/"his" before a person or a line is part of that cue: "My colleague" is the colleague's, and
 # the "My" is no claim of the visitor's own.
-_OTHER_CUE_WORDS = (
+# Another person's ("my colleague", "his") is never the visitor's; a shared line ("our main line", "the
+# office") is the visitor's organisation's: kept when the visitor gave nothing of their own.
+_OTHER_PERSON_WORDS = (
     r"colleague|coworker|co-worker|boss|manager|assistant|friend|wife|husband|partner|brother|sister|"
-    r"mother|father|son|daughter|his|her|their|main line|switchboard|reception|office|support|sales team|"
-    r"toll[- ]free|fax|company"
+    r"mother|father|son|daughter|his|her|their"
 )
+_SHARED_LINE_WORDS = r"main line|switchboard|reception|office|support|sales team|toll[- ]free|fax|company"
 # "direct", "cell", ... say what kind of line, not whose: they are the visitor's own unless an owner named
 # earlier in their clause claims them ("her cell", "my colleague's direct line", "my cell").
 _CUE = re.compile(
-    rf"(?i)\b(?:(?P<other>(?:(?:my|our|his|her|their)\s+)?(?:{_OTHER_CUE_WORDS}))"
+    rf"(?i)\b(?:(?P<other>(?:(?:my|our|his|her|their)\s+)?(?:{_OTHER_PERSON_WORDS}))"
+    rf"|(?P<shared>(?:(?:my|our|his|her|their|the)\s+)?(?:{_SHARED_LINE_WORDS}))"
     r"|(?P<self>me|my|mine|i'm|i am|i’m)|(?P<line>direct|personal|cell|mobile))\b"
 )
 # How far before a value a cue still speaks for it: "my" is a common word, so a self cue must be closer.
-_CUE_REACH = {"self": 40, "other": 60}
+_CUE_REACH = {"self": 40, "other": 60, "shared": 60}
 _SENTENCE_END = re.compile(r"[.!?\n]")
 _CLAUSE_END = re.compile(r"[,;]")
 # "Oops, typo: it's actually ...", "sorry, I meant ...": what follows replaces what came before.
@@ -423,7 +425,8 @@ class _Candidate:
     order: tuple[int, int]  # (message, offset): where it was written
     corrected: bool  # written after a correction cue, later than another candidate could be
     own: bool
-    someone_elses: bool
+    someone_elses: bool  # another person's, or a shared line: any value of the visitor's own comes first
+    another_persons: bool  # never the visitor's, even when it is the only one
 
     @classmethod
     def at(cls, value: str, texts: list[str], index: int, start: int) -> _Candidate:
@@ -434,12 +437,13 @@ class _Candidate:
             value=value, order=(index, start),
             corrected=bool(_CORRECTION_CUE.search(before[-80:])),
             own=whose == "self",
-            someone_elses=whose == "other",
+            someone_elses=whose in ("other", "shared"),
+            another_persons=whose == "other",
         )
 
 
 def _whose(before: str) -> str:
-    """Whose the value written right after ``before`` is: "self", "other", or "" when nothing says.
+    """Whose the value written right after ``before`` is: "self", "other", "shared", or "" when nothing says.
 
     Only the value's own sentence counts, and in it the nearest cue that is close enough.
     """
@@ -466,12 +470,21 @@ def _choose(candidates: list[_Candidate], field_name: str) -> tuple[str | None, 
 
     A correction wins over what it corrects (the last one written after "actually", "sorry", ...);
     otherwise the first said as the visitor's own ("reach me at", "my cell", "Direct:") and not
-    someone else's ("my colleague", "our main line"); otherwise the first that is not someone else's;
-    otherwise the first.
+    someone else's ("my colleague", "our main line"); otherwise the first that is not someone else's.
+    A value only ever said as another person's is never the visitor's: written to the contact, it
+    made a contact of the colleague and moved the conversation to it. (A shared line, "our office",
+    is kept when nothing else is given.)
     """
     distinct = {c.value for c in candidates}
     if not distinct:
         return None, {}
+    persons = [c for c in candidates if c.another_persons]
+    if persons:
+        kept = [c for c in candidates if not c.another_persons]
+        if not kept:
+            return None, {c.value: f"said as someone else's {field_name}" for c in candidates}
+        chosen, reasons = _choose(kept, field_name)
+        return chosen, {**{c.value: f"said as someone else's {field_name}" for c in persons}, **reasons}
     if len(distinct) == 1:
         return candidates[0].value, {}
     ordered = sorted(candidates, key=lambda c: c.order)

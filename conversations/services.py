@@ -166,8 +166,9 @@ def add_messages(*, conversation: Conversation, messages: list[dict], transcript
     """Append cleaned messages and return those stored; one resent with a known external_id is not stored twice.
 
     ``transcript``: the messages are the conversation so far, from its start (an intake's, a repeated
-    create-or-fetch's), so those the conversation already begins with (same role and text, in order)
-    are not stored again. Without ids, a retried intake stored the whole transcript twice.
+    create-or-fetch's), so those the conversation already begins with are not stored again (see
+    _stored_prefix_length). Without ids, a retried intake stored the whole transcript twice.
+    Storing any bumps the conversation's updated_at, however the messages came.
     """
     if transcript and messages:
         messages = messages[_stored_prefix_length(conversation, messages):]
@@ -176,23 +177,38 @@ def add_messages(*, conversation: Conversation, messages: list[dict], transcript
     now = timezone.now()
     messages = [m if m["sent_at"] is not None else {**m, "sent_at": now} for m in messages]
     for _attempt in range(3):
-        known = _known_external_ids(conversation, messages)
-        fresh, seen = [], set()
-        for m in messages:
-            key = m["external_id"]
-            if key and (key in known or key in seen):
-                continue
-            seen.add(key)
-            fresh.append(Message(conversation=conversation, **m))
+        fresh = [Message(conversation=conversation, **m) for m in _unseen(conversation, messages)]
         try:
             # No ignore_conflicts: it would leave the stored rows without ids.
             with transaction.atomic():
                 Message.objects.bulk_create(fresh)
-            return fresh
         except IntegrityError:
             # A concurrent resend stored one of these between our read and our insert: read again.
             continue
+        if fresh:
+            conversation.save(update_fields=["updated_at"])
+        return fresh
     raise IntegrityError("messages kept colliding with concurrent inserts")
+
+
+def _unseen(conversation: Conversation, messages: list[dict]) -> list[dict]:
+    """``messages`` without those whose external_id is stored already or repeats an earlier one of them."""
+    known = _known_external_ids(conversation, messages)
+    fresh, seen = [], set()
+    for m in messages:
+        key = m["external_id"]
+        if key and (key in known or key in seen):
+            continue
+        seen.add(key)
+        fresh.append(m)
+    return fresh
+
+
+def _would_store(conversation: Conversation, messages: list[dict], *, transcript: bool) -> bool:
+    """Whether add_messages would store any of ``messages`` (a resend of what is stored would store none)."""
+    if transcript and messages:
+        messages = messages[_stored_prefix_length(conversation, messages):]
+    return bool(messages) and bool(_unseen(conversation, messages))
 
 
 def link_contact(*, conversation: Conversation, contact: Contact, actor: Actor, source: str) -> bool:
@@ -266,13 +282,21 @@ class EndResult:
 
 
 def _stored_prefix_length(conversation: Conversation, messages: list[dict]) -> int:
-    """How many of ``messages``, from the first, the conversation's stored messages begin with."""
+    """How many of ``messages``, from the first, the conversation's stored messages begin with.
+
+    Stored messages are read in the conversation's order (sent_at), as transcripts are written: one
+    delivered late but sent in between is in its place. A message with an external_id is the stored
+    one only if that has the same id; same role and text alone is another message ("ok" twice).
+    """
     stored = list(
-        Message.objects.filter(conversation=conversation).order_by("id").values_list("role", "content")[: len(messages)]
+        Message.objects.filter(conversation=conversation).order_by("sent_at", "id")
+        .values_list("role", "content", "external_id")[: len(messages)]
     )
     count = 0
-    for (role, content), message in zip(stored, messages, strict=False):
+    for (role, content, external_id), message in zip(stored, messages, strict=False):
         if (role, content) != (message["role"], message["content"]):
+            break
+        if message["external_id"] and message["external_id"] != external_id:
             break
         count += 1
     return count
@@ -285,11 +309,6 @@ def _known_external_ids(conversation: Conversation, messages: list[dict]) -> set
     return set(
         Message.objects.filter(conversation=conversation, external_id__in=ids).values_list("external_id", flat=True)
     )
-
-
-def _has_new_messages(conversation: Conversation, messages: list[dict]) -> bool:
-    known = _known_external_ids(conversation, messages)
-    return any(not m["external_id"] or m["external_id"] not in known for m in messages)
 
 
 def _find_contact(contact_id: Any) -> Contact:
@@ -346,7 +365,8 @@ def start_conversation(
         )
         # The row lock orders this call's messages and link against concurrent appends and a concurrent end.
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if cleaned and conversation.status == Conversation.Status.ENDED and _has_new_messages(conversation, cleaned):
+        if (cleaned and conversation.status == Conversation.Status.ENDED
+                and _would_store(conversation, cleaned, transcript=not created)):
             raise ConversationEnded(conversation)
         added = add_messages(conversation=conversation, messages=cleaned, transcript=not created)
         # contact_id links a conversation that has no contact yet. A fetch (agents repeat this call on
@@ -365,11 +385,9 @@ def append_messages(*, conversation: Conversation, messages: list[Mapping[str, A
     with transaction.atomic():
         # The row lock orders appends against a concurrent end.
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        if locked.status == Conversation.Status.ENDED and _has_new_messages(locked, cleaned):
+        if locked.status == Conversation.Status.ENDED and _would_store(locked, cleaned, transcript=False):
             raise ConversationEnded(locked)
         added = add_messages(conversation=locked, messages=cleaned)
-        if added:
-            locked.save(update_fields=["updated_at"])
     return AppendResult(conversation=locked, added=added, duplicates=len(cleaned) - len(added))
 
 

@@ -130,3 +130,31 @@ def test_an_intake_and_an_end_of_one_conversation_at_once_do_not_deadlock():
         assert Contact.objects.filter(phone_e164=phone).count() == 1
         assert Conversation.objects.get(pk=conversation_id).status == "ended"
         assert Message.objects.filter(conversation_id=conversation_id).count() == 1
+
+
+def test_intakes_and_ends_of_one_conversation_for_an_existing_contact_do_not_deadlock():
+    """The intake's first read used to lock the contact before its conversation, against end's order."""
+    from conversations.models import Conversation
+
+    _agent, token = make_agent("ender2", scopes=["contacts:read", "contacts:write", "notes:write", "conversations:write"])
+    for round_number in range(4):
+        external_id, phone = f"known-{round_number}", f"+1561556{round_number:04d}"
+        api = AgentClient(token)
+        api.post("contacts/upsert", {"name": "Known Caller", "phone": phone})
+        started = api.post("conversations", {"external_id": external_id,
+                                             "messages": [{"role": "visitor", "content": "hi"}]})
+        conversation_id = started.json()["conversation"]["id"]
+
+        def call(index, conversation_id=conversation_id, external_id=external_id, phone=phone):
+            client = AgentClient(token)
+            if index % 2:
+                return client.post(f"conversations/{conversation_id}/end",
+                                   {"intake": {"contact": {"phone": phone, "name": "Known Caller"}, "note": "n"}}).status_code
+            return client.post("intake", {"contact": {"phone": phone, "name": "Known Caller"}, "note": "n",
+                                          "conversation": {"external_id": external_id}}).status_code
+
+        results, errors = run_in_threads(8, call)
+        assert errors == []
+        assert all(code in (200, 201, 409) for code in results), results
+        assert Contact.objects.filter(phone_e164=phone).count() == 1
+        assert Conversation.objects.get(pk=conversation_id).status == "ended"

@@ -45,10 +45,13 @@ def test_split_into_two_messages_gives_the_same_answer(text, email, phone):
 
 
 @pytest.mark.parametrize(("texts", "email", "phone"), [
-    # A colleague mentioned next to the only value: nothing better to keep, so it is kept.
-    (["My colleague Bob suggested I write; his address is bob@example.com"], "bob@example.com", None),
+    # Another person's value is never the visitor's, even when it is the only one (it made a contact of them).
+    (["My colleague Bob suggested I write; his address is bob@example.com"], None, None),
     (["My colleague told me about you. Reach me at ana@example.com"], "ana@example.com", None),
-    (["my assistant booked this, her number is (561) 555-0150"], None, "+15615550150"),
+    (["my assistant booked this, her number is (561) 555-0150"], None, None),
+    # A shared line is the visitor's organisation's: kept when it is all they gave, not over their own.
+    (["you can call our office at (561) 555-0150"], None, "+15615550150"),
+    (["our main line is (561) 555-0150, my colleague Bob is on 561 555 0152"], None, "+15615550150"),
     # The visitor's own first and someone else's after: the later "colleague" does not reach back.
     (["my email is ana@example.com, my colleague's is bob@example.com"], "ana@example.com", None),
     (["reach me at ana@example.com, my boss is bob@example.com"], "ana@example.com", None),
