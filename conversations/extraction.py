@@ -129,7 +129,9 @@ _EMAIL_CHARACTER = r"[^\s<>()\[\]{},;:\"'`]"
 # The address stops before a sentence's closing "." (or "!", "?"): swallowed, it hid the sentence end from the
 # cue reading below, so "My colleague's email is bob@x.com. Reach me at ..." read as one sentence. A domain
 # that is nothing but such marks ("foo@.") is still taken whole, so it is dropped as invalid, not ignored.
-EMAIL_CANDIDATE = re.compile(rf"{_EMAIL_CHARACTER}+@(?:{_EMAIL_CHARACTER}*[^\s<>()\[\]{{}},;:\"'`.!?]|{_EMAIL_CHARACTER}+)")
+# It starts where a run of address characters starts: tried from inside a long run without an "@",
+# each start rescanned the run, quadratic in a visitor's message.
+EMAIL_CANDIDATE = re.compile(rf"(?<!{_EMAIL_CHARACTER}){_EMAIL_CHARACTER}+@(?:{_EMAIL_CHARACTER}*[^\s<>()\[\]{{}},;:\"'`.!?]|{_EMAIL_CHARACTER}+)")
 URL_CANDIDATE = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
 TRAILING_PUNCTUATION = ".,;:!?)]}'\""
 # Conservative on purpose: a lead-in phrase, then one to three capitalised words.
@@ -238,7 +240,7 @@ def _phones_at(text: str, region: str) -> tuple[list[tuple[str, int]], list[str]
         international = m.group(0).startswith(("00", "+", "011"))
         # A national-looking run the matcher passed over is a date or a reference, unless it is said
         # as a number ("call me 555-0000"): then it is a phone that does not parse, recorded as such.
-        if not international and not (sum(ch.isdigit() for ch in m.group(0)) >= 7 and _GIVEN_AS_PHONE.search(text[: m.start()])):
+        if not international and not (sum(ch.isdigit() for ch in m.group(0)) >= 7 and _GIVEN_AS_PHONE.search(text[max(0, m.start() - 80): m.start()])):
             continue
         try:
             phone = parse_phone(m.group(0), region=region)
@@ -261,7 +263,9 @@ _GIVEN_AS_PHONE = re.compile(
 )
 
 
-PHONE_LIKE = re.compile(r"\+?[\d(][\d\s().-]{5,}\d")
+# At most 40 characters between the first and last digit (longer is no phone): unbounded, each start in a
+# long run of "(" or "-" rescanned the run, and one pasted message held a worker for minutes.
+PHONE_LIKE = re.compile(r"\+?[\d(][\d\s().-]{5,40}\d")
 
 
 def _choices(definition) -> list:

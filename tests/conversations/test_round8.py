@@ -83,3 +83,17 @@ def test_a_phone_said_only_as_a_colleagues_is_dropped_and_the_known_caller_keeps
     assert [(d["field"], d["value"], d["reason"]) for d in conversation.extraction["dropped"]] == [
         ("phone", "+13055550198", "said as someone else's phone")
     ]
+
+
+@pytest.mark.parametrize("run", ["(" * 15_000, "a" * 15_000, "1-" * 7_500, "a." * 7_500])
+def test_a_message_of_one_long_run_of_phone_or_address_characters_is_read_in_linear_time(run):
+    """A denial-of-service guard, not a speed target: the quadratic scan took 15-40 s on these messages."""
+    import time
+
+    from conversations.extraction import extract_with_rules
+
+    message = run + " reach me at ana@example.com or 561 555 0192" + " x@y.com" * 9
+    started = time.monotonic()
+    found = extract_with_rules([message, message], definitions=[])
+    assert time.monotonic() - started < 5
+    assert found.contact["email"] == "ana@example.com" and found.contact["phone"] == "+15615550192"
