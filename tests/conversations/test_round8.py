@@ -58,7 +58,7 @@ def test_resending_the_same_transcript_after_the_end_is_answered_200_not_409(api
 
 def test_a_fetch_that_stores_messages_bumps_the_conversations_updated_at(api):
     conversation_id = post(api, {"external_id": "bump", "messages": [{"role": "visitor", "content": "hi"}]}).json()["conversation"]["id"]
-    long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     Conversation.objects.filter(pk=conversation_id).update(updated_at=long_ago)
     post(api, {"external_id": "bump", "messages": [{"role": "visitor", "content": "hi"}]})  # nothing new
     assert Conversation.objects.get(pk=conversation_id).updated_at == long_ago
