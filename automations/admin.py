@@ -11,12 +11,13 @@ import datetime as dt
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import capfirst
 
 from automations import services, webhooks
 from automations.models import (
@@ -72,12 +73,47 @@ class RuleForm(forms.ModelForm):
         return cleaned
 
 
+class RuleListRowForm(forms.ModelForm):
+    """One row of the rule list: its position and whether it is active.
+
+    A rule can become invalid after it was saved (its team emptied, its endpoint disabled, its
+    form deleted). Its errors name fields this row does not have, which crashed the whole list's
+    save; they are shown on the row instead, and only rows that were changed are checked again.
+    """
+
+    class Meta:
+        model = Rule
+        fields = ["position", "active"]
+
+    def _post_clean(self):
+        if self.instance.pk and not self.has_changed():
+            return
+        super()._post_clean()
+
+    def add_error(self, field, error):
+        if field is None and isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+            kept: dict[str, list] = {}
+            for name, errors in error.error_dict.items():
+                if name in self.fields or name == NON_FIELD_ERRORS:
+                    kept.setdefault(name, []).extend(errors)
+                else:
+                    label = capfirst(Rule._meta.get_field(name).verbose_name)
+                    kept.setdefault(NON_FIELD_ERRORS, []).extend(
+                        ValidationError(f"{label}: {message}") for e in errors for message in e.messages
+                    )
+            error = ValidationError(kept)
+        super().add_error(field, error)
+
+
 @admin.register(Rule)
 class RuleAdmin(admin.ModelAdmin):
     form = RuleForm
     list_display = ["name", "position", "active", "trigger", "action_summary", "recent_failures", "try_link"]
     list_editable = ["position", "active"]
     list_filter = ["trigger", "active"]
+
+    def get_changelist_form(self, request, **kwargs):
+        return RuleListRowForm
     search_fields = ["name"]
     filter_horizontal = ["add_tags"]
     readonly_fields = ["try_link"]

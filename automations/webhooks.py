@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -279,11 +280,17 @@ def _send_threads() -> int:
     return max(1, _setting("CRM_WEBHOOK_SEND_THREADS", 8))
 
 
+def _per_endpoint_share(batch: int) -> int:
+    """How many of a claimed batch's rows one endpoint gets sent at most; the rest wait for the next claim."""
+    return math.ceil(batch / _send_threads())
+
+
 def _lease_seconds(batch: int) -> float:
     """Long enough for a batch of receivers that all time out, so a live worker never loses its rows."""
     timeout = float(_setting("CRM_WEBHOOK_TIMEOUT_SECONDS", 10))
     # An attempt takes at most about two timeouts: the response's first byte, then the body's deadline.
-    worst_case = math.ceil(batch / _send_threads()) * 2 * timeout + 2
+    # A thread sends at most two endpoints' shares of a batch (see _Sender.send).
+    worst_case = 2 * _per_endpoint_share(batch) * 2 * timeout + 2
     return max(float(_setting("CRM_WEBHOOK_LEASE_SECONDS", 120)), worst_case)
 
 
@@ -360,8 +367,12 @@ def _read_snippet(response, *, deadline: float) -> str:
     return bytes(received).decode(response.encoding or "utf-8", errors="replace")[:500]
 
 
-def _record(results: list[AttemptResult]) -> None:
-    """Write the attempt log and each row's new state; disable endpoints that are gone or failing for too long."""
+def _record(results: list[AttemptResult], held: list[WebhookDelivery] = ()) -> None:
+    """Write the attempt log and each row's new state; disable endpoints that are gone or failing for too long.
+
+    ``held``: rows claimed but not sent, behind one of their endpoint's that failed (see _Sender.send). They
+    wait for that one's retry, so they still reach the receiver after it.
+    """
     now = timezone.now()
     retry_for = dt.timedelta(seconds=_setting("CRM_WEBHOOK_RETRY_FOR_SECONDS", 86400))
     disable_after = dt.timedelta(seconds=_setting("CRM_WEBHOOK_DISABLE_AFTER_SECONDS", 86400))
@@ -396,12 +407,21 @@ def _record(results: list[AttemptResult]) -> None:
             # The retry window runs from the event, or from an admin's redelivery of it (an old event sent
             # again after a receiver's outage had one attempt before).
             give_up = r.status_code == 410 or now - (delivery.retry_from or delivery.created_at) >= retry_for
+            next_attempt_at = None if give_up else now + dt.timedelta(seconds=backoff_seconds(attempts))
             WebhookDelivery.objects.filter(pk=delivery.pk).update(
                 attempts=attempts,
                 last_status_code=r.status_code,
                 last_error=r.error or f"HTTP {r.status_code}",
                 status=WebhookDelivery.Status.FAILED if give_up else WebhookDelivery.Status.PENDING,
-                next_attempt_at=None if give_up else now + dt.timedelta(seconds=backoff_seconds(attempts)),
+                next_attempt_at=next_attempt_at,
+            )
+            state["retry_at"] = next_attempt_at or now
+        for delivery in held:
+            # Behind a failure: with its retry (claims take rows by time, then id). Left over from a
+            # share: due now, for the next claim.
+            retry_at = endpoint_state.get(delivery.endpoint_id, {}).get("retry_at") or now
+            WebhookDelivery.objects.filter(pk=delivery.pk, status=WebhookDelivery.Status.PENDING).update(
+                next_attempt_at=retry_at
             )
         # Lock endpoints in id order so two workers recording at once cannot deadlock.
         for endpoint_id, state in sorted(endpoint_state.items()):
@@ -436,6 +456,14 @@ def _session() -> requests.Session:
     return session
 
 
+def _subject(delivery: WebhookDelivery) -> Any:
+    """The contact an event is about (every payload names it as contact.id), else the event itself."""
+    contact = delivery.payload.get("contact") if isinstance(delivery.payload, dict) else None
+    if isinstance(contact, dict) and contact.get("id") is not None:
+        return ("contact", contact["id"])
+    return ("delivery", delivery.pk)
+
+
 class _Sender:
     """POSTs a batch over a few threads, each with its own keep-alive session (no database access here)."""
 
@@ -453,8 +481,35 @@ class _Sender:
                 self.sessions.append(session)
         return _post(session, delivery)
 
-    def send(self, deliveries: list[WebhookDelivery]) -> list[AttemptResult]:
-        return list(self.pool.map(self._post, deliveries))
+    def send(self, deliveries: list[WebhookDelivery]) -> tuple[list[AttemptResult], list[WebhookDelivery]]:
+        """POST a claimed batch; return the attempts and the rows held back, not sent.
+
+        One contact's events to one endpoint go one at a time, in the order they happened (sent all at
+        once over the threads, a contact's created and updated events crossed on the way); other
+        contacts' and other endpoints' go in parallel. After a failure the rest of that contact's
+        events are held back, to follow the failed one's retry.
+        """
+        share = _per_endpoint_share(len(deliveries)) if deliveries else 0
+        in_order: dict[tuple[int, Any], list[WebhookDelivery]] = {}
+        for delivery in sorted(deliveries, key=lambda d: d.pk):
+            in_order.setdefault((delivery.endpoint_id, _subject(delivery)), []).append(delivery)
+        results: list[AttemptResult] = []
+        held: list[WebhookDelivery] = []
+        for sent, kept in self.pool.map(lambda rows: self._send_in_order(rows, share), in_order.values()):
+            results.extend(sent)
+            held.extend(kept)
+        return results, held
+
+    def _send_in_order(self, rows: list[WebhookDelivery], share: int) -> tuple[list[AttemptResult], list[WebhookDelivery]]:
+        sent: list[AttemptResult] = []
+        for index, delivery in enumerate(rows):
+            if index == share:
+                return sent, rows[index:]
+            result = self._post(delivery)
+            sent.append(result)
+            if not result.success:
+                return sent, rows[index + 1:]
+        return sent, []
 
     def __enter__(self) -> _Sender:
         return self
@@ -481,9 +536,10 @@ def deliver_due(*, batch_size: int | None = None, max_seconds: float | None = No
             claimed = _claim(limit=batch_size, exclude=seen)
             if not claimed:
                 break
-            seen.update(d.pk for d in claimed)
-            _record(sender.send(claimed))
-            sent += len(claimed)
+            results, held = sender.send(claimed)
+            seen.update(r.delivery.pk for r in results)
+            _record(results, held)
+            sent += len(results)
     return sent
 
 

@@ -718,15 +718,17 @@ def _create_contact(*, cleaned: CleanContactInput, actor: Actor, source: str, co
 
 
 def announce_created(contact: Contact, *, tags_added: list[str], actor: Actor, source: str) -> None:
-    """Run "contact created" (and "tag added") rules and queue contact.created.
+    """Queue contact.created, then run "contact created" (and "tag added") rules.
 
     Every path that creates contacts calls this, the bulk ones per created contact,
-    so rules and webhooks behave the same whatever the source.
+    so rules and webhooks behave the same whatever the source. contact.created goes
+    first, with the contact as created: queued after the rules, it reached receivers
+    after the contact.updated and task.created events of a contact they had never heard of.
     """
+    _emit_after_flush(event="contact.created", payload=lambda: payloads.contact_event(contact))
     _run_rules(trigger="contact_created", contact=contact, actor=actor, source=source, context={"tags": tags_added})
     if tags_added:
         _run_rules(trigger="tag_added", contact=contact, actor=actor, source=source, context={"tags": tags_added})
-    _emit_after_flush(event="contact.created", payload=lambda: payloads.contact_event(contact))
 
 
 def _apply_changes(

@@ -691,21 +691,21 @@ class Engine:
             if contact is None:
                 continue
             tags = [self.tag_names[t] for t in target.tags_added]
+            # The import's own event first, then the rules' (as upsert_contact queues them, see announce_created).
+            if endpoints and target.is_new:
+                emit_event(event="contact.created", payload=lambda c=contact: payloads.contact_event(c), endpoints=endpoints)
+            elif endpoints:
+                changes = {k: v for k, v in target.changes.items() if k not in KEY_FIELDS}
+                if tags:
+                    changes["tags"] = [[], tags]
+                emit_event(
+                    event="contact.updated", endpoints=endpoints,
+                    payload=lambda c=contact, ch=changes: payloads.contact_event(c, changes=ch),
+                )
             if target.is_new and Trigger.CONTACT_CREATED in triggers:
                 run_rules(trigger=Trigger.CONTACT_CREATED, contact=contact, actor=self.actor, source=Source.IMPORT, context={"tags": tags})
             if tags and Trigger.TAG_ADDED in triggers:
                 run_rules(trigger=Trigger.TAG_ADDED, contact=contact, actor=self.actor, source=Source.IMPORT, context={"tags": tags})
-            if endpoints:
-                if target.is_new:
-                    emit_event(event="contact.created", payload=lambda c=contact: payloads.contact_event(c), endpoints=endpoints)
-                else:
-                    changes = {k: v for k, v in target.changes.items() if k not in KEY_FIELDS}
-                    if tags:
-                        changes["tags"] = [[], tags]
-                    emit_event(
-                        event="contact.updated", endpoints=endpoints,
-                        payload=lambda c=contact, ch=changes: payloads.contact_event(c, changes=ch),
-                    )
 
 
 @contextmanager

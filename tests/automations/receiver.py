@@ -11,11 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Receiver:
     """Answers ``script`` status codes in turn, then ``default``; deduplicates on webhook-id."""
 
-    def __init__(self, *, script=None, default=200, delay=0.0, redirect_to=None, trickle=0.0):
+    def __init__(self, *, script=None, default=200, delay=0.0, redirect_to=None, trickle=0.0, delay_for=None):
         self.script = list(script or [])
         self.trickle = trickle  # seconds between the body's bytes: a receiver slower than any timeout
         self.default = default
         self.delay = delay
+        self.delay_for = delay_for  # body (dict) -> seconds: a receiver slower on some events than others
         self.redirect_to = redirect_to
         self.requests: list[dict] = []
         self.seen_ids: list[str] = []  # first sighting of each webhook-id, in order
@@ -31,6 +32,8 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 if receiver.delay:
                     time.sleep(receiver.delay)
+                if receiver.delay_for:
+                    time.sleep(receiver.delay_for(json.loads(body)))
                 with receiver.lock:
                     receiver.requests.append({"headers": dict(self.headers.items()), "body": body, "path": self.path})
                     code = receiver.script.pop(0) if receiver.script else receiver.default
