@@ -7,6 +7,8 @@ from typing import Any
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+from django.utils.functional import cached_property
 
 from contacts.models import Contact, CustomField, Task
 from crm_hub.errors import InputRejected
@@ -149,6 +151,13 @@ class ContactForm(forms.Form):
                 else:
                     field.choices = [*marked, *options]
             self.fields[f"cf_{definition.key}"] = field
+        self.editing = contact is not None
+        if self.editing:
+            # Each field carries the value the user loaded, so a save writes only what they changed
+            # (see edit_data): writing back the whole form reverted what an agent or a colleague had
+            # saved meanwhile.
+            for field in self.fields.values():
+                field.show_hidden_initial = True
         if tags is not None:
             self.fields["tags"] = forms.MultipleChoiceField(
                 required=False, choices=[(t.name, t.name) for t in tags], widget=forms.CheckboxSelectMultiple
@@ -176,8 +185,57 @@ class ContactForm(forms.Form):
         return {
             d.key: self.cleaned_data.get(f"cf_{d.key}") or None
             for d in self.custom_fields
-            if not (d.key in self.stale_choice_keys and f"cf_{d.key}" not in self.changed_data)
+            if not (d.key in self.stale_choice_keys and f"cf_{d.key}" not in self.edited)
         }
+
+    def _loaded(self, name: str) -> Any:
+        """The value the user loaded: its hidden copy, or (posted without one) the value stored now."""
+        field = self.fields[name]
+        key = self.add_initial_prefix(name)
+        if key not in self.data:
+            return self.get_initial_for_field(field, name)
+        raw = field.hidden_widget().value_from_datadict(self.data, self.files, key)
+        try:
+            return field.to_python(raw)
+        except ValidationError:
+            return raw
+
+    @cached_property
+    def edited(self) -> list[str]:
+        """The fields the user changed since loading the form."""
+        return [name for name, field in self.fields.items() if field.has_changed(self._loaded(name), self[name].data)]
+
+    def edit_data(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(standard, custom) values of the fields the user changed since loading the form: an edit writes only these."""
+        edited = set(self.edited)
+        data = {k: v for k, v in self.contact_data().items() if k in edited}
+        custom = {k: v for k, v in self.custom_data().items() if f"cf_{k}" in edited}
+        return data, custom
+
+    def concurrent_edits(self) -> list[str]:
+        """Fields the user changed that someone else also changed since the form was loaded (to another value).
+
+        The form's initial values are read from the contact as it is now; the hidden initial ones are
+        what the user saw. Where those differ and the user typed a third value, whose change wins is a
+        question for the user. Their hidden values are refreshed, so saving again keeps theirs.
+        """
+        clashing = []
+        for name in self.edited:
+            if self.add_initial_prefix(name) not in self.data:
+                continue  # posted without what it loaded (a script, an old page): nothing to compare
+            field = self.fields[name]
+            current = self.get_initial_for_field(field, name)
+            seen = self[name].field.hidden_widget().value_from_datadict(self.data, self.files, self.add_initial_prefix(name))
+            if field.has_changed(current, seen) and field.has_changed(current, self[name].data):
+                clashing.append(name)
+        if clashing:
+            self.data = self.data.copy()
+            for name in clashing:
+                current = self.get_initial_for_field(self.fields[name], name)
+                values = current if isinstance(current, (list, tuple)) else [current]
+                shown = ["" if v is None else v.isoformat() if hasattr(v, "isoformat") else str(v) for v in values]
+                self.data.setlist(self.add_initial_prefix(name), shown)
+        return clashing
 
     def add_service_errors(self, exc: InputRejected) -> None:
         """Show each service error on its field ("custom.budget" on cf_budget); the rest above the form."""

@@ -833,6 +833,17 @@ def _and_list(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def _shown_value(form, name: str) -> str:
+    """The field's current stored value as the form shows it (a choice by its label)."""
+    field = form.fields[name]
+    value = form.get_initial_for_field(field, name)
+    choices = dict(getattr(field, "choices", []) or [])
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(choices.get(v, v)) for v in value) or "empty"
+    shown = choices.get(value, value) if choices else value
+    return str(shown) if shown not in (None, "") else "empty"
+
+
 def _saved_message(changes, definitions) -> str:
     if not changes:
         return "Saved; nothing changed."
@@ -931,11 +942,17 @@ def contact_edit(request, pk: int):
     if request.method == "POST":
         form = ContactForm(request.POST, custom_fields=definitions, owners=owners, contact=contact,
                            owner_required=owner_required)
+        clashing = form.concurrent_edits() if form.is_valid() else []
+        for name in clashing:
+            form.add_error(name, (
+                f"Changed by someone else while you were editing: it is now "
+                f"“{_shown_value(form, name)}”. Save again to replace it with yours."
+            ))
         if form.is_valid():
+            data, custom = form.edit_data()
             try:
                 result = update_contact(
-                    contact=contact, data=form.contact_data(), custom=form.custom_data(),
-                    actor=_actor(request), source=Source.MANUAL,
+                    contact=contact, data=data, custom=custom, actor=_actor(request), source=Source.MANUAL,
                 )
                 messages.success(request, _saved_message(result.changes, definitions))
                 if _is_htmx(request):

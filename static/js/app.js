@@ -19,7 +19,16 @@
     syncNeedsValue();
     document.querySelectorAll("[data-bulk-action]").forEach(function (select) { syncBulk(select.form); });
     rememberListAndPointBackToIt();
+    focusFirstError(document);
   });
+
+  // A form sent back with errors: focus its first wrong field, so keyboard and screen-reader users
+  // land on it (its message is tied to it by aria-describedby) instead of at the top of the page.
+  function focusFirstError(root) {
+    var field = root.querySelector("form .has-error input:not([type=hidden]), form .has-error select, form .has-error textarea");
+    if (field) field.focus();
+  }
+  document.addEventListener("htmx:afterSwap", function () { focusFirstError(document); });
 
   document.addEventListener("click", function (event) {
     var dismiss = event.target.closest("[data-dismiss]");
