@@ -14,12 +14,18 @@ mkdir -p "$VAR_DIR/log"
   --schedule "$VAR_DIR/celerybeat-schedule" >"$VAR_DIR/log/worker.log" 2>&1 &
 WORKER_PID=$!
 ANNOUNCE_PID=""
+WEB_PID=""
 
 stop() {
   trap - EXIT INT TERM HUP
   kill "$ANNOUNCE_PID" 2>/dev/null || true
   echo
   echo "Stopping the web server and the Celery worker..."
+  if [ -n "$WEB_PID" ]; then
+    # runserver's autoreloader serves from a child process: stop it, then the parent.
+    pkill -TERM -P "$WEB_PID" 2>/dev/null || true
+    kill -TERM "$WEB_PID" 2>/dev/null || true
+  fi
   kill -TERM "$WORKER_PID" 2>/dev/null || true
   # A warm shutdown finishes running tasks; don't let a stuck one hold the terminal.
   for _ in $(seq 30); do
@@ -30,7 +36,8 @@ stop() {
   wait "$WORKER_PID" 2>/dev/null || true
 }
 # TERM and HUP too: started without a terminal (nohup, a script), Ctrl-C is not how it is stopped.
-trap stop EXIT INT TERM HUP
+trap stop EXIT
+trap 'stop; exit 0' INT TERM HUP  # asked to stop: a clean exit, not "Error 143" from make
 
 sleep 1
 if ! kill -0 "$WORKER_PID" 2>/dev/null; then
@@ -60,4 +67,8 @@ BANNER
 announce &
 ANNOUNCE_PID=$!
 
-.venv/bin/python manage.py runserver "127.0.0.1:${PORT}"
+# In the background, waited for: bash runs a trap only between commands, so with runserver in the
+# foreground a `kill` of this script waited until runserver exited by itself (never).
+.venv/bin/python manage.py runserver "127.0.0.1:${PORT}" &
+WEB_PID=$!
+wait "$WEB_PID"

@@ -54,8 +54,15 @@ def _own_session_with_ctrl_c():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _run_script_pid(session_id: int) -> int:
+    # The script's own bash, not the `sh -c` make runs it from.
+    found = subprocess.run(["pgrep", "-s", str(session_id), "-f", "^bash scripts/run-dev.sh"], capture_output=True, text=True)
+    return int(found.stdout.split()[0])
+
+
 @pytest.mark.slow
-def test_make_run_serves_admin_with_printed_login_and_a_worker_and_ctrl_c_stops_both(tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_make_run_serves_admin_with_printed_login_and_a_worker_and_ctrl_c_or_kill_stops_both(tmp_path, stop):
     port = free_port()
     env = clean_env(tmp_path, PORT=str(port))
     proc = subprocess.Popen(
@@ -101,7 +108,11 @@ def test_make_run_serves_admin_with_printed_login_and_a_worker_and_ctrl_c_stops_
         assert " ready." in worker_log.read_text(), worker_log.read_text()[-2000:]
         os.kill(worker_pid, 0)  # alive
 
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        else:
+            # `kill <pid>` of the script alone: bash used to run its trap only once runserver exited (never).
+            os.kill(_run_script_pid(proc.pid), signal.SIGTERM)
         proc.wait(timeout=90)
         for _ in range(60):
             try:
