@@ -370,7 +370,11 @@ def _by_id_or_name(queryset, value):
 
 
 def resolve_user(value: Any, *, field_name: str = "owner"):
-    """Return the active user named by id, username or email, or raise invalid_value."""
+    """Return the active staff user named by id, username or email, or raise invalid_value.
+
+    Staff only: owners and assignees work in the CRM, and a user without staff status cannot
+    sign in to it (a former rep kept getting leads and tasks nobody would see).
+    """
     User = get_user_model()
     if value in (None, ""):
         return None
@@ -387,6 +391,11 @@ def resolve_user(value: Any, *, field_name: str = "owner"):
         raise InputRejected(
             [FieldError(field_name, "invalid_value", f"No active user {text!r} (give an id, username or email).")]
         )
+    if not user.is_staff:
+        raise InputRejected([FieldError(
+            field_name, "invalid_value",
+            f"{user.get_username()!r} cannot sign in to the CRM (not a staff user): choose someone who can.",
+        )])
     return user
 
 

@@ -64,6 +64,10 @@ class ConversationClosed(exceptions.APIException):
     default_code = "conversation_ended"
     default_detail = "The conversation has ended; it takes no new messages and no second intake."
 
+    def __init__(self, detail=None, *, field: str | None = None):
+        super().__init__(detail)
+        self.field = field  # where the request named the conversation (POST intake: conversation.external_id)
+
 
 # --- Serializers: errors -------------------------------------------------------------------------
 

@@ -290,12 +290,26 @@ class TagsInput(StrictSerializer):
     )
 
 
+@extend_schema_field({"anyOf": [{"type": "integer", "nullable": True}, {"type": "string", "nullable": True}]})
+class IdOrNameField(serializers.CharField):
+    """An id (a JSON number, kept a number: the pipeline with id 2, not one named "2") or a name."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data
+        return super().to_internal_value(data)
+
+
 class StageInput(StrictSerializer):
-    pipeline = serializers.CharField(
+    pipeline = IdOrNameField(
         required=False, allow_blank=True, allow_null=True,
         help_text="Pipeline id or name (case-insensitive). May be omitted when only one pipeline exists.",
     )
-    stage = serializers.CharField(help_text="Stage id or name within the pipeline (case-insensitive).")
+    # Optional here so that a missing stage is answered by the service, with the pipeline's stages listed.
+    stage = IdOrNameField(
+        required=False, allow_blank=True, allow_null=True,
+        help_text="Stage id or name within the pipeline (case-insensitive). Required.",
+    )
 
 
 class IntakeTaskInput(StrictSerializer):
@@ -338,10 +352,10 @@ class IntakeInput(StrictSerializer):
         child=serializers.CharField(help_text="An existing tag name."), required=False, allow_null=True,
         max_length=50, help_text="Existing tag names to add.",
     )
-    pipeline = serializers.CharField(
+    pipeline = IdOrNameField(
         required=False, allow_blank=True, allow_null=True, help_text="Pipeline id or name for the stage."
     )
-    stage = serializers.CharField(
+    stage = IdOrNameField(
         required=False, allow_blank=True, allow_null=True, help_text="Stage id or name to put the contact in."
     )
     task = IntakeTaskInput(required=False, allow_null=True, help_text="The follow-up task.")

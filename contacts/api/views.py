@@ -529,7 +529,7 @@ class ContactStageView(AgentView):
         contact = self.contact(pk)
         data = StageInput.clean(request.data)
         moved = services.move_to_stage(
-            contact=contact, pipeline=data.get("pipeline"), stage=data["stage"], actor=self.actor(), source=Source.API
+            contact=contact, pipeline=data.get("pipeline"), stage=data.get("stage"), actor=self.actor(), source=Source.API
         )
         membership = moved.membership
         return Response({
@@ -583,7 +583,7 @@ class IntakeView(AgentView):
         try:
             result = self.record(data)
         except ConversationEnded as exc:
-            raise ConversationClosed(str(exc)) from None
+            raise ConversationClosed(str(exc), field="conversation.external_id") from None
         body = self.upsert_body(result.upsert)
         body.update(
             note_id=result.note.pk if result.note else None,

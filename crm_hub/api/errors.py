@@ -180,7 +180,7 @@ def api_exception_handler(exc, context):
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
     if isinstance(exc, MissingScope):
-        item = {"field": None, "code": "missing_scope", "message": str(exc.detail), "scope": exc.scope}
+        item = {"field": None, "code": "missing_scope", "message": str(exc.detail), "scope": exc.scope, "scopes": exc.scopes}
     elif isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
         item = {"field": "authorization", "code": "not_authenticated", "message": str(exc.detail)}
     elif isinstance(exc, exceptions.UnsupportedMediaType):
@@ -199,6 +199,6 @@ def api_exception_handler(exc, context):
         item = {"field": None, "code": "throttled", "message": f"Too many requests; retry in {exc.wait and int(exc.wait + 0.999)} s."}
     else:
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
-        item = {"field": None, "code": code, "message": str(exc.detail)}
+        item = {"field": getattr(exc, "field", None), "code": code, "message": str(exc.detail)}
     response.data = {"errors": [item]}
     return response

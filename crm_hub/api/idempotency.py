@@ -166,7 +166,7 @@ class IdempotencyMiddleware:
                     return None, _error(
                         403, "missing_scope",
                         f"This key's stored answer was made with the scope '{lost[0]}', which this agent no longer has; "
-                        "ask an admin to add it back.", extra={"field": None, "scope": lost[0]},
+                        "ask an admin to add it back.", extra={"field": None, "scope": lost[0], "scopes": lost},
                     )
                 return None, replay(existing)
             if existing.created_at < now - stale_after:

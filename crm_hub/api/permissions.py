@@ -10,10 +10,16 @@ from crm_hub.models import Agent
 class MissingScope(exceptions.PermissionDenied):
     default_code = "missing_scope"
 
-    def __init__(self, scope: str, *alternatives: str):
+    def __init__(self, scope: str, *alternatives: str, also: tuple[str, ...] = ()):
         self.scope = scope
+        self.scopes = [scope, *also]  # every scope the call lacks, so one answer names them all
         either = "".join(f" (or {a!r})" for a in alternatives)
-        super().__init__(f"This call needs the scope {scope!r}{either}; ask an admin to add it to the agent.", "missing_scope")
+        if also:
+            named = ", ".join(repr(s) for s in self.scopes)
+            message = f"This call needs the scopes {named}; ask an admin to add them to the agent."
+        else:
+            message = f"This call needs the scope {scope!r}{either}; ask an admin to add it to the agent."
+        super().__init__(message, "missing_scope")
 
 
 class HasAgentScopes(permissions.BasePermission):
@@ -54,7 +60,7 @@ def intake_scopes(intake) -> list[str]:
 
 
 def require_scopes(agent: Agent, scopes) -> None:
-    """Raise MissingScope for the first scope ``agent`` lacks (a 403 naming it)."""
-    for scope in scopes:
-        if not agent.has_scope(scope):
-            raise MissingScope(scope)
+    """Raise MissingScope naming every scope ``agent`` lacks (a 403; ``scope`` is the first of them)."""
+    missing = [scope for scope in scopes if not agent.has_scope(scope)]
+    if missing:
+        raise MissingScope(missing[0], also=tuple(missing[1:]))

@@ -44,6 +44,10 @@ _ITEM = inline_serializer(
         "message": serializers.CharField(help_text="What went wrong, for a person."),
         "allowed": serializers.ListField(child=serializers.CharField(), required=False, help_text="Permitted values, when the value comes from a list."),
         "scope": serializers.CharField(required=False, help_text="The missing scope (missing_scope only)."),
+        "scopes": serializers.ListField(
+            child=serializers.CharField(), required=False,
+            help_text="Every scope the call lacks, the first being scope (missing_scope only).",
+        ),
         "merged_into": serializers.IntegerField(required=False, help_text="The contact this id was merged into (not_found on a merged contact only)."),
     },
 )

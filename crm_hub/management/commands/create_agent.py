@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from crm_hub.errors import InputRejected
+from crm_hub.models import Agent
 from crm_hub.services import create_agent
 
 
@@ -14,8 +15,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--scopes",
             default="contacts:read,contacts:write",
-            help="Comma-separated: contacts:read, contacts:write, notes:write, tasks:write, files:write, "
-            "conversations:write, identity:read.",
+            # From the model, so a new scope is never missing here.
+            help="Comma-separated, from: " + ", ".join(Agent.Scope.values) + ".",
         )
         parser.add_argument("--description", default="")
         parser.add_argument("--rate-limit", default="600/min", help="e.g. 600/min, 20/sec, 10000/day")
