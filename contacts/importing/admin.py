@@ -150,6 +150,10 @@ class ContactImportExportAdmin(ExportMixin, ContactAdmin):
                     return redirect("admin:contacts_contact_import_progress", job_id=job.pk)
                 preview = services.preview_import(job=job, mapping=mapping, mode=mode, actor=_actor(request))
             except InputRejected as exc:
+                if any(e.code == "invalid_state" for e in exc.errors):
+                    # A second Confirm (a double click, a second tab): the import runs once; show it.
+                    messages.info(request, f"Import #{job.pk} was already started; this page shows its progress.")
+                    return redirect("admin:contacts_contact_import_progress", job_id=job.pk)
                 for error in exc.errors:
                     form.add_error(None, f"{error.field}: {error.message}")
         columns = [

@@ -580,9 +580,11 @@ class Engine:
                     # counts once, as created; "updated" counts contacts that existed before.
                     outcome.action = SKIP
                     outcome.reason = f"duplicate of {target.label()}, merged into the contact it creates"
-                elif outcome.diff and target.job_wrote:
+                elif outcome.diff and (target.job_wrote or target.id in touched):
+                    # "updated" counts contacts, not rows: a later row for a contact a row above updated
+                    # (in this batch or an earlier one) is merged into that update.
                     outcome.action = SKIP
-                    outcome.reason = (f"repeats {target.label()}, which a row above {target.job_wrote}; "
+                    outcome.reason = (f"repeats {target.label()}, which a row above {target.job_wrote or 'updated'}; "
                                       "merged into it")
                     touched[target.id] = target
                     updated_by.append((outcome, target))
@@ -788,6 +790,10 @@ def run_import(
 
         if dry_run:
             with transaction.atomic():
+                if engine.job is None:
+                    # A job of its own, rolled back with everything else, so that the dry run counts a person
+                    # repeated past one batch as the import will (by the undo records an earlier batch wrote).
+                    engine.job = ImportJob.objects.create(file_name="(dry run)", status=ImportJob.Status.RUNNING)
                 loop()
                 transaction.set_rollback(True)
         else:

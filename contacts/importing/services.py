@@ -156,9 +156,15 @@ def confirm_import(
     mapping_mod.validate_mapping(mapping, headers)
     background = job.background and not inline
     with transaction.atomic():
-        mapping_mod.remember_mapping(headers, mapping)
+        # Only from DRAFT, in one statement: two Confirm clicks (or requests) at once both passed the
+        # check above and started the import twice, the later one's counts overwriting the first's.
+        started = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.DRAFT).update(
+            mapping=mapping, mode=mode, status=ImportJob.Status.QUEUED, background=background,
+        )
+        if not started:
+            raise _reject("status", "invalid_state", f"Import #{job.pk} was already started.")
         job.mapping, job.mode, job.status, job.background = mapping, mode, ImportJob.Status.QUEUED, background
-        job.save(update_fields=["mapping", "mode", "status", "background"])
+        mapping_mod.remember_mapping(headers, mapping)
         if background:
             from contacts.importing.tasks import run_import_job
 

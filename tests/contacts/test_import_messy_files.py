@@ -312,7 +312,7 @@ def test_only_what_a_repeated_person_really_changed_is_written_and_reverted(staf
     confirm(staff_actor, start(staff_actor, csv_bytes([["Ann E", "+1 561 555 0192", "Acme"]], headers=headers)))
     rows = [["Ann D", "+1 561 555 0192", "Beta"], ["Ann E", "+1 561 555 0192", ""]]
     job = confirm(staff_actor, start(staff_actor, csv_bytes(rows, headers=headers)))
-    assert job.updated_count == 2
+    assert (job.updated_count, job.skipped_count) == (1, 1)  # one contact updated; the second row repeats it
     ann = Contact.objects.get()
     assert (ann.name, ann.company) == ("Ann E", "Beta")
     assert HistoryEntry.objects.filter(contact=ann).latest("pk").changes == {"company": ["Acme", "Beta"]}
@@ -475,3 +475,54 @@ def test_a_quoted_cell_whose_second_line_has_commas_is_still_a_cell(data):
     with open_rows(io.BytesIO(data), "csv") as (_headers, rows):
         cells = list(rows)
     assert len(cells) in (1, 2) and any("\n" in cell for row in cells for cell in row)
+
+
+def test_rows_repeating_an_existing_contact_count_it_updated_once(staff_actor):
+    from tests.contacts.test_import import do_import, dry_run, existing
+
+    eve = existing(staff_actor, name="Eve", phone="+1 561 555 0192", email="eve@example.com")
+    rows = [
+        ["Eve", "561-555-0192", "", "EveCorp", ""],
+        ["Eve again", "(561) 555 0192", "", "EveCorp3", ""],
+        ["Eve by email", "", "EVE@example.com", "EveCorp2", ""],
+    ]
+    preview, outcomes = dry_run(staff_actor, rows)
+    assert (preview.created, preview.updated, preview.skipped) == (0, 1, 2)
+    assert [o.action for o in outcomes] == ["update", "skip", "skip"]
+    assert outcomes[1].reason == f"repeats contact #{eve.pk}, which a row above updated; merged into it"
+    job = do_import(staff_actor, rows)
+    job.refresh_from_db()
+    assert (job.created_count, job.updated_count, job.skipped_count) == (0, 1, 2)
+    eve.refresh_from_db()
+    assert (eve.name, eve.company) == ("Eve by email", "EveCorp2")
+
+
+def test_a_dry_run_counts_a_person_repeated_in_a_later_batch_as_the_import_will(staff_actor, settings):
+    from tests.contacts.test_import import do_import, dry_run
+
+    settings.CRM_IMPORT_BATCH_SIZE = 2
+    rows = [
+        ["Aaa One", "+1 617 955 4201", "aaa1@yy.example", "", ""],
+        ["Bbb Two", "+1 617 955 4202", "bbb2@yy.example", "", ""],
+        ["Aaa Again", "(617) 955-4201", "", "", ""],
+    ]
+    preview, _outcomes = dry_run(staff_actor, rows)
+    assert not ImportJob.objects.exists()  # the dry run's own job was rolled back with the rest
+    job = do_import(staff_actor, rows)
+    job.refresh_from_db()
+    assert (preview.created, preview.updated, preview.skipped) == (job.created_count, job.updated_count, job.skipped_count) == (2, 0, 1)
+
+
+def test_a_second_confirm_of_the_same_draft_does_not_run_the_import_again(staff_actor):
+    from contacts.importing import services as import_services
+    from tests.contacts.test_import import upload
+
+    rows = [["Dbl One", "+1 617 955 7001", "dbl1@yy.example", "", ""], ["Dbl Two", "+1 617 955 7002", "dbl2@yy.example", "", ""]]
+    job = import_services.create_import_job(upload=upload(rows), actor=staff_actor, mode="create_update")
+    first_view, second_view = ImportJob.objects.get(pk=job.pk), ImportJob.objects.get(pk=job.pk)  # two requests
+    import_services.confirm_import(job=first_view, mapping=job.mapping, mode="create_update", actor=staff_actor)
+    with pytest.raises(InputRejected) as refused:
+        import_services.confirm_import(job=second_view, mapping=job.mapping, mode="create_update", actor=staff_actor)
+    assert refused.value.errors[0].code == "invalid_state"
+    job.refresh_from_db()
+    assert (job.status, job.created_count, job.skipped_count) == ("done", 2, 0)
