@@ -23,7 +23,16 @@ from django.utils import timezone
 from contacts.importing import mapping as mapping_mod
 from contacts.importing.engine import ERROR, ImportResult, RowOutcome, run_import
 from contacts.importing.readers import UnreadableFile, count_rows, detect_format, open_rows
-from contacts.models import Contact, ContactTag, HistoryEntry, ImportChange, ImportJob, Source, Tag
+from contacts.models import (
+    Contact,
+    ContactTag,
+    HistoryEntry,
+    ImportChange,
+    ImportJob,
+    MergedContact,
+    Source,
+    Tag,
+)
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
 
@@ -556,10 +565,13 @@ class UndoReport:
     kept_fields: list[str] = field(default_factory=list)  # "#7 company": changed since the import
     taken_fields: list[str] = field(default_factory=list)  # "#7 phone (now #9's)"
     kept_tags: list[str] = field(default_factory=list)  # "#7 Lead": removed or added again since
+    merged_contacts: list[str] = field(default_factory=list)  # "#12 into #1": created, then merged away
+    gone_contacts: list[str] = field(default_factory=list)  # "#12": created, then deleted by someone
 
     @property
     def skipped(self) -> int:
-        return len(self.kept_contacts) + len(self.kept_fields) + len(self.taken_fields) + len(self.kept_tags)
+        return (len(self.kept_contacts) + len(self.kept_fields) + len(self.taken_fields) + len(self.kept_tags)
+                + len(self.merged_contacts) + len(self.gone_contacts))
 
     def describe(self) -> str:
         parts = [f"{_count(self.deleted, 'created contact')} deleted, {_count(self.restored, 'contact')} restored."]
@@ -568,6 +580,9 @@ class UndoReport:
             (self.kept_fields, "field", "left as is: changed by others since the import"),
             (self.taken_fields, "phone or email", "not restored: the old value now belongs to another contact"),
             (self.kept_tags, "tag", "left as is: changed by others since the import"),
+            (self.merged_contacts, "created contact", "not deleted: merged into another contact since, which keeps "
+                                                       "what it brought"),
+            (self.gone_contacts, "created contact", "already deleted by someone else"),
         ):
             if items:
                 shown = ", ".join(items[:REPORT_EXAMPLES]) + (f" and {len(items) - REPORT_EXAMPLES} more" if len(items) > REPORT_EXAMPLES else "")
@@ -654,8 +669,16 @@ def _undo_batch(records: list[ImportChange], *, job: ImportJob, actor: Actor, su
         # Deleted first, so a phone or email they hold is free for the contacts restored below.
         kept = sorted(created & changed.keys())
         report.kept_contacts.extend(f"#{c}" for c in kept)
-        _total, per_model = Contact.objects.filter(pk__in=created - set(kept), source=Source.IMPORT).delete()
+        to_delete = created - set(kept)
+        present = set(Contact.objects.filter(pk__in=to_delete).values_list("pk", flat=True))
+        _total, per_model = Contact.objects.filter(pk__in=present, source=Source.IMPORT).delete()
         report.deleted += per_model.get(Contact._meta.label, 0)
+        # Those already gone were merged into another contact or deleted: said, not passed over in silence.
+        missing = to_delete - present
+        if missing:
+            merged = dict(MergedContact.objects.filter(merged_id__in=missing).values_list("merged_id", "contact_id"))
+            report.merged_contacts.extend(f"#{c} into #{merged[c]}" for c in sorted(merged))
+            report.gone_contacts.extend(f"#{c}" for c in sorted(missing - merged.keys()))
     updated = [r for r in records if not r.created]
     if not updated:
         return

@@ -526,3 +526,28 @@ def test_a_second_confirm_of_the_same_draft_does_not_run_the_import_again(staff_
     assert refused.value.errors[0].code == "invalid_state"
     job.refresh_from_db()
     assert (job.status, job.created_count, job.skipped_count) == ("done", 2, 0)
+
+
+def test_a_revert_says_which_created_contacts_were_merged_or_deleted_since(staff_actor):
+    from contacts import services as contact_services
+    from contacts.importing import services as import_services
+    from contacts.models import Source
+    from tests.contacts.test_import import do_import, existing
+
+    keeper = existing(staff_actor, name="Keeper", email="keeper@example.com")
+    job = do_import(staff_actor, [
+        ["Merge Me", "+1 617 955 6001", "mergeme@yy.example", "MergeCo", ""],
+        ["Delete Me", "+1 617 955 6002", "deleteme@yy.example", "", ""],
+        ["Plain", "+1 617 955 6003", "plain@yy.example", "", ""],
+    ])
+    merge_me = Contact.objects.get(phone_e164="+16179556001")
+    contact_services.merge_contacts(keep=keeper, other=merge_me, actor=staff_actor, source=Source.MANUAL)
+    Contact.objects.filter(phone_e164="+16179556002").delete()
+    job, report = import_services.revert_import_reporting(job=job, actor=staff_actor)
+    assert report.deleted == 1
+    assert report.merged_contacts == [f"#{merge_me.pk} into #{keeper.pk}"]
+    assert len(report.gone_contacts) == 1
+    described = report.describe()
+    assert "1 created contact not deleted: merged into another contact since" in described
+    assert "1 created contact already deleted by someone else" in described
+    assert Contact.objects.filter(pk=keeper.pk).exists()
