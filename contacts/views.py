@@ -237,6 +237,11 @@ def _restricted(user) -> bool:
     return sees_only_own_contacts(user)
 
 
+def _names_another_owner(view, user) -> bool:
+    owner = QueryDict(view.query or "").get("owner", "")
+    return owner.isdigit() and int(owner) != user.pk
+
+
 def _guard_owner_param(request, params) -> None:
     """A sales user limited to their own contacts asking for another owner's list gets 404, not an empty page."""
     owner = params.get("owner", "")
@@ -371,6 +376,7 @@ def _compact(params: QueryDict) -> QueryDict:
     return compact
 
 
+INVERTED_RANGE = "The range starts after it ends."
 # What a filter that cannot be applied is called on the page, and the parameters it reads.
 FILTER_PARAMS = {"created": ("created_after", "created_before"), "updated": ("updated_after", "updated_before")}
 
@@ -386,6 +392,8 @@ def _filter_problems(form, definitions) -> dict[str, str]:
             problems[name] = "The tag filter refers to a tag that no longer exists."
         elif name == "source":
             problems[name] = "The source filter has a value that is not a source."
+        elif name in FILTER_PARAMS and INVERTED_RANGE in form.errors[name]:
+            problems[name] = f"The “{name.capitalize()}” dates are the wrong way round: “from” is after “to”."
         elif name in FILTER_PARAMS:
             problems[name] = f"The “{name.capitalize()}” date filter is not a date (use YYYY-MM-DD)."
         elif name in labels:
@@ -407,7 +415,14 @@ def _list_state(request, params: QueryDict) -> ListState:
         params, queryset=visible_contacts(request.user), request=request, custom_fields=definitions,
         owner_choices=vocabulary.staff_users,
     )
-    if filterset.form.is_valid():
+    form = filterset.form
+    if form.is_valid():
+        for name in FILTER_PARAMS:
+            # A from-date after the to-date matches nothing; "0 contacts" alone reads as an answer.
+            dates = form.cleaned_data.get(name)
+            if dates and dates.start and dates.stop and dates.start > dates.stop:
+                form.add_error(name, INVERTED_RANGE)
+    if form.is_valid():
         return ListState(params, definitions, available_columns(definitions), filterset, filterset.qs, vocabulary)
     # django-filter would drop the bad filter and list everything else as if it matched: list
     # nothing instead and say which filter is wrong (bulk actions and export refuse the same way).
@@ -471,6 +486,9 @@ def contact_list(request):
     params = request.GET
     active_view = None
     views = list(_visible_views(request.user))
+    if _restricted(request.user):
+        # A shared view of another owner's contacts only leads a user who sees their own to a 404.
+        views = [v for v in views if not _names_another_owner(v, request.user)]
     if params.get("view", "").isdigit():
         active_view = next((v for v in views if v.pk == int(params["view"])), None)
         if active_view is None:
@@ -555,6 +573,8 @@ def contact_list(request):
         "bulk_limit": BULK_ACTION_LIMIT,
         "bulk_actions": BULK_ACTION_CHOICES,
         "is_admin": user_is_crm_admin(request.user),
+        # Another owner's list is a 404 for them: not offered.
+        "own_only": _restricted(request.user),
         # Imports run in the background: their progress pages are reached from here, not only from admin.
         "recent_imports": recent_imports_of(request.user),
     }
@@ -725,11 +745,16 @@ def contact_export(request):
         if view is None:
             raise Http404("No such saved view.")
         params = _over_saved_view(view, params)
+    fmt = (request.GET.get("format") or "csv").strip().lower()
+    if fmt not in ("csv", "xlsx"):
+        # A file in another format than asked for would be opened as if it were one.
+        messages.error(request, f"Contacts export as CSV or XLSX, not {request.GET.get('format')!r}.")
+        return redirect(reverse("contacts:list") + "?" + _query_without(request.GET, "format"))
     state = _list_state(request, params)
     if state.problems:
         # An export of "nothing" would look like an answer; send the user to the list, which says what is wrong.
         return redirect(reverse("contacts:list") + "?" + _query_without(request.GET, "format"))
-    return _export_response(state, state.queryset, request.GET.get("format", "csv"))
+    return _export_response(state, state.queryset, fmt)
 
 
 BULK_ACTION_CHOICES = (
@@ -1535,6 +1560,7 @@ def board(request):
     return render(request, "contacts/board.html", {
         "pipelines": pipelines, "pipeline": pipeline, "columns": columns, "owner": owner, "tag": tag, "problem": problem,
         "tags": list(Tag.objects.order_by(Lower("name"))), "owners": _staff_users(), "now": timezone.now(),
+        "own_only": _restricted(request.user),
         "filter_query": _query_without(request.GET, "pipeline"),
     })
 

@@ -110,3 +110,40 @@ def test_form_errors_are_tied_to_their_field_for_screen_readers(seller, staff_us
     form["phone"] = ["555"]
     html = seller.post(f"/contacts/{contact.pk}/edit/", form).content.decode()
     assert 'aria-describedby="id_phone_error"' in html and 'id="id_phone_error"' in html
+
+
+def test_a_user_who_sees_only_their_contacts_is_not_offered_other_owners_lists(client, settings):
+    from contacts.models import SavedView
+    from tests.contacts.ui_helpers import sales_pipeline, team
+
+    settings.CRM_SALES_SEE_OWN_ONLY = True
+    admin, alice, bob = team()
+    sales_pipeline()
+    SavedView.objects.create(name="Alice's accounts", owner=admin, shared=True, query=f"owner={alice.pk}")
+    SavedView.objects.create(name="Hot leads", owner=admin, shared=True, query="q=hot")
+    client.force_login(bob)
+    listing = client.get("/contacts/").content.decode()
+    assert 'data-testid="own-only"' in listing and 'id="f-owner"' in listing
+    assert '<select name="owner" id="f-owner">' not in listing
+    assert "Hot leads" in listing and "Alice&#x27;s accounts" not in listing and "Alice's accounts" not in listing
+    board = client.get("/pipeline/").content.decode()
+    assert 'data-testid="own-only"' in board and 'aria-label="Owner"' not in board
+    client.force_login(admin)  # everyone else still chooses
+    assert '<select name="owner" id="f-owner">' in client.get("/contacts/").content.decode()
+    assert 'aria-label="Owner"' in client.get("/pipeline/").content.decode()
+
+
+def test_a_date_range_the_wrong_way_round_is_named_not_answered_with_zero(seller, staff_user):
+    make_contact(staff_user, name="Ana", phone="+15615557304")
+    html = seller.get("/contacts/?created_after=2026-11-23&created_before=2026-11-21").content.decode()
+    assert "The “Created” dates are the wrong way round" in html
+    same_day = seller.get("/contacts/?created_after=2020-01-01&created_before=2020-01-01").content.decode()
+    assert "wrong way round" not in same_day
+
+
+def test_an_export_in_an_unknown_format_is_refused_and_upper_case_is_understood(seller, staff_user):
+    make_contact(staff_user, name="Ana", phone="+15615557305")
+    refused = seller.get("/contacts/export/?format=pdf")
+    assert refused.status_code == 302 and "format" not in refused.url
+    workbook = seller.get("/contacts/export/?format=XLSX")
+    assert workbook.status_code == 200 and workbook["Content-Type"].startswith("application/vnd.openxmlformats")
