@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
+import math
 import re
-import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 from django.db.models import F, QuerySet
-from django.http import FileResponse, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.utils import timezone
+from openpyxl.utils.datetime import to_excel
 
 from contacts.filters import Column
 from contacts.models import Contact, CustomField
@@ -148,20 +152,153 @@ def _prefixed(first: str, rest: Iterable[str]) -> Iterator[str]:
     yield from rest
 
 
-def xlsx_response(rows: Iterable[list[Any]], *, filename: str) -> FileResponse:
-    """Write rows with openpyxl's write-only mode (flat memory) to a temporary file and stream it."""
-    from openpyxl import Workbook
+def xlsx_response(rows: Iterable[list[Any]], *, filename: str) -> StreamingHttpResponse:
+    """An .xlsx of ``rows``, streamed as it is written: the first bytes leave before the last row is read.
 
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("Contacts")
-    for row in rows:
-        sheet.append([xlsx_safe_cell(value) for value in row])
-    handle = tempfile.TemporaryFile()
-    workbook.save(handle)
-    handle.seek(0)
-    return FileResponse(
-        handle,
-        as_attachment=True,
-        filename=filename,
-        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    Built on openpyxl, the workbook went to a temporary file whole before the first byte was sent:
+    27 s of silence for 67k contacts, past many proxies' timeouts.
+    """
+    response = StreamingHttpResponse(
+        stream_xlsx(rows), content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+class _Pending(io.RawIOBase):
+    """Where zipfile writes the archive; the response takes what is there after each few hundred rows."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
+
+
+_XLSX_PARTS = {
+    "[Content_Types].xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+        '<Override PartName="/xl/worksheets/sheet1.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+        '<Override PartName="/xl/styles.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+        "</Types>"
+    ),
+    "_rels/.rels": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" '
+        'Target="xl/workbook.xml"/></Relationships>'
+    ),
+    "xl/workbook.xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+        'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+        '<sheets><sheet name="Contacts" sheetId="1" r:id="rId1"/></sheets></workbook>'
+    ),
+    "xl/_rels/workbook.xml.rels": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" '
+        'Target="worksheets/sheet1.xml"/>'
+        '<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" '
+        'Target="styles.xml"/></Relationships>'
+    ),
+    # Cell styles: 0 plain, 1 a date, 2 a date and time (ISO order, whatever the reader's locale).
+    "xl/styles.xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+        '<numFmts count="2"><numFmt numFmtId="164" formatCode="yyyy-mm-dd"/>'
+        '<numFmt numFmtId="165" formatCode="yyyy-mm-dd hh:mm:ss"/></numFmts>'
+        '<fonts count="1"><font><sz val="11"/><name val="Calibri"/></font></fonts>'
+        '<fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill></fills>'
+        '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+        '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
+        '<cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+        '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
+        '<xf numFmtId="165" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>'
+        '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+        "</styleSheet>"
+    ),
+}
+_SHEET_START = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
+)
+_SHEET_END = "</sheetData></worksheet>"
+XLSX_ROWS_PER_CHUNK = 500
+
+
+def stream_xlsx(rows: Iterable[list[Any]]) -> Iterator[bytes]:
+    """Yield an .xlsx workbook (one sheet, "Contacts") holding ``rows``, a few hundred rows at a time.
+
+    The sheet is written cell by cell as inline strings, numbers, booleans and dates (the types
+    openpyxl wrote before), into a zip archive that needs no seeking back (data descriptors).
+    """
+    pending = _Pending()
+    with zipfile.ZipFile(pending, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, text in _XLSX_PARTS.items():
+            archive.writestr(name, text)
+        with archive.open("xl/worksheets/sheet1.xml", "w") as sheet:
+            sheet.write(_SHEET_START.encode())
+            chunk: list[str] = []
+            for number, row in enumerate(rows, start=1):
+                chunk.append(_row_xml(number, row))
+                if len(chunk) == XLSX_ROWS_PER_CHUNK:
+                    sheet.write("".join(chunk).encode())
+                    chunk.clear()
+                    if data := pending.take():
+                        yield data
+            sheet.write(("".join(chunk) + _SHEET_END).encode())
+    yield pending.take()
+
+
+def _column_letters(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, remainder = divmod(index - 1, 26)
+        letters = chr(65 + remainder) + letters
+    return letters
+
+
+_COLUMNS = [_column_letters(i) for i in range(702)]  # A..ZZ, more than any export has
+
+
+def _row_xml(number: int, row: list[Any]) -> str:
+    cells = []
+    for index, value in enumerate(row):
+        if value is None or value == "":
+            continue
+        ref = f"{_COLUMNS[index] if index < len(_COLUMNS) else _column_letters(index)}{number}"
+        cells.append(_cell_xml(ref, value))
+    return f'<row r="{number}">{"".join(cells)}</row>'
+
+
+def _cell_xml(ref: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f'<c r="{ref}" t="b"><v>{int(value)}</v></c>'
+    if isinstance(value, (int, float, Decimal)) and not (isinstance(value, float) and not math.isfinite(value)):
+        return f'<c r="{ref}"><v>{value}</v></c>'
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = timezone.localtime(value).replace(tzinfo=None)
+        return f'<c r="{ref}" s="2"><v>{to_excel(value)}</v></c>'
+    if isinstance(value, dt.date):
+        return f'<c r="{ref}" s="1"><v>{to_excel(value)}</v></c>'
+    text = xlsx_safe_cell(value if isinstance(value, str) else str(value))
+    return f'<c r="{ref}" t="inlineStr"><is><t xml:space="preserve">{xml_escape(text)}</t></is></c>'

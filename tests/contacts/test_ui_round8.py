@@ -147,3 +147,36 @@ def test_an_export_in_an_unknown_format_is_refused_and_upper_case_is_understood(
     assert refused.status_code == 302 and "format" not in refused.url
     workbook = seller.get("/contacts/export/?format=XLSX")
     assert workbook.status_code == 200 and workbook["Content-Type"].startswith("application/vnd.openxmlformats")
+
+
+def test_an_xlsx_export_streams_its_first_bytes_before_the_last_row_is_read_and_keeps_cell_types():
+    import datetime as dt
+    import io
+    from decimal import Decimal
+
+    from openpyxl import load_workbook
+
+    from contacts.exporting import XLSX_ROWS_PER_CHUNK, xlsx_response
+
+    consumed = {"rows": 0}
+    total = XLSX_ROWS_PER_CHUNK * 4
+
+    def rows():
+        yield ["Name", "Budget", "Born", "Seen", "VIP", "Note"]
+        yield ["'=HYPERLINK(\"x\")", Decimal("-12.50"), dt.date(1990, 5, 17), dt.datetime(2026, 1, 2, 3, 4, 5), True, "a\x0bb"]
+        for n in range(total):
+            consumed["rows"] += 1
+            yield [f"Person {n}", n, None, None, False, ""]
+
+    response = xlsx_response(rows(), filename="contacts.xlsx")
+    chunks = iter(response.streaming_content)
+    first = next(chunks)
+    assert first.startswith(b"PK") and consumed["rows"] < total  # sent before the rows ran out
+    body = first + b"".join(chunks)
+    sheet = load_workbook(io.BytesIO(body)).active
+    values = list(sheet.iter_rows(values_only=True))
+    assert values[0] == ("Name", "Budget", "Born", "Seen", "VIP", "Note")
+    assert values[1] == ("'=HYPERLINK(\"x\")", -12.5, dt.datetime(1990, 5, 17), dt.datetime(2026, 1, 2, 3, 4, 5), True, "ab")
+    assert sheet.cell(row=2, column=3).number_format == "yyyy-mm-dd"
+    assert values[2] == ("Person 0", 0, None, None, False, None)
+    assert len(values) == total + 2
