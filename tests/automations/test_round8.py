@@ -106,3 +106,19 @@ def test_after_a_failed_event_the_contacts_later_ones_wait_for_its_retry(setting
     assert other.status == "delivered"  # another contact's event is not held up
     assert len(receiver.requests) == 2
     assert WebhookDelivery.objects.filter(status="pending").count() == 2
+
+
+def test_the_stage_answer_shows_where_a_stage_changed_rule_moved_the_contact():
+    from automations.models import Trigger
+    from tests.api.factories import AgentClient, make_agent
+    from tests.contacts.factories import StageFactory
+
+    qualified = StageFactory(name="Qualified")
+    proposal = StageFactory(pipeline=qualified.pipeline, name="Proposal")
+    RuleFactory(trigger=Trigger.STAGE_CHANGED, stage=qualified, set_stage=proposal, stage_only_if_not_in_pipeline=False)
+    _agent, token = make_agent("stager", scopes=["contacts:read", "contacts:write"])
+    api = AgentClient(token)
+    contact = api.post("contacts/upsert", {"name": "Ana", "phone": "+1 561 555 0150"}).json()["contact"]
+    answer = api.put(f"contacts/{contact['id']}/stage", {"pipeline": qualified.pipeline.pk, "stage": "Qualified"})
+    assert answer.status_code == 200
+    assert (answer.json()["stage"], answer.json()["changed"]) == ("Proposal", True)
