@@ -76,6 +76,11 @@ def form_submitted_event(submission) -> dict[str, Any]:
             "id": submission.pk,
             "version_id": submission.version_id,
             "answers": submission.answers,
+            # What each answer's key means, as the form read when it was sent (answers are keyed by field id).
+            "fields": [
+                {"id": f.get("id"), "label": f.get("label"), "type": f.get("type"), "maps_to": f.get("maps_to") or None}
+                for f in (submission.version.fields if submission.version_id else [])
+            ],
             "outcome": submission.outcome,
             "created_at": _iso(submission.created_at),
         },

@@ -28,6 +28,10 @@ def test_form_submission_runs_form_submitted_rules_and_queues_form_submitted_eve
     delivery = WebhookDelivery.objects.get(event="form.submitted")
     assert delivery.payload["submission"]["id"] == result.submission.pk
     assert delivery.payload["contact"]["email"] == "ana@example.com"
+    # Answers are keyed by field id; the payload says what each one is.
+    fields = {f["id"]: f for f in delivery.payload["submission"]["fields"]}
+    assert set(delivery.payload["submission"]["answers"]) <= set(fields)
+    assert fields["femail"]["label"] and fields["femail"]["maps_to"] == "contact.email"
 
     second = submit_form(form=other, data={"fname": "Bo", "femail": "bo@example.com"})
     assert not second.contact.tags.exists()  # the rule names the first form only
