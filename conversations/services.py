@@ -16,7 +16,7 @@ from automations.services import run_rules
 from automations.webhooks import emit_event
 from contacts.models import Contact, HistoryEntry, Source
 from contacts.selectors import contact_keys, missing_contact_message
-from contacts.services import record_intake
+from contacts.services import clean_note_body, record_intake
 from conversations.models import Conversation, Message
 from crm_hub.actors import Actor
 from crm_hub.errors import FieldError, InputRejected
@@ -570,20 +570,23 @@ def end_conversation(
     summary, intake, extractor = _clean_end_options(summary=summary, intake=intake, extract=extract, extractor=extractor)
     if conversation.status == Conversation.Status.ENDED:
         raise ConversationEnded(conversation)
+    # The summary becomes the note only when it has something to read: a blank one ("   ", "<p></p>")
+    # refused the whole end with an error about a note that was never sent.
+    summary_note = summary if summary and _readable_note(summary) else None
     intake_kwargs = None
     extraction_record = None
     named = None  # the contact part the intake or extraction gave, before aiming it at the linked contact
     if intake is not None:
         named = intake.get("contact") if isinstance(intake.get("contact"), Mapping) else {}
         intake_kwargs = _aim_intake(conversation, dict(intake))
-        if summary and not intake_kwargs.get("note"):
-            intake_kwargs["note"] = summary
+        if summary_note and not intake_kwargs.get("note"):
+            intake_kwargs["note"] = summary_note
     elif extractor is not None:
         found = extracted if extracted is not None else prepare_extraction(
             conversation=conversation, actor=actor, summary=summary, extract=True, extractor=extractor
         )
         named = dict(found.contact)
-        intake_kwargs = _intake_from_extraction(conversation, found, note=summary)
+        intake_kwargs = _intake_from_extraction(conversation, found, note=summary_note)
         extraction_record = found.as_record()
 
     with transaction.atomic():
@@ -622,6 +625,14 @@ def end_conversation(
         and intake_result.upsert.contact.pk == conversation.contact_id
     )
     return EndResult(conversation=locked, intake=intake_result, extraction=extraction_record, reached_by_link=reached_by_link)
+
+
+def _readable_note(text: str) -> bool:
+    try:
+        clean_note_body(text)
+    except InputRejected:
+        return False
+    return True
 
 
 def _ended_entry(conversation: Conversation, *, actor: Actor, source: str) -> HistoryEntry:

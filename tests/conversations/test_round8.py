@@ -97,3 +97,14 @@ def test_a_message_of_one_long_run_of_phone_or_address_characters_is_read_in_lin
     found = extract_with_rules([message, message], definitions=[])
     assert time.monotonic() - started < 5
     assert found.contact["email"] == "ana@example.com" and found.contact["phone"] == "+15615550192"
+
+
+@pytest.mark.parametrize("summary", ["   ", "<p></p>", "<script></script>"])
+def test_a_blank_summary_does_not_block_the_end_it_is_just_not_a_note(api, summary):
+    from contacts.models import Contact, Note
+
+    conversation_id = post(api, {"external_id": f"blank-{len(summary)}"}).json()["conversation"]["id"]
+    ended = api.post(f"{URL}/{conversation_id}/end",
+                     {"summary": summary, "intake": {"contact": {"name": "Ana", "phone": "+1 561 555 0177"}}}, format="json")
+    assert ended.status_code == 200, ended.json()
+    assert Contact.objects.count() == 1 and not Note.objects.exists()
