@@ -532,15 +532,26 @@ def _notes_source(contact: Contact, limit: int, before: dt.datetime | None) -> l
     return [TimelineItem("note", n.created_at, n) for n in notes]
 
 
+TRANSCRIPT_MESSAGES = 200
+
+
 def _conversations_source(contact: Contact, limit: int, before: dt.datetime | None) -> list[TimelineItem]:
     from conversations.models import Conversation, Message
 
     conversations = _before(Conversation.objects.filter(contact=contact), "started_at", before)
+    # The latest TRANSCRIPT_MESSAGES of each (a long WhatsApp thread made the page megabytes); the count says
+    # how many there are in all. Read newest first, shown oldest first.
     conversations = (
         conversations.select_related("agent")
-        .prefetch_related(Prefetch("messages", queryset=Message.objects.order_by("sent_at", "id")))
+        .annotate(message_total=Count("messages"))
+        .prefetch_related(Prefetch(
+            "messages", queryset=Message.objects.order_by("-sent_at", "-id")[:TRANSCRIPT_MESSAGES],
+            to_attr="latest_messages",
+        ))
         .order_by("-started_at", "-id")[:limit]
     )
+    for conversation in conversations:
+        conversation.latest_messages.reverse()
     return [TimelineItem("conversation", c.started_at, c) for c in conversations]
 
 

@@ -6,14 +6,27 @@ from django.utils.html import format_html, format_html_join
 
 from conversations.models import Conversation, Message
 
+ADMIN_MESSAGES = 500
+
 
 class MessageInline(admin.TabularInline):
+    """The conversation's latest ADMIN_MESSAGES messages: all of a 10,000-message thread took 25 s and 14 MB."""
+
     model = Message
     extra = 0
     can_delete = False
     fields = ["sent_at", "role", "content", "external_id"]
     readonly_fields = fields
     ordering = ["sent_at", "id"]
+    verbose_name_plural = f"Messages (the latest {ADMIN_MESSAGES}; GET /api/v1/conversations/<id> has them all)"
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        object_id = (request.resolver_match.kwargs.get("object_id") if request.resolver_match else None) or ""
+        if str(object_id).isdigit():
+            latest = Message.objects.filter(conversation_id=int(object_id)).order_by("-sent_at", "-id").values("pk")
+            queryset = queryset.filter(pk__in=latest[:ADMIN_MESSAGES])
+        return queryset
 
     def has_add_permission(self, request, obj=None):
         return False

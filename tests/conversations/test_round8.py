@@ -108,3 +108,36 @@ def test_a_blank_summary_does_not_block_the_end_it_is_just_not_a_note(api, summa
                      {"summary": summary, "intake": {"contact": {"name": "Ana", "phone": "+1 561 555 0177"}}}, format="json")
     assert ended.status_code == 200, ended.json()
     assert Contact.objects.count() == 1 and not Note.objects.exists()
+
+
+def test_a_long_conversation_shows_its_latest_messages_on_the_contact_page_and_in_admin(client, settings):
+    import datetime as dt
+
+    from contacts.selectors import TRANSCRIPT_MESSAGES
+    from conversations import admin as conversation_admin
+    from tests.contacts.factories import ContactFactory, UserFactory
+    from tests.conversations.factories import ConversationFactory
+
+    contact = ContactFactory(name="Chatty")
+    conversation = ConversationFactory(contact=contact, external_id="long")
+    start = dt.datetime(2026, 11, 1, 9, 0, tzinfo=dt.UTC)
+    total = TRANSCRIPT_MESSAGES + 30
+    Message.objects.bulk_create([
+        Message(conversation=conversation, role="visitor", content=f"message number {n:04d}",
+                sent_at=start + dt.timedelta(hours=n))
+        for n in range(total)
+    ])
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    page = client.get(f"/contacts/{contact.pk}/").content.decode()
+    assert f"Transcript ({total} messages)" in page
+    assert f"The last {TRANSCRIPT_MESSAGES} of {total} messages." in page
+    assert f"message number {total - 1:04d}" in page and "message number 0000" not in page
+    assert page.index(f"message number {total - 2:04d}") < page.index(f"message number {total - 1:04d}")  # oldest first
+    assert "Sun, Nov 1, 2026" not in page and "Thu, Nov 5, 2026" in page  # a day line where the day changes
+
+    conversation_admin.ADMIN_MESSAGES = 50
+    try:
+        admin_page = client.get(f"/admin/conversations/conversation/{conversation.pk}/change/").content.decode()
+    finally:
+        conversation_admin.ADMIN_MESSAGES = 500
+    assert f"message number {total - 1:04d}" in admin_page and "message number 0000" not in admin_page
