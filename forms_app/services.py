@@ -35,6 +35,7 @@ from contacts.normalize import (
     InvalidEmail,
     InvalidNumber,
     InvalidPhone,
+    control_character_problem,
     email_normalize,
     number_from_text,
     parse_phone,
@@ -494,6 +495,10 @@ def clean_answers(
         if not text:
             if required:
                 fail("required", "This field is required.")
+            continue
+        # As contact fields refuse them: an answer kept on the submission only is shown and exported too.
+        if problem := control_character_problem(text):
+            fail("invalid_value", problem)
             continue
         max_chars = answer_max_chars(definition, limit)
         if len(text) > max_chars:

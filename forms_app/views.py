@@ -10,7 +10,7 @@ from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -338,6 +338,14 @@ def public_form(request, slug: str):
         message = "Your submission is too large. Please use smaller files and try again."
         return _public_message(request, form, embed=embed, message=message, status=413)
     thanks = _thanks_redirect(form, embed)
+    try:
+        request.POST  # noqa: B018  (read now, so Django's own limits are answered on the form's page)
+    except RequestDataTooBig:
+        message = "Your submission is too large. Please shorten your answers and try again."
+        return _public_message(request, form, embed=embed, message=message, status=413)
+    except TooManyFieldsSent:
+        message = "The request was malformed (too many fields). Please reload the form and try again."
+        return _public_message(request, form, embed=embed, message=message, status=400)
     if spam.honeypot_filled(request.POST):
         # Look like success so the bot moves on; nothing is stored.
         return thanks

@@ -147,3 +147,30 @@ def test_an_open_form_cannot_be_saved_with_no_fields():
     assert refused.value.errors[0].field == "fields" and "open" in refused.value.errors[0].message
     form.refresh_from_db()
     assert len(form.current_version.fields) == len(CONTACT_FIELDS)
+
+
+# --- round 8 ------------------------------------------------------------------------------------
+
+
+def test_an_answer_kept_on_the_submission_only_refuses_control_characters_as_contact_fields_do(client):
+    form = make_form()
+    page = client.get(f"/f/{form.slug}/")
+    response = client.post(f"/f/{form.slug}/", {
+        "form_token": token_of(page), "fname": "Ana", "femail": "ana@example.com", "fmsg": "hi\x1b[31m red",
+    })
+    assert response.status_code == 400
+    assert "U+001B" in response.content.decode()
+    assert not Submission.objects.exists()
+
+
+def test_a_post_with_too_many_fields_gets_the_forms_own_page_not_a_bare_400(client, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 20
+    form = make_form()
+    page = client.get(f"/f/{form.slug}/")
+    data = {"form_token": token_of(page), "fname": "Ana", "femail": "ana@example.com",
+            **{f"x{n}": "1" for n in range(30)}}
+    response = client.post(f"/f/{form.slug}/", data)
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "too many fields" in body and form.title in body
+    assert not Submission.objects.exists()
