@@ -273,6 +273,10 @@ def custom_target_error(kind: str, choices: list[str], definition: CustomField) 
     answers = _possible_answers(kind, choices)
     if answers is None:
         return "" if definition.type in _OPEN_ANSWER_TARGETS.get(kind, frozenset()) else fits
+    if kind == FieldType.MULTIPLE_CHOICE and definition.type != _CF.MULTIPLE_CHOICE:
+        # Its options may all be fine: it is that the field sends several and this one holds one.
+        return (f"“{definition.label}” is a {definition.get_type_display()} field, which holds one value, and a "
+                f"Multiple choice field sends several: use {_fitting_field(definition)}.")
     refused = []
     for answer in answers:
         try:

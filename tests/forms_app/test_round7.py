@@ -174,3 +174,13 @@ def test_a_post_with_too_many_fields_gets_the_forms_own_page_not_a_bare_400(clie
     body = response.content.decode()
     assert "too many fields" in body and form.title in body
     assert not Submission.objects.exists()
+
+
+def test_a_multiple_choice_mapped_to_a_single_choice_field_is_told_the_real_reason():
+    CustomFieldFactory(key="product_interest", label="Product interest", type="single_choice",
+                       choices=["Starter", "Pro", "Enterprise"])
+    with pytest.raises(InputRejected) as refused:
+        make_form(fields=[NAME, {"id": "fprod", "type": "multiple_choice", "label": "Products",
+                                 "choices": ["Pro", "Starter"], "maps_to": "custom.product_interest"}])
+    message = refused.value.errors[0].message
+    assert "holds one value" in message and "sends several" in message and "cannot store" not in message
