@@ -46,6 +46,7 @@ def contact_detail(contact: Contact) -> dict:
             Task.objects.filter(contact=contact, status=Task.Status.OPEN).select_related("assignee")
             .order_by("due_at", "id")[:OPEN_TASKS]
         ),
+        "open_task_count": Task.objects.filter(contact=contact, status=Task.Status.OPEN).count(),
         "recent_conversations": list(
             Conversation.objects.filter(contact=contact).order_by("-started_at", "-id")[:RECENT_CONVERSATIONS]
         ),

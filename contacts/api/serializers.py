@@ -651,13 +651,14 @@ class ContactDetailOutput(ContactOutput):
     stages = StageOutput(many=True, help_text="The contact's stage in each pipeline it is in.")
     custom_fields = CustomFieldValueOutput(many=True, help_text="Filled custom fields with labels and band labels.")
     last_notes = NoteOutput(many=True, help_text="The latest notes, newest first (up to 5).")
-    open_tasks = TaskOutput(many=True, help_text="Open tasks, soonest due first.")
+    open_tasks = TaskOutput(many=True, help_text="Open tasks, soonest due first (up to 20; see open_task_count).")
+    open_task_count = serializers.IntegerField(help_text="How many open tasks the contact has in all.")
     recent_conversations = ConversationOutput(many=True, help_text="The latest conversations (up to 5).")
 
     class Meta(ContactOutput.Meta):
         fields = [
             *ContactOutput.Meta.fields, "tags", "stages", "custom_fields", "last_notes", "open_tasks",
-            "recent_conversations",
+            "open_task_count", "recent_conversations",
         ]
 
 

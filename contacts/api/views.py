@@ -335,6 +335,7 @@ class ContactDetailView(AgentView):
                                 "created_at": "2026-05-01T14:30:00Z"}],
                 "open_tasks": [{"id": 33, "title": "Send the quote", "description": "", "due_at": "2026-05-02T10:00:00Z",
                                 "assignee": "olivia", "status": "open", "priority": "normal", "created_at": "2026-05-01T14:30:00Z"}],
+                "open_task_count": 1,
                 "recent_conversations": [{"id": 12, "external_id": "chat-8812", "channel": "whatsapp", "status": "ended",
                                           "started_at": "2026-05-01T14:10:00Z", "summary": "Asked for a quote."}],
             },
@@ -351,6 +352,7 @@ class ContactDetailView(AgentView):
             custom_fields=context["custom_fields"],
             last_notes=NoteOutput(context["last_notes"], many=True).data,
             open_tasks=TaskOutput(context["open_tasks"], many=True).data,
+            open_task_count=context["open_task_count"],
             recent_conversations=[
                 {"id": c.pk, "external_id": c.external_id, "channel": c.channel, "status": c.status,
                  "started_at": c.started_at.isoformat().replace("+00:00", "Z"), "summary": c.summary}

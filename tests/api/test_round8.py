@@ -72,3 +72,11 @@ def test_create_agent_help_lists_every_scope(capsys):
         call_command("create_agent", "--help")
     shown = " ".join(capsys.readouterr().out.split())
     assert all(scope in shown for scope in Agent.Scope.values)
+
+
+def test_the_record_says_how_many_open_tasks_there_are_beyond_the_ones_it_lists(full_bot):
+    contact = full_bot.post("contacts/upsert", {"name": "Busy", "phone": "+1 561 555 0194"}).json()["contact"]
+    for n in range(23):
+        full_bot.post(f"contacts/{contact['id']}/tasks", {"title": f"Call {n}", "due_at": "2030-12-01T10:00:00Z"})
+    record = full_bot.get(f"contacts/{contact['id']}").json()
+    assert len(record["open_tasks"]) == 20 and record["open_task_count"] == 23
