@@ -153,7 +153,14 @@ def clean_value(definition: CustomField, value: Any) -> Any:
     if kind == T.SINGLE_CHOICE:
         return _choice(definition, value)
     if kind == T.MULTIPLE_CHOICE:
-        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        if isinstance(value, (list, tuple)):
+            items = value
+        else:
+            # "Golf, Tennis" or "Golf; Tennis" (as tags are written), unless the whole text is one choice.
+            text = str(value)
+            choices = definition.choices if isinstance(definition.choices, list) else []
+            whole = [c for c in choices if str(c).casefold() == text.strip().casefold()]
+            items = [text] if whole else re.split(r"[,;]", text)
         cleaned = []
         for item in items:
             if str(item).strip():

@@ -26,7 +26,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_date
+from django.utils.dateparse import parse_date, parse_datetime
 
 from contacts.custom_fields import BadValue, clean_value
 from contacts.exporting import FORMULA_TRIGGERS, neutralize_cell
@@ -181,6 +181,12 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
                 parsed = parse_date(text)
             except ValueError:
                 parsed = None
+            if parsed is None and len(text) > 10 and text[10] in "T ":
+                # A spreadsheet's date cell that carries a time ("2001-01-01T13:45:00"): the day is the birthday.
+                try:
+                    parsed = parse_date(text[:10]) if parse_datetime(text) else None
+                except ValueError:
+                    parsed = None
             if parsed is None:
                 why = birthday_unreadable(text)
                 errors.append(f"birthday: {text!r} is not a date as YYYY-MM-DD" if why.startswith("Expected") else f"birthday: {why}")

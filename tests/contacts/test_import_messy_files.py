@@ -551,3 +551,18 @@ def test_a_revert_says_which_created_contacts_were_merged_or_deleted_since(staff
     assert "1 created contact not deleted: merged into another contact since" in described
     assert "1 created contact already deleted by someone else" in described
     assert Contact.objects.filter(pk=keeper.pk).exists()
+
+
+def test_a_multiple_choice_cell_may_separate_options_with_semicolons_as_tags_do(staff_actor):
+    from tests.contacts.test_import import dry_run
+
+    CustomFieldFactory(key="sports", label="Sports", type="multiple_choice", choices=["Golf", "Tennis", "Chess"])
+    result, outcomes = dry_run(staff_actor, [["Ana", "+1 561 555 0310", "Golf; Tennis"]], headers=["Name", "Phone", "Sports"])
+    assert outcomes[0].action == "create" and outcomes[0].diff["custom.sports"] == [None, ["Golf", "Tennis"]]
+
+
+def test_a_birthday_cell_with_a_time_of_day_is_read_as_its_date(staff_actor):
+    from tests.contacts.test_import import dry_run
+
+    _result, outcomes = dry_run(staff_actor, [["Ana", "+1 561 555 0311", "2001-01-01T13:45:00"]], headers=["Name", "Phone", "Birthday"])
+    assert outcomes[0].action == "create" and outcomes[0].diff["birthday"] == ["", "2001-01-01"]
