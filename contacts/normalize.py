@@ -207,6 +207,14 @@ def control_character_problem(text: str) -> str | None:
     return f"Holds the control character U+{ord(found.group(0)):04X}, which shows as nothing or garbles text; remove it."
 
 
+def visible_text(text: str) -> str:
+    """``text`` without invisible format characters (zero-width space, soft hyphen, BOM), joiners kept.
+
+    A name pasted from a web page carried a zero-width space: it looked like "Ann Lee" and matched nothing.
+    """
+    return text if text.isascii() else _without_invisible(text, keep_joiners=True)
+
+
 def is_blank(text: str) -> bool:
     """Whether ``text`` shows nothing: only whitespace and invisible format characters (a lone zero-width space)."""
     return not _without_invisible(text).strip()

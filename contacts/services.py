@@ -58,6 +58,7 @@ from contacts.normalize import (
     email_normalize,
     is_blank,
     parse_phone,
+    visible_text,
 )
 from contacts.sanitize import clean_rich_text, rich_text_to_plain
 from contacts.selectors import contact_keys
@@ -458,8 +459,8 @@ def clean_contact_input(
             continue
         if key in TEXT_ONLY_FIELDS:
             # One space between words, as a person would type them: "  Ana   Costa " is "Ana Costa",
-            # and a file that repeats the name with other spacing changes nothing.
-            text = " ".join(text.split())
+            # and a file that repeats the name with other spacing changes nothing. Nothing invisible.
+            text = " ".join(visible_text(text).split())
         if text == "" or is_blank(text):  # a lone zero-width space is no name
             values[key] = ""
             continue

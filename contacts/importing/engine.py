@@ -40,6 +40,7 @@ from contacts.normalize import (
     control_character_problem,
     email_normalize,
     parse_phone,
+    visible_text,
 )
 from contacts.services import (
     STANDARD_FIELDS,
@@ -145,7 +146,9 @@ def clean_row(ctx: CleanContext, line: int, cells: list[str]) -> Prepared:
         # Checked before parsing, as the API does: a longer value is refused by
         # PostgreSQL (failing the whole batch's COPY) and stored past its limit by SQLite.
         limit = MAX_LENGTHS.get(target)
-        if target in TEXT_ONLY_FIELDS and ("  " in text or "\t" in text or "\n" in text or "\r" in text):
+        if target in TEXT_ONLY_FIELDS and not text.isascii():
+            text = " ".join(visible_text(text).split())  # nothing invisible, as the API stores them
+        elif target in TEXT_ONLY_FIELDS and ("  " in text or "\t" in text or "\n" in text or "\r" in text):
             text = " ".join(text.split())  # one space between words, as the API stores them
         if limit is not None and len(text) > limit:
             errors.append(f"{target}: at most {limit} characters")

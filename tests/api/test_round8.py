@@ -80,3 +80,15 @@ def test_the_record_says_how_many_open_tasks_there_are_beyond_the_ones_it_lists(
         full_bot.post(f"contacts/{contact['id']}/tasks", {"title": f"Call {n}", "due_at": "2030-12-01T10:00:00Z"})
     record = full_bot.get(f"contacts/{contact['id']}").json()
     assert len(record["open_tasks"]) == 20 and record["open_task_count"] == 23
+
+
+def test_an_invisible_character_inside_a_name_is_dropped_by_the_api_and_the_import_alike(full_bot, staff_actor):
+    from tests.contacts.test_import import do_import
+
+    created = full_bot.post("contacts/upsert", {"name": "Ann\u200bLee \u00adCo", "phone": "+1 561 555 0195"})
+    assert created.json()["contact"]["name"] == "AnnLee Co"
+    job = do_import(staff_actor, [["Ann\u200bLee \u00adCo", "+1 561 555 0195", "", "", ""]])
+    job.refresh_from_db()
+    assert (job.updated_count, job.skipped_count) == (0, 1)  # the same name: nothing to change
+    joined = full_bot.post("contacts/upsert", {"name": "Ana\u200dBeta", "phone": "+1 561 555 0196"})
+    assert joined.json()["contact"]["name"] == "Ana\u200dBeta"  # a joiner shapes some scripts: kept
