@@ -94,6 +94,7 @@ class UpsertResult:
     pending_changes: list[ChangeRequest] = field(default_factory=list)
     changes: dict[str, list[Any]] = field(default_factory=dict)
     tags_added: list[str] = field(default_factory=list)
+    kept: dict[str, Any] = field(default_factory=dict)  # values a "fill" writer sent for fields already set
 
 
 @dataclass
@@ -624,7 +625,8 @@ def upsert_contact(
 
     On a conflict (phone matches A, email matches B) the write goes to A, B is
     untouched and a PossibleDuplicate is recorded. Overwrites of protected fields
-    become ChangeRequests unless the actor is staff (or ``protected_changes="apply"``).
+    become ChangeRequests unless the actor is staff (or ``protected_changes="apply"``);
+    ``protected_changes="fill"`` (a public form) also leaves every other non-empty field as it is.
     """
     _check_source(source)
     cleaned = cleaned or clean_contact_input(data, custom=custom, tags=tags, actor=actor)
@@ -772,7 +774,7 @@ def _apply_changes(
             same = cleaned.email_normalized == contact.email_normalized
         elif key == "owner":
             same = (current.pk if current else None) == (new.pk if new else None)
-        elif key == "name" and policy == "request" and not clear_empty:
+        elif key == "name" and policy in ("request", "fill") and not clear_empty:
             # An agent or a form that knows less of the name ("Marcus" for "Marcus Aurelius Reed",
             # "reed" in lower case) keeps the fuller one on record; a different name still replaces it.
             same = current == new or _name_part_of(new, current)
@@ -781,7 +783,14 @@ def _apply_changes(
         if same:
             continue
         is_empty = current in ("", None)
-        if key in PROTECTED_FIELDS and not is_empty and policy == "request":
+        if policy == "fill" and not is_empty and key not in PROTECTED_FIELDS and not (
+            key == "name" and _name_part_of(current, new)  # "Ana" → "Ana Souza": the same name, fuller
+        ):
+            # An anonymous writer (a public form) fills what is empty and changes nothing the team
+            # knows: anyone can send a customer's phone with another name. Its answers stay on the submission.
+            result.kept[key] = new
+            continue
+        if key in PROTECTED_FIELDS and not is_empty and policy in ("request", "fill"):
             requests.append(
                 ChangeRequest(
                     contact=contact, field=key, old_value=_as_text(current), new_value=_as_text(new),
@@ -806,6 +815,9 @@ def _apply_changes(
             if new is None and not clear_empty:
                 continue
             if old == new:
+                continue
+            if policy == "fill" and old is not None:
+                result.kept[f"custom.{key}"] = new
                 continue
             changes[f"custom.{key}"] = [old, new]
             if new is None:

@@ -658,7 +658,10 @@ def submit_form(*, form: Form, data: Any, files: Any = None, ip_hash: str = "") 
         cleaned = _unticked_boxes_left_alone(cleaned, definitions)
         if form_tags:
             cleaned = replace(cleaned, tags=list({t.pk: t for t in [*(cleaned.tags or []), *form_tags]}.values()))
-        upsert = contact_services.upsert_contact(data={}, actor=actor, source=Source.FORM, cleaned=cleaned)
+        # Filling, not overwriting: a public page is anyone's, and a known phone must not rename a customer.
+        upsert = contact_services.upsert_contact(
+            data={}, actor=actor, source=Source.FORM, cleaned=cleaned, protected_changes="fill"
+        )
         contact = upsert.contact
         if form.stage is not None:
             # Anyone can submit a public form with a known phone: it may bring a contact into the

@@ -184,3 +184,25 @@ def test_a_multiple_choice_mapped_to_a_single_choice_field_is_told_the_real_reas
                                  "choices": ["Pro", "Starter"], "maps_to": "custom.product_interest"}])
     message = refused.value.errors[0].message
     assert "holds one value" in message and "sends several" in message and "cannot store" not in message
+
+
+def test_a_public_form_with_a_known_phone_fills_what_is_empty_and_renames_no_one(client):
+    from contacts import services as contact_services
+    from contacts.models import Source
+    from crm_hub.actors import Actor
+
+    CustomFieldFactory(key="budget", label="Budget", type="number")
+    staff = Actor.for_user(UserFactory(username="owner1", is_staff=True))
+    known = contact_services.upsert_contact(
+        data={"name": "Mateo Garcia", "phone": "+1 617 555 0119"}, custom={"budget": 5000}, actor=staff, source=Source.MANUAL,
+    ).contact
+    form = make_form(fields=[NAME, PHONE, {"id": "fco", "type": "text", "label": "Company", "maps_to": "contact.company"},
+                             {"id": "fbud", "type": "number", "label": "Budget", "maps_to": "custom.budget"}])
+    page = client.get(f"/f/{form.slug}/")
+    response = client.post(f"/f/{form.slug}/", {"form_token": token_of(page), "fname": "Totally Different",
+                                                 "fphone": "617-555-0119", "fco": "Evil Inc", "fbud": "1"})
+    assert response.status_code == 302
+    known.refresh_from_db()
+    assert (known.name, known.company, known.custom["budget"]) == ("Mateo Garcia", "Evil Inc", 5000)  # company was empty
+    submission = Submission.objects.get()
+    assert submission.contact_id == known.pk and submission.answers["fname"] == "Totally Different"  # kept on it
