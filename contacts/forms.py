@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.utils.functional import cached_property
 
 from contacts.models import Contact, CustomField, Task
+from contacts.normalize import InvalidPhone, email_normalize_or_none, parse_phone
 from crm_hub.errors import InputRejected
 from crm_hub.login_throttle import LoginThrottleMixin
 
@@ -105,6 +106,10 @@ def _custom_initial(definition: CustomField, value: Any) -> Any:
     return value
 
 
+def _one_line_break(value: Any) -> Any:
+    return value.replace("\r\n", "\n") if isinstance(value, str) else value
+
+
 class ContactForm(forms.Form):
     """Shape of a manual create/edit. The contact services decide what is valid (one set of rules)."""
 
@@ -130,6 +135,11 @@ class ContactForm(forms.Form):
         ordered = {**standard, "birthday": self.fields["birthday"], "owner": self.fields["owner"]}
         self.fields = ordered
         people = [(str(u.pk), u.get_full_name() or u.get_username()) for u in owners]
+        if contact is not None and contact.owner_id and all(pk != str(contact.owner_id) for pk, _ in people):
+            # An owner who left (inactive, or no longer staff) stays selected, so saving another field keeps
+            # them; choosing them again is refused by the service with the reason.
+            owner = contact.owner
+            people.append((str(owner.pk), f"{owner.get_full_name() or owner.get_username()} (can no longer sign in)"))
         self.fields["owner"].choices = people if owner_required else [("", "Nobody"), *people]
         if owner_required:
             # A sales user who sees only their own contacts would lose one handed to anyone else (a 404 after saving).
@@ -183,58 +193,93 @@ class ContactForm(forms.Form):
     def custom_data(self) -> dict[str, Any]:
         """The custom values to write; a kept no-longer-allowed choice the user did not change is left out (kept)."""
         return {
-            d.key: self.cleaned_data.get(f"cf_{d.key}") or None
+            # A textarea's line breaks come as CRLF from the browser: stored as the API stores them.
+            d.key: _one_line_break(self.cleaned_data.get(f"cf_{d.key}")) or None
             for d in self.custom_fields
             if not (d.key in self.stale_choice_keys and f"cf_{d.key}" not in self.edited)
         }
 
-    def _loaded(self, name: str) -> Any:
-        """The value the user loaded: its hidden copy, or (posted without one) the value stored now."""
+    # Posted by the edit page beside the hidden copies of what it loaded: a field without one was
+    # loaded empty (an empty multiple choice renders no hidden input at all).
+    LOADED_MARK = "loaded_values"
+
+    def _comparable(self, name: str, raw: Any) -> Any:
+        """A widget's raw value (text or a list of texts) as one value to compare, the same way for every source."""
         field = self.fields[name]
-        key = self.add_initial_prefix(name)
-        if key not in self.data:
-            return self.get_initial_for_field(field, name)
-        raw = field.hidden_widget().value_from_datadict(self.data, self.files, key)
+        if isinstance(raw, str):
+            raw = raw.replace("\r\n", "\n")  # browsers send a textarea's line breaks as CRLF
+        elif isinstance(raw, (list, tuple)):
+            raw = [str(v).replace("\r\n", "\n") for v in raw]
         try:
-            return field.to_python(raw)
+            value = field.to_python(raw)
         except ValidationError:
             return raw
+        if isinstance(value, (list, tuple)):
+            return sorted(str(v) for v in value)
+        if name == "phone" and value:  # the same number in another format is the same phone
+            try:
+                parsed = parse_phone(value)
+            except InvalidPhone:
+                return value
+            return (parsed.e164, parsed.extension)
+        if name == "email" and value:
+            return email_normalize_or_none(value) or value
+        return "" if value is None else value
+
+    def _as_rendered(self, name: str, value: Any) -> Any:
+        """``value`` as the form renders it into its hidden copy (so a stored 0.05 and a typed "0.05" agree)."""
+        field = self.fields[name]
+        return field.hidden_widget().format_value(field.prepare_value(value))
+
+    def _posted(self, name: str) -> Any:
+        return self._comparable(name, self.fields[name].widget.value_from_datadict(self.data, self.files, self.add_prefix(name)))
+
+    def _now(self, name: str) -> Any:
+        """The field's value as stored now, comparable."""
+        return self._comparable(name, self._as_rendered(name, self.get_initial_for_field(self.fields[name], name)))
+
+    def _loaded(self, name: str) -> Any:
+        """The value the user loaded: its hidden copy, or (posted without any) the value stored now."""
+        key = self.add_initial_prefix(name)
+        if key in self.data:
+            return self._comparable(name, self.fields[name].hidden_widget().value_from_datadict(self.data, self.files, key))
+        if self.LOADED_MARK in self.data:
+            return self._comparable(name, None)
+        return self._now(name)
 
     @cached_property
     def edited(self) -> list[str]:
         """The fields the user changed since loading the form."""
-        return [name for name, field in self.fields.items() if field.has_changed(self._loaded(name), self[name].data)]
+        return [name for name in self.fields if self._posted(name) != self._loaded(name)]
 
     def edit_data(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """(standard, custom) values of the fields the user changed since loading the form: an edit writes only these."""
         edited = set(self.edited)
         data = {k: v for k, v in self.contact_data().items() if k in edited}
+        if "birthday" in edited and "birthday" not in data:
+            data["birthday"] = ""  # emptied: cleared (contact_data leaves an empty one out)
         custom = {k: v for k, v in self.custom_data().items() if f"cf_{k}" in edited}
         return data, custom
 
     def concurrent_edits(self) -> list[str]:
         """Fields the user changed that someone else also changed since the form was loaded (to another value).
 
-        The form's initial values are read from the contact as it is now; the hidden initial ones are
-        what the user saw. Where those differ and the user typed a third value, whose change wins is a
-        question for the user. Their hidden values are refreshed, so saving again keeps theirs.
+        The form's initial values are read from the contact as it is now; the hidden copies are what
+        the user saw. Where those differ and the user typed a third value, whose change wins is a
+        question for the user. The hidden copies are refreshed, so saving again keeps theirs.
         """
-        clashing = []
-        for name in self.edited:
-            if self.add_initial_prefix(name) not in self.data:
-                continue  # posted without what it loaded (a script, an old page): nothing to compare
-            field = self.fields[name]
-            current = self.get_initial_for_field(field, name)
-            seen = self[name].field.hidden_widget().value_from_datadict(self.data, self.files, self.add_initial_prefix(name))
-            if field.has_changed(current, seen) and field.has_changed(current, self[name].data):
-                clashing.append(name)
+        if self.LOADED_MARK not in self.data and not any(self.add_initial_prefix(n) in self.data for n in self.fields):
+            return []  # posted without what it loaded (a script, an old page): nothing to compare
+        clashing = [
+            name for name in self.edited
+            if self._now(name) != self._loaded(name) and self._posted(name) != self._now(name)
+        ]
         if clashing:
             self.data = self.data.copy()
             for name in clashing:
-                current = self.get_initial_for_field(self.fields[name], name)
-                values = current if isinstance(current, (list, tuple)) else [current]
-                shown = ["" if v is None else v.isoformat() if hasattr(v, "isoformat") else str(v) for v in values]
-                self.data.setlist(self.add_initial_prefix(name), shown)
+                shown = self._as_rendered(name, self.get_initial_for_field(self.fields[name], name))
+                values = shown if isinstance(shown, (list, tuple)) else [shown]
+                self.data.setlist(self.add_initial_prefix(name), ["" if v is None else str(v) for v in values])
         return clashing
 
     def add_service_errors(self, exc: InputRejected) -> None:

@@ -180,3 +180,68 @@ def test_an_xlsx_export_streams_its_first_bytes_before_the_last_row_is_read_and_
     assert sheet.cell(row=2, column=3).number_format == "yyyy-mm-dd"
     assert values[2] == ("Person 0", 0, None, None, False, None)
     assert len(values) == total + 2
+
+
+def _as_browser_sends(form: dict[str, list[str]]) -> dict[str, list[str]]:
+    # Form submission turns every line break into CRLF, in hidden copies as in textareas.
+    return {k: [v.replace("\r\n", "\n").replace("\n", "\r\n") for v in values] for k, values in form.items()}
+
+
+def test_number_long_text_and_date_fields_are_edited_without_a_false_clash(seller, staff_user):
+    CustomFieldFactory(key="intent", label="Intent", type="decimal")
+    CustomFieldFactory(key="score", label="Score", type="number")
+    CustomFieldFactory(key="bio", label="Bio", type="long_text")
+    contact = make_contact(staff_user, name="Ana", phone="+15615557306")
+    Contact.objects.filter(pk=contact.pk).update(custom={"intent": "0.05", "score": 3, "bio": "line one\nline two"})
+    form = loaded_form(seller, contact)
+    form.update({"cf_intent": ["0.5"], "cf_score": ["4"], "cf_bio": ["one\ntwo\nthree"], "birthday": [""]})
+    response = seller.post(f"/contacts/{contact.pk}/edit/", _as_browser_sends(form))
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    contact.refresh_from_db()
+    assert contact.custom == {"intent": "0.5", "score": 4, "bio": "one\ntwo\nthree"}
+
+
+def test_a_birthday_emptied_on_the_form_is_cleared(seller, staff_user):
+    import datetime as dt
+
+    contact = make_contact(staff_user, name="Ana", phone="+15615557307")
+    Contact.objects.filter(pk=contact.pk).update(birthday=dt.date(1990, 5, 17))
+    form = loaded_form(seller, contact)
+    form["birthday"] = [""]
+    assert seller.post(f"/contacts/{contact.pk}/edit/", form).status_code == 302
+    contact.refresh_from_db()
+    assert contact.birthday is None
+
+
+def test_a_multiple_choice_loaded_empty_and_ticked_by_someone_else_survives_an_unrelated_save(seller, staff_user):
+    CustomFieldFactory(key="languages", label="Languages", type="multiple_choice", choices=["Spanish", "English"])
+    contact = make_contact(staff_user, name="Ana", phone="+15615557308")
+    form = loaded_form(seller, contact)
+    Contact.objects.filter(pk=contact.pk).update(custom={"languages": ["Spanish", "English"]})
+    form["company"] = ["Acme"]
+    assert seller.post(f"/contacts/{contact.pk}/edit/", form).status_code == 302
+    contact.refresh_from_db()
+    assert (contact.company, contact.custom) == ("Acme", {"languages": ["Spanish", "English"]})
+
+
+def test_an_owner_who_can_no_longer_sign_in_stays_when_another_field_is_saved(seller, staff_user):
+    from tests.contacts.factories import UserFactory
+
+    gone = UserFactory(username="rep2", is_staff=True)
+    contact = make_contact(staff_user, name="Ana", phone="+15615557309", owner=gone)
+    gone.is_active = False  # left the company after
+    gone.save()
+    form = loaded_form(seller, contact)
+    assert form["owner"] == [str(gone.pk)]
+    form["city"] = ["Denver"]
+    assert seller.post(f"/contacts/{contact.pk}/edit/", form).status_code == 302
+    contact.refresh_from_db()
+    assert (contact.city, contact.owner_id) == ("Denver", gone.pk)
+
+
+def test_the_same_phone_typed_in_another_format_by_both_is_no_clash(seller, staff_user):
+    contact = make_contact(staff_user, name="Ana", phone="+15615557310")
+    form = loaded_form(seller, contact)
+    Contact.objects.filter(pk=contact.pk).update(phone="415-867-5320", phone_e164="+14158675320")
+    form["phone"] = ["+1 415 867 5320"]
+    assert seller.post(f"/contacts/{contact.pk}/edit/", form).status_code == 302
