@@ -284,14 +284,19 @@ class EndResult:
 def _stored_prefix_length(conversation: Conversation, messages: list[dict]) -> int:
     """How many of ``messages``, from the first, the conversation's stored messages begin with.
 
-    Stored messages are read in the conversation's order (sent_at), as transcripts are written: one
-    delivered late but sent in between is in its place. A message with an external_id is the stored
-    one only if that has the same id; same role and text alone is another message ("ok" twice).
+    A transcript may list its messages as they arrived or as they were sent (one delivered late sits
+    among earlier ones; a bot's and a tool's clocks disagree): the stored messages are compared in both
+    orders, and the longer match counts. A message with an external_id is the stored one only if that
+    has the same id; same role and text alone is another message ("ok" twice).
     """
-    stored = list(
-        Message.objects.filter(conversation=conversation).order_by("sent_at", "id")
-        .values_list("role", "content", "external_id")[: len(messages)]
+    stored = Message.objects.filter(conversation=conversation).values_list("role", "content", "external_id")
+    return max(
+        _matching_prefix(list(stored.order_by(*order)[: len(messages)]), messages)
+        for order in (("id",), ("sent_at", "id"))
     )
+
+
+def _matching_prefix(stored: list[tuple[str, str, str]], messages: list[dict]) -> int:
     count = 0
     for (role, content, external_id), message in zip(stored, messages, strict=False):
         if (role, content) != (message["role"], message["content"]):

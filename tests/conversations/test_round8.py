@@ -141,3 +141,14 @@ def test_a_long_conversation_shows_its_latest_messages_on_the_contact_page_and_i
     finally:
         conversation_admin.ADMIN_MESSAGES = 500
     assert f"message number {total - 1:04d}" in admin_page and "message number 0000" not in admin_page
+
+
+def test_a_retried_transcript_whose_clock_runs_backwards_adds_nothing(api):
+    body = {"external_id": "skew", "messages": [
+        {"role": "visitor", "content": "hi there", "sent_at": "2026-11-22T10:00:05Z"},
+        {"role": "agent", "content": "hello, how can I help", "sent_at": "2026-11-22T10:00:03Z"},
+    ]}
+    assert post(api, body).status_code == 201
+    again = post(api, body)
+    assert again.status_code == 200 and again.json()["messages_added"] == 0
+    assert Message.objects.count() == 2
