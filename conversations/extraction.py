@@ -410,6 +410,8 @@ _CUE = re.compile(
 )
 # How far before a value a cue still speaks for it: "my" is a common word, so a self cue must be closer.
 _CUE_REACH = {"self": 40, "other": 60, "shared": 60}
+# "I'm the", "I am an", "as the" just before a role word: the visitor describing themselves.
+_SELF_DESCRIPTION = re.compile(r"(?i)\b(?:i'?m|i’m|i am|as)\s+(?:the|a|an|your)\s+(?:[\w-]+\s+){0,2}$")
 _SENTENCE_END = re.compile(r"[.!?\n]")
 _CLAUSE_END = re.compile(r"[,;]")
 # "Oops, typo: it's actually ...", "sorry, I meant ...": what follows replaces what came before.
@@ -455,6 +457,8 @@ def _whose(before: str) -> str:
     cues: list[tuple[str, int]] = []  # (whose, where the cue ends), in the order written
     for match in _CUE.finditer(sentence):
         kind = match.lastgroup or ""
+        if kind in ("other", "shared") and _SELF_DESCRIPTION.search(sentence, 0, match.start()):
+            kind = "self"  # "I'm the office manager": the visitor's own job, not another person
         if kind == "line":
             owner = cues[-1] if cues else None
             # Past a "," or ";" the clause changed: "our main line is ...; direct: ..." is the visitor's own.

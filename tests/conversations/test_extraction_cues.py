@@ -76,3 +76,12 @@ def test_a_sentence_period_ends_the_address_but_an_address_of_dots_is_still_drop
     result = extract_with_rules(["contact me at foo@. or ana@example.com."], definitions=[])
     assert result.contact == {"email": "ana@example.com"}
     assert [(d["value"], d["reason"].split(":")[0]) for d in result.dropped] == [("foo@", "invalid_email")]
+
+
+@pytest.mark.parametrize("text", [
+    "Hi, I'm the office manager at Acme Dental: 561-555-0192",
+    "I'm the assistant manager here, text 561-555-0192",
+    "I am a sales manager, reach me on 561-555-0192",
+])
+def test_a_visitor_naming_their_own_job_keeps_their_number(text):
+    assert extract_with_rules([text], definitions=[]).contact.get("phone") == "+15615550192"
