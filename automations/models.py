@@ -189,13 +189,14 @@ class Rule(models.Model):
         """
         errors: dict[str, str] = {}
         team_modes = (self.AssignMode.ROUND_ROBIN, self.AssignMode.FEWEST_OPEN_TASKS)
-        if self.assign_mode == self.AssignMode.FIXED and self.assign_user_id:
+        # Checked on active rules only, as the team below: unticking Active is how a broken rule is put away.
+        if self.assign_mode == self.AssignMode.FIXED and self.assign_user_id and self.active:
             if not self.assign_user.is_active:
                 errors["assign_user"] = f"{self.assign_user.get_username()} is inactive: choose an active user."
             elif not self.assign_user.is_staff:
                 errors["assign_user"] = f"{self.assign_user.get_username()} cannot sign in to the CRM: choose a staff user."
         if self.assign_mode in team_modes and self.assign_team_id and self.active:
-            if not TeamMember.objects.filter(team_id=self.assign_team_id, user__is_active=True).exists():
+            if not TeamMember.objects.filter(team_id=self.assign_team_id, user__is_active=True, user__is_staff=True).exists():
                 errors["assign_team"] = (
                     f"Team {self.assign_team.name} has no active members: add someone to it first, "
                     "or save the rule inactive."

@@ -111,7 +111,9 @@ def _condition_matches(value: Any, wanted: str) -> bool:
 def _team_users(team: Team) -> list:
     User = get_user_model()
     ids = list(
-        TeamMember.objects.filter(team=team, user__is_active=True).order_by("position", "id").values_list("user_id", flat=True)
+        # Members who can sign in: a lead handed to a user without staff status is seen by nobody.
+        TeamMember.objects.filter(team=team, user__is_active=True, user__is_staff=True)
+        .order_by("position", "id").values_list("user_id", flat=True)
     )
     users = User.objects.in_bulk(ids)
     return [users[i] for i in ids]
@@ -126,7 +128,7 @@ def take_round_robin_turn(team: Team):
     locked = Team.objects.select_for_update().get(pk=team.pk)
     members = _team_users(locked)
     if not members:
-        raise RuleFailed(f"Team {team.name} has no active members.")
+        raise RuleFailed(f"Team {team.name} has no active members who can sign in.")
     chosen = members[locked.turn % len(members)]
     Team.objects.filter(pk=locked.pk).update(turn=F("turn") + 1)
     return chosen
@@ -139,7 +141,7 @@ def fewest_open_tasks(team: Team):
     list(Team.objects.select_for_update().filter(pk=team.pk).values_list("pk", flat=True))
     members = _team_users(team)
     if not members:
-        raise RuleFailed(f"Team {team.name} has no active members.")
+        raise RuleFailed(f"Team {team.name} has no active members who can sign in.")
     counts = dict(
         Task.objects.filter(assignee__in=members, status=Task.Status.OPEN)
         .values("assignee").annotate(n=Count("id")).values_list("assignee", "n")

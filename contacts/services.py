@@ -1640,7 +1640,7 @@ def create_task(
     title, due, priority, description = fields["title"], fields["due_at"], fields["priority"], fields["description"]
     # The owner only while they can work it: a task for a deactivated owner is seen by nobody. Without
     # one, a person who writes a task on a contact nobody owns is the one who will do it.
-    owner = contact.owner if contact.owner is not None and contact.owner.is_active else None
+    owner = contact.owner if contact.owner is not None and contact.owner.is_active and contact.owner.is_staff else None
     user = fields["assignee"] if fields["assignee"] is not None else owner or actor.user
     task = Task(
         contact=contact, title=title, description=description or "", due_at=due, assignee=user, priority=priority,

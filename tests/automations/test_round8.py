@@ -122,3 +122,50 @@ def test_the_stage_answer_shows_where_a_stage_changed_rule_moved_the_contact():
     answer = api.put(f"contacts/{contact['id']}/stage", {"pipeline": qualified.pipeline.pk, "stage": "Qualified"})
     assert answer.status_code == 200
     assert (answer.json()["stage"], answer.json()["changed"]) == ("Proposal", True)
+
+
+def test_round_robin_skips_team_members_who_cannot_sign_in_and_a_broken_rule_can_be_switched_off(admin_client):
+    from contacts import services
+    from contacts.models import Source
+    from crm_hub.actors import Actor
+    from tests.contacts.factories import UserFactory
+
+    team = TeamFactory(name="Mixed")
+    TeamMemberFactory(team=team, user=UserFactory(username="exrep", is_staff=False), position=0)
+    staffer = UserFactory(username="rep1", is_staff=True)
+    TeamMemberFactory(team=team, user=staffer, position=1)
+    RuleFactory(trigger="contact_created", assign_mode="round_robin", assign_team=team, active=True)
+    actor = Actor.for_system("test")
+    owners = {services.upsert_contact(data={"name": f"Lead {n}", "phone": f"+1 561 555 02{n:02d}"}, actor=actor,
+                                      source=Source.API).contact.owner_id for n in range(3)}
+    assert owners == {staffer.pk}
+
+    gone = UserFactory(username="rep2", is_staff=True)
+    fixed = RuleFactory(name="Fixed", trigger="contact_created", assign_mode="fixed", assign_user=gone, active=True, position=7)
+    gone.is_active = False
+    gone.save()
+    rules = list(Rule.objects.order_by("position"))
+    response = admin_client.post(reverse("admin:automations_rule_changelist"),
+                                 _changelist_post(rules, {fixed.pk: {"active": False}}))
+    assert response.status_code == 302
+    assert not Rule.objects.get(pk=fixed.pk).active
+
+
+def test_a_task_made_without_an_assignee_does_not_go_to_an_owner_who_cannot_sign_in(staff_user):
+    from contacts import services
+    from contacts.models import Source
+    from crm_hub.actors import Actor
+    from tests.contacts.factories import UserFactory
+
+    exrep = UserFactory(username="exrep2", is_staff=True)
+    contact = services.upsert_contact(data={"name": "Ana", "phone": "+1 561 555 0299", "owner": exrep.pk},
+                                      actor=Actor.for_user(staff_user), source=Source.MANUAL).contact
+    exrep.is_staff = False
+    exrep.save()
+    contact.refresh_from_db()
+    import datetime as dt
+
+    from django.utils import timezone
+    task = services.create_task(contact=contact, title="Call", due_at=timezone.now() + dt.timedelta(days=1),
+                                actor=Actor.for_user(staff_user), source=Source.MANUAL)
+    assert task.assignee_id == staff_user.pk
