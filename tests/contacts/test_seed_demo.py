@@ -27,3 +27,12 @@ def test_seeding_twice_changes_nothing_and_keeps_edits():
     assert Contact.objects.get(pk=edited.pk).name == "Renamed by a user"
     Contact.objects.filter(pk=edited.pk).update(name=edited.name)
     assert snapshot() == first
+
+
+@pytest.mark.parametrize("region", ["BR", "GB", "DE"])
+def test_the_demo_loads_whatever_the_default_phone_region(settings, region):
+    settings.CRM_DEFAULT_PHONE_REGION = region
+    call_command("seed_demo", contacts=20, stdout=io.StringIO())
+    assert Contact.objects.count() == 20
+    phones = [p for p in Contact.objects.values_list("phone_e164", flat=True) if p]
+    assert phones and all(p.startswith("+1") for p in phones)

@@ -66,9 +66,13 @@ AREA_CODES = [212, 305, 415, 512, 561, 617, 702, 720, 206, 312]
 
 
 def demo_phone(index: int) -> str:
-    """Fictional 555-01xx numbers in several national and international formats (1,000 unique)."""
+    """Fictional US 555-01xx numbers in several formats (1,000 unique), each with its country code.
+
+    With the code, they read the same whatever CRM_DEFAULT_PHONE_REGION is: written nationally
+    ("(212) 555-0100"), they were refused under any region but US and `make run` stopped there.
+    """
     area, line = AREA_CODES[index % 10], 100 + (index // 10) % 100
-    formats = [f"({area}) 555-0{line}", f"{area}.555.0{line}", f"+1 {area} 555 0{line}", f"{area}5550{line}"]
+    formats = [f"+1 ({area}) 555-0{line}", f"+1.{area}.555.0{line}", f"+1 {area} 555 0{line}", f"+1{area}5550{line}"]
     return formats[index % 4]
 
 
