@@ -26,7 +26,8 @@ migrate: install
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
 
 seed: migrate
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo
+	@if [ -n "$$NO_DEMO" ]; then echo "NO_DEMO is set: demo data and demo logins not loaded."; \
+	else DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo; fi
 
 ## Install, migrate, load demo data, then serve the web app with a Celery worker (Ctrl-C stops both).
 run: seed

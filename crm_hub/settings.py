@@ -237,7 +237,21 @@ SPECTACULAR_SETTINGS = {
 # The agent write path sends its hottest statements as prepared statements on PostgreSQL
 # (crm_hub/rawsql.py); turn off behind a pooler that cannot keep them.
 CRM_PREPARED_STATEMENTS = env_bool("CRM_PREPARED_STATEMENTS", True)
-CRM_DEFAULT_PHONE_REGION = os.environ.get("CRM_DEFAULT_PHONE_REGION", "US").upper()
+CRM_DEFAULT_PHONE_REGION = os.environ.get("CRM_DEFAULT_PHONE_REGION", "US").strip().upper()
+
+
+def _check_phone_region(region: str) -> None:
+    # A code phonenumbers does not know ("UK" for GB) made every national number "not a valid phone".
+    import phonenumbers
+
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ImproperlyConfigured(
+            f"CRM_DEFAULT_PHONE_REGION must be an ISO 3166 country code phonenumbers knows (US, GB, BR, DE, ...), "
+            f"got {region!r}" + (" (the United Kingdom is GB)" if region == "UK" else "")
+        )
+
+
+_check_phone_region(CRM_DEFAULT_PHONE_REGION)
 CRM_MAX_UPLOAD_BYTES = env_int("CRM_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
 CRM_ALLOWED_UPLOAD_TYPES = env_list(
     "CRM_ALLOWED_UPLOAD_TYPES",

@@ -10,7 +10,15 @@ PORT="${PORT:-8000}"
 VAR_DIR="${CRM_VAR_DIR:-var}"
 mkdir -p "$VAR_DIR/log"
 
-.venv/bin/celery -A crm_hub worker --beat --loglevel=INFO --concurrency=2 \
+if (exec 3<>"/dev/tcp/127.0.0.1/${PORT}") 2>/dev/null; then
+  echo "Port ${PORT} is already in use (another CRM Hub?): stop it, or pick another with PORT=8001 make run" >&2
+  exit 1
+fi
+
+# In a session of its own: a closed terminal's SIGHUP made Celery restart itself (a new process this
+# script no longer knew) instead of stopping; it stops when this script tells it to.
+.venv/bin/python -c 'import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])' \
+  .venv/bin/celery -A crm_hub worker --beat --loglevel=INFO --concurrency=2 \
   --schedule "$VAR_DIR/celerybeat-schedule" >"$VAR_DIR/log/worker.log" 2>&1 &
 WORKER_PID=$!
 ANNOUNCE_PID=""
@@ -60,7 +68,7 @@ announce() {
   Logins:                admin / crmhub-admin   (admin)
                          sales / crmhub-sales   (sales user)
   Celery worker + beat:  pid ${WORKER_PID}, log in ${VAR_DIR}/log/worker.log
-  Press Ctrl-C to stop both.
+  Press Ctrl-C to stop both (or: kill $$).
 
 BANNER
 }

@@ -46,6 +46,15 @@ def test_settings_refuse_to_start_without_secret_key_when_debug_is_off(tmp_path)
     assert "SECRET_KEY is not set" in result.stderr
 
 
+@pytest.mark.parametrize("region", ["UK", "XX"])
+def test_settings_refuse_an_unknown_default_phone_region(tmp_path, region):
+    env = clean_env(tmp_path, DEBUG="1", CRM_DEFAULT_PHONE_REGION=region)
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "CRM_DEFAULT_PHONE_REGION must be an ISO 3166 country code phonenumbers knows" in result.stderr
+    assert ("the United Kingdom is GB" in result.stderr) is (region == "UK")
+
+
 def _own_session_with_ctrl_c():
     # A suite started in the background (nohup, a CI runner, `make test &`) inherits SIGINT ignored, and so
     # would make run: Python then installs no Ctrl-C handler and bash cannot trap it. A terminal gives
@@ -61,7 +70,7 @@ def _run_script_pid(session_id: int) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill", "hangup"])
 def test_make_run_serves_admin_with_printed_login_and_a_worker_and_ctrl_c_or_kill_stops_both(tmp_path, stop):
     port = free_port()
     env = clean_env(tmp_path, PORT=str(port))
@@ -110,6 +119,8 @@ def test_make_run_serves_admin_with_printed_login_and_a_worker_and_ctrl_c_or_kil
 
         if stop == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        elif stop == "hangup":
+            os.killpg(proc.pid, signal.SIGHUP)  # a closed terminal (Celery restarts itself on SIGHUP)
         else:
             # `kill <pid>` of the script alone: bash used to run its trap only once runserver exited (never).
             os.kill(_run_script_pid(proc.pid), signal.SIGTERM)
@@ -124,6 +135,10 @@ def test_make_run_serves_admin_with_printed_login_and_a_worker_and_ctrl_c_or_kil
             os.kill(worker_pid, 0)
         with pytest.raises(requests.ConnectionError):
             requests.get(url, timeout=2)
+        # Nothing of this run is left, under any pid (Celery answered SIGHUP by restarting as a new process).
+        time.sleep(2)
+        left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+        assert left == [], subprocess.run(["ps", "-o", "pid,ppid,args", "-p", ",".join(left)], capture_output=True, text=True).stdout
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
