@@ -273,7 +273,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # Django's own console handler (DEBUG) plus the root's printed each of its lines twice.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
 
 # --- Forms (issue 8): public form pages --------------------------------------------

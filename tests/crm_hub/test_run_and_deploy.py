@@ -143,3 +143,12 @@ def test_make_run_serves_admin_with_printed_login_and_a_worker_and_ctrl_c_or_kil
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def test_a_django_log_line_is_printed_once(tmp_path):
+    env = clean_env(tmp_path, DEBUG="1")
+    code = ("import django, logging; django.setup(); "
+            "logging.getLogger('django.request').warning('Not Found: /once')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": "crm_hub.settings"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.stderr.count("Not Found: /once") == 1, result.stderr
