@@ -561,6 +561,7 @@ def contact_list(request):
         "owner_options": [
             (str(u.pk), u.get_full_name() or u.get_username(), current.get("owner") == str(u.pk))
             for u in state.filterset.owner_choices
+            if not _restricted(request.user) or u.pk == request.user.pk
         ],
         "tag_options": [(str(t.pk), t.name, str(t.pk) in chosen_tags) for t in state.vocabulary.tags],
         "stage_groups": _stage_groups(state.vocabulary.stages, current.get("stage")),
@@ -813,6 +814,11 @@ def contact_bulk(request):
     value = request.POST.get(value_field, "").strip()
     if not value:
         messages.error(request, missing + " Nothing was changed.")
+        return redirect(back)
+    if action == "assign_owner" and _restricted(request.user) and value not in (str(request.user.pk), "me"):
+        # As the edit form has it: handed to anyone else, the contacts would vanish from this user's list.
+        messages.error(request, "You see only the contacts you own, so you can assign them only to yourself; "
+                                "nothing was changed.")
         return redirect(back)
     try:
         changed = bulk_apply(

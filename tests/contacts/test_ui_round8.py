@@ -245,3 +245,18 @@ def test_the_same_phone_typed_in_another_format_by_both_is_no_clash(seller, staf
     Contact.objects.filter(pk=contact.pk).update(phone="415-867-5320", phone_e164="+14158675320")
     form["phone"] = ["+1 415 867 5320"]
     assert seller.post(f"/contacts/{contact.pk}/edit/", form).status_code == 302
+
+
+def test_a_user_who_sees_only_their_contacts_cannot_bulk_assign_them_away(client, settings):
+    from tests.contacts.ui_helpers import team
+
+    settings.CRM_SALES_SEE_OWN_ONLY = True
+    admin, alice, bob = team()
+    mine = [make_contact(bob, name=f"Mine {n}", phone=f"+1561555732{n}", owner=bob) for n in range(2)]
+    client.force_login(bob)
+    listing = client.get("/contacts/").content.decode()
+    assert 'value="none">Nobody (remove the owner)' not in listing and f'<option value="{alice.pk}">' not in listing
+    response = client.post("/contacts/bulk/", {"action": "assign_owner", "owner": str(alice.pk),
+                                              "ids": [str(c.pk) for c in mine], "query": "owner=me"}, follow=True)
+    assert "you can assign them only to yourself" in response.content.decode()
+    assert set(Contact.objects.filter(pk__in=[c.pk for c in mine]).values_list("owner_id", flat=True)) == {bob.pk}
