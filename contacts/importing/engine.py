@@ -593,7 +593,9 @@ class Engine:
                     # "updated" counts contacts, not rows: a later row for a contact a row above updated
                     # (in this batch or an earlier one) is merged into that update.
                     outcome.action = SKIP
-                    outcome.reason = (f"repeats {target.label()}, which a row above {target.job_wrote or 'updated'}; "
+                    # A dry run's contacts are rolled back: one it created in an earlier batch has no id to name.
+                    named = "a person" if self.dry_run and target.job_wrote == "created" else target.label()
+                    outcome.reason = (f"repeats {named}, which a row above {target.job_wrote or 'updated'}; "
                                       "merged into it")
                     touched[target.id] = target
                     updated_by.append((outcome, target))

@@ -206,12 +206,19 @@ def test_totals_never_count_the_whole_table(signed_in, people, monkeypatch):
         response = signed_in.get("/contacts/")
     assert "4 contacts" in response.content.decode()  # one page without a next one: exact, no count
     monkeypatch.setattr("contacts.views.PAGE_SIZE", 2)
-    # A table never analysed has no statistics to estimate from (a new database): counted, bounded, exact.
-    with CaptureQueriesContext(connection) as queries:
-        response = signed_in.get("/contacts/", {"q": "o"})
-    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
-    assert len(counts) == 1 and all("LIMIT" in sql.upper() for sql in counts)
-    assert re.search(r"3 contacts\s+match", response.content.decode())
+    never_analysed = True
+    if connection.vendor == "postgresql":
+        # ANALYZE outlives a test's rolled-back transaction: another test may have run one already.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'contacts_contact'")
+            never_analysed = cursor.fetchone()[0] < 0
+    if never_analysed:
+        # A table never analysed has no statistics to estimate from (a new database): counted, bounded, exact.
+        with CaptureQueriesContext(connection) as queries:
+            response = signed_in.get("/contacts/", {"q": "o"})
+        counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+        assert len(counts) == 1 and all("LIMIT" in sql.upper() for sql in counts)
+        assert re.search(r"3 contacts\s+match", response.content.decode())
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE contacts_contact")
