@@ -491,7 +491,9 @@ def clean_answers(
             answers[fid] = checked
             continue
         given = _values(data, fid)
-        text = given[0].strip() if given else ""
+        # A browser sends a textarea's line breaks as CRLF but its maxlength counted each as one character:
+        # counted (and stored) as one, so a visitor who stayed under the page's limit is not refused.
+        text = given[0].replace("\r\n", "\n").strip() if given else ""
         if "\x00" in text:
             # PostgreSQL cannot store it (a 500); a person never types it.
             fail("invalid_value", "This answer holds a character that cannot be stored; please retype it.")

@@ -206,3 +206,14 @@ def test_a_public_form_with_a_known_phone_fills_what_is_empty_and_renames_no_one
     assert (known.name, known.company, known.custom["budget"]) == ("Mateo Garcia", "Evil Inc", 5000)  # company was empty
     submission = Submission.objects.get()
     assert submission.contact_id == known.pk and submission.answers["fname"] == "Totally Different"  # kept on it
+
+
+def test_a_long_answer_under_the_pages_limit_is_not_refused_for_its_crlf_line_breaks(client, settings):
+    settings.FORMS_MAX_LONG_TEXT_CHARS = 100
+    form = make_form()
+    page = client.get(f"/f/{form.slug}/")
+    typed = ("x" * 9 + "\n") * 10  # 100 characters as the browser's maxlength counts them
+    response = client.post(f"/f/{form.slug}/", {"form_token": token_of(page), "fname": "Ana", "femail": "ana@example.com",
+                                                "fmsg": typed.replace("\n", "\r\n")})
+    assert response.status_code == 302
+    assert Submission.objects.get().answers["fmsg"] == typed.strip()
