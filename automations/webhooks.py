@@ -416,11 +416,14 @@ def _record(results: list[AttemptResult], held: list[WebhookDelivery] = ()) -> N
                 next_attempt_at=next_attempt_at,
             )
             state["retry_at"] = next_attempt_at or now
+        # Behind a failure: with its retry (claims take rows by time, then id). Left over from a
+        # share: due now, for the next claim. One statement per distinct time, not per row.
+        held_until: dict[dt.datetime, list[int]] = {}
         for delivery in held:
-            # Behind a failure: with its retry (claims take rows by time, then id). Left over from a
-            # share: due now, for the next claim.
             retry_at = endpoint_state.get(delivery.endpoint_id, {}).get("retry_at") or now
-            WebhookDelivery.objects.filter(pk=delivery.pk, status=WebhookDelivery.Status.PENDING).update(
+            held_until.setdefault(retry_at, []).append(delivery.pk)
+        for retry_at, ids in held_until.items():
+            WebhookDelivery.objects.filter(pk__in=ids, status=WebhookDelivery.Status.PENDING).update(
                 next_attempt_at=retry_at
             )
         # Lock endpoints in id order so two workers recording at once cannot deadlock.

@@ -16,6 +16,7 @@ from xml.sax.saxutils import escape as xml_escape
 from django.db.models import F, QuerySet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+from openpyxl.utils import get_column_letter
 from openpyxl.utils.datetime import to_excel
 
 from contacts.filters import Column
@@ -267,16 +268,7 @@ def stream_xlsx(rows: Iterable[list[Any]]) -> Iterator[bytes]:
     yield pending.take()
 
 
-def _column_letters(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, remainder = divmod(index - 1, 26)
-        letters = chr(65 + remainder) + letters
-    return letters
-
-
-_COLUMNS = [_column_letters(i) for i in range(702)]  # A..ZZ, more than any export has
+_COLUMNS = [get_column_letter(i + 1) for i in range(702)]  # A..ZZ, more than any export has
 
 
 def _row_xml(number: int, row: list[Any]) -> str:
@@ -284,7 +276,7 @@ def _row_xml(number: int, row: list[Any]) -> str:
     for index, value in enumerate(row):
         if value is None or value == "":
             continue
-        ref = f"{_COLUMNS[index] if index < len(_COLUMNS) else _column_letters(index)}{number}"
+        ref = f"{_COLUMNS[index] if index < len(_COLUMNS) else get_column_letter(index + 1)}{number}"
         cells.append(_cell_xml(ref, value))
     return f'<row r="{number}">{"".join(cells)}</row>'
 

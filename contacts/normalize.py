@@ -260,11 +260,7 @@ def _valid_email(address: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _valid_email_domain(domain: str) -> bool:
-    try:
-        validate_email(f"a@{domain}")
-    except ValidationError:
-        return False
-    return True
+    return _django_accepts(f"a@{domain}")
 
 
 def _django_accepts(address: str) -> bool:

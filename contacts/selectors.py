@@ -238,11 +238,6 @@ def contact_keys(contact_id: int | None) -> dict | None:
     return Contact.objects.filter(pk=contact_id).values("name", "phone_e164", "phone_extension", "email_normalized").first()
 
 
-def stage_in_pipeline(contact: Contact, pipeline_id: int) -> ContactStage | None:
-    """The contact's stage in that pipeline as it is now (with pipeline and stage loaded), or None."""
-    return ContactStage.objects.select_related("pipeline", "stage").filter(contact=contact, pipeline_id=pipeline_id).first()
-
-
 def missing_contact_message(contact_id: int) -> str:
     """Why there is no contact ``contact_id``: merged into another (named, so a caller can follow it) or none."""
     into = merged_into(contact_id)

@@ -1481,6 +1481,9 @@ def move_to_stage(
     _emit_after_flush(event="stage.changed", payload=lambda: payloads.stage_event(contact, pipeline=found_pipeline, from_stage=previous, to_stage=found_stage))
     _run_rules(trigger="stage_changed", contact=contact, actor=actor, source=source,
               context={"pipeline_id": found_pipeline.pk, "stage_id": found_stage.pk})
+    if switchboard.trigger_has_rules("stage_changed"):
+        # A "stage changed" rule may have moved the contact on: the result says where it is now.
+        membership = ContactStage.objects.select_related("pipeline", "stage").filter(pk=membership.pk).first() or membership
     return StageMoveResult(membership=membership, changed=True, from_stage=previous)
 
 

@@ -51,7 +51,7 @@ from contacts.api.serializers import (
 from contacts.bulk_upsert import upsert_contacts_batch
 from contacts.models import Contact, Source, Tag
 from contacts.normalize import InvalidEmail, InvalidPhone, email_normalize, phone_to_e164
-from contacts.selectors import merged_into, stage_in_pipeline
+from contacts.selectors import merged_into
 from conversations.api import ConversationClosed
 from conversations.services import ConversationEnded
 from crm_hub.actors import Actor
@@ -533,8 +533,7 @@ class ContactStageView(AgentView):
         moved = services.move_to_stage(
             contact=contact, pipeline=data.get("pipeline"), stage=data.get("stage"), actor=self.actor(), source=Source.API
         )
-        # As the contact is now: a "stage changed" rule may have moved it on (the answer showed the stage asked for).
-        membership = stage_in_pipeline(contact, moved.membership.pipeline_id) or moved.membership
+        membership = moved.membership
         return Response({
             "pipeline": membership.pipeline.name, "pipeline_id": membership.pipeline_id,
             "stage": membership.stage.name, "stage_id": membership.stage_id,
